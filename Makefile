@@ -1,0 +1,30 @@
+# One-command set-up: `make demo` (main job on the embedded default) and `make test` (the test suite).
+# Both create .venv on first use with the pinned torch + torchvision pair.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+DEMO_DIR ?= runs/demo
+
+.PHONY: venv demo test bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH_PIN)
+	$(PY) -m pip install -e ".[dev]" $(TORCH_PIN)
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m heal_swin.demo --out $(DEMO_DIR)
+
+test: venv
+	$(PY) -m pytest -n 2 --timeout 600 tests
+
+bench: venv
+	$(PY) bench/bench_projection.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

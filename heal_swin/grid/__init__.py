@@ -1,0 +1,21 @@
+"""HEALPix maths: pure, vectorised functions with healpy's names (NESTED by default).
+
+numpy in, numpy out; torch in, torch out (same device). healpy is the oracle in the tests.
+"""
+
+from ._faces import (base_pixel_indices, check_base_pixels, global_to_local, local_to_global,
+                     n_pixels, parse_base_pixels)
+from ._interp import get_interp_weights, ring_above, ring_info
+from ._pixelfunc import (ang2pix, ang2vec, check_nside, check_pixels, get_all_neighbours,
+                         is_valid_nside, nest2ring, nest2xyf, npix2nside, nside2npix, nside2order,
+                         nside2pixarea, nside2resol, order2nside, pix2ang, pix2vec, ring2nest,
+                         ring2xyf, vec2ang, vec2pix, xyf2nest, xyf2ring)
+
+__all__ = [
+    "ang2pix", "ang2vec", "base_pixel_indices", "check_base_pixels", "check_nside", "check_pixels",
+    "get_all_neighbours", "get_interp_weights", "global_to_local", "is_valid_nside",
+    "local_to_global", "n_pixels", "nest2ring", "nest2xyf", "npix2nside", "nside2npix",
+    "nside2order", "nside2pixarea", "nside2resol", "order2nside", "parse_base_pixels", "pix2ang",
+    "pix2vec", "ring2nest", "ring2xyf", "ring_above", "ring_info", "vec2ang", "vec2pix",
+    "xyf2nest", "xyf2ring",
+]
