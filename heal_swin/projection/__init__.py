@@ -1,0 +1,12 @@
+"""Fisheye <-> HEALPix sampling, cached per calibration.
+
+FisheyeToHealpix: fisheye image / labels / depth -> maps over a set of base pixels (CPU and torch).
+HealpixToFisheye: maps -> fisheye image (each image pixel takes the HEALPix pixel containing its ray).
+"""
+
+from ._cache import clear_memory_cache, default_cache_dir
+from ._frames import ORIENTATIONS, check_rotation, sphere_to_camera
+from ._sampling import SUBPIXEL, FisheyeSampler, FisheyeToHealpix, HealpixSampler, HealpixToFisheye
+
+__all__ = ["FisheyeToHealpix", "HealpixToFisheye", "HealpixSampler", "FisheyeSampler", "ORIENTATIONS",
+           "SUBPIXEL", "check_rotation", "sphere_to_camera", "clear_memory_cache", "default_cache_dir"]
