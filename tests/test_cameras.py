@@ -628,3 +628,14 @@ def test_repr_and_public_names(fv, kb):
         assert hasattr(cameras, name)
     with pytest.raises(AttributeError):
         fv.width = 3
+
+
+def test_rotation_quaternion_round_trip():
+    rng = np.random.default_rng(5)
+    for q in [*rng.normal(size=(200, 4)), [0, 0, 0, 1], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]:
+        q = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+        r = cameras.quaternion_to_rotation(q)
+        back = np.asarray(cameras.rotation_to_quaternion(r))
+        # q and −q are the same rotation; the result is the one with w >= 0.
+        assert np.allclose(back, q) or np.allclose(back, -q)
+        np.testing.assert_allclose(cameras.quaternion_to_rotation(back), r, atol=1e-12)

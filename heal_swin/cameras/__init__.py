@@ -8,7 +8,7 @@ Rays are in the OpenCV camera frame (x right, y down, z forward); pixel centres 
     rays = cam.pixel_to_ray(uv)        # (..., 2) -> (..., 3) unit rays
 """
 
-from ._base import CalibrationError, Camera
+from ._base import CalibrationError, Camera, quaternion_to_rotation, rotation_to_quaternion
 from ._calibration import FV_SAMPLE, load_calibration, save_calibration
 from ._kannala_brandt import KannalaBrandtCamera, fit_kannala_brandt
 from ._radial_poly import RadialPolyCamera
@@ -21,5 +21,7 @@ __all__ = [
     "RadialPolyCamera",
     "fit_kannala_brandt",
     "load_calibration",
+    "quaternion_to_rotation",
+    "rotation_to_quaternion",
     "save_calibration",
 ]

@@ -135,6 +135,27 @@ def quaternion_to_rotation(q: Sequence[float]) -> np.ndarray:
     )
 
 
+def rotation_to_quaternion(r) -> tuple[float, float, float, float]:
+    """float (3, 3) rotation matrix -> unit quaternion (x, y, z, w), scalar last, w >= 0."""
+    r = np.asarray(r, dtype=np.float64)
+    # Shepperd's method: divide by the largest of the four candidate components, for stability.
+    diag = np.array([r[0, 0], r[1, 1], r[2, 2]])
+    candidates = [1 + diag.sum(), 1 + 2 * diag[0] - diag.sum(), 1 + 2 * diag[1] - diag.sum(),
+                  1 + 2 * diag[2] - diag.sum()]
+    i = int(np.argmax(candidates))
+    s = 2.0 * np.sqrt(candidates[i])
+    if i == 0:
+        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, s / 4]
+    elif i == 1:
+        q = [s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
+    elif i == 2:
+        q = [(r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
+    else:
+        q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4, (r[1, 0] - r[0, 1]) / s]
+    q = np.asarray(q) / np.linalg.norm(q)
+    return tuple(float(c) for c in (q if q[3] >= 0 else -q))
+
+
 # --------------------------------------------------------------------------------------------------
 # polynomial helpers
 # --------------------------------------------------------------------------------------------------

@@ -171,6 +171,7 @@ def save_calibration(cam: Camera, path) -> Path:
         raise TypeError(f"cam must be a heal_swin.cameras.Camera, got {type(cam).__name__}")
     path = Path(path)
     text = json.dumps(cam.to_dict(), indent=2, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     # temp file + rename so concurrent readers (e.g. data-loader workers) never see half a file
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -45,9 +45,11 @@ def _check_image(name: str, a, camera, channels_last: bool = True):
 
 def _clamped_positions(uv: np.ndarray, valid: np.ndarray, h: int, w: int):
     """Sampling positions clamped into the image where valid (the same as replicating the border:
-    both taps of a position in [−0.5, 0) hold the edge pixel) and far outside where not valid."""
-    u = np.where(valid, np.clip(uv[:, 0], 0, w - 1), -16.0)
-    v = np.where(valid, np.clip(uv[:, 1], 0, h - 1), -16.0)
+    both taps of a position in [−0.5, 0) hold the edge pixel). Invalid positions point at row h,
+    the first of two zero rows that the CPU path appends below the image: they read 0 on
+    OpenCV's fast path, with no mask to apply afterwards."""
+    u = np.where(valid, np.clip(uv[:, 0], 0, w - 1), 0.0)
+    v = np.where(valid, np.clip(uv[:, 1], 0, h - 1), float(h))
     return u.astype(np.float32), v.astype(np.float32)
 
 
@@ -210,21 +212,26 @@ class FisheyeToHealpix:
         """image (H, W) or (H, W, C), any real dtype (uint8 on disk) -> float32 (C, N), bilinear."""
         image = np.asarray(image)
         _check_image("image", image, self.camera)
-        img = image.astype(np.float32, copy=False)
-        h, w = img.shape[:2]
-        c = 1 if img.ndim == 2 else img.shape[2]
-        if max(h, w) < _CV_MAX and c <= 4:
+        h, w = image.shape[:2]
+        c = 1 if image.ndim == 2 else image.shape[2]
+        if max(h, w) + 2 < _CV_MAX and c <= 4:
             import cv2
 
             m1, m2 = self._opencv_maps()
-            # OpenCV's constant border is twice as slow as replicate here; masking afterwards is cheap.
-            out = cv2.remap(img, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            # The float conversion copies the image anyway; copy it above two zero rows.
+            buf = np.empty((h + 2, w, c), dtype=np.float32)
+            buf[h:] = 0
+            buf[:h] = image.reshape(h, w, c)
+            out = cv2.remap(buf, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             result = np.empty((c, self.npix), dtype=np.float32)
-            np.multiply(out.reshape(self.npix, c).T, self.valid_mask, out=result)
+            if c == 1:
+                result[0] = out.reshape(-1)
+            else:  # channels-last -> channels-first, written straight into the result's rows
+                cv2.split(out, [row.reshape(m1.shape[:2]) for row in result])
             return result
         # Beyond OpenCV's limits: the same interpolation, gathered in numpy.
         idx, wgt = self._bilinear()
-        flat = img.reshape(h * w, c)
+        flat = image.reshape(h * w, c).astype(np.float32)
         return sum(flat[idx[k]].T * wgt[k] for k in range(4)).astype(np.float32)
 
     def project_labels(self, labels: np.ndarray, fill: int | None = None) -> np.ndarray:

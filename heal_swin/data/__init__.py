@@ -1,0 +1,1 @@
+"""Datasets, synthetic WoodScape-format data, class tables."""
