@@ -72,11 +72,27 @@ def _bilinear_tables(u: np.ndarray, v: np.ndarray, valid: np.ndarray, h: int, w:
     return idx, wgt
 
 
+def _gather_rows(flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """flat (..., P), idx (M,) -> (M, ...): rows of a contiguous (P, ...) copy, which
+    a CPU gathers five times faster than elements along the last dimension."""
+    return flat.movedim(-1, 0).contiguous().index_select(0, idx)
+
+
+def _gather_nearest(flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """flat (..., P), idx (M,) -> (..., M)."""
+    return _gather_rows(flat, idx).movedim(0, -1)
+
+
 def _gather_bilinear(flat: torch.Tensor, idx: torch.Tensor, wgt: torch.Tensor) -> torch.Tensor:
-    """flat (B, C, P) values, idx (K, M) indices into P, wgt (K, M) -> (B, C, M)."""
-    k, m = idx.shape
-    taps = flat.index_select(-1, idx.reshape(-1)).unflatten(-1, (k, m))
-    return (taps * wgt.to(taps.dtype)).sum(-2)
+    """flat (..., P) values, idx (K, M) indices into P, wgt (K, M) -> (..., M): Σ_k wgt·flat[idx].
+    One tap at a time, so the temporaries stay the size of the output."""
+    rows = flat.movedim(-1, 0).contiguous()
+    shape = (-1,) + (1,) * (rows.dim() - 1)
+    out = None
+    for k in range(idx.shape[0]):
+        term = rows.index_select(0, idx[k]) * wgt[k].to(rows.dtype).reshape(shape)
+        out = term if out is None else out + term
+    return out.movedim(0, -1)
 
 
 class HealpixSampler(nn.Module):
@@ -113,13 +129,13 @@ class HealpixSampler(nn.Module):
 
     def labels(self, labels: torch.Tensor, fill: int | None = None) -> torch.Tensor:
         """Nearest: (..., H, W) integer -> (..., N) int64; `fill` (ignore_index) outside."""
-        out = self._flat(labels, "labels").index_select(-1, self.nearest_index).long()
+        out = _gather_nearest(self._flat(labels, "labels"), self.nearest_index).long()
         fill = self.ignore_index if fill is None else fill
         return torch.where(self.valid, out, torch.full_like(out, fill))
 
     def depth(self, depth: torch.Tensor) -> torch.Tensor:
         """Nearest: (..., H, W) -> (..., N) float; NaN outside and where the input is not finite."""
-        out = self._flat(depth, "depth").index_select(-1, self.nearest_index).float()
+        out = _gather_nearest(self._flat(depth, "depth"), self.nearest_index).float()
         ok = self.valid & torch.isfinite(out)
         return torch.where(ok, out, torch.full_like(out, float("nan")))
 
@@ -289,7 +305,7 @@ class FisheyeSampler(nn.Module):
         """values (..., N) -> (..., H, W); `fill` (NaN for floats, 255 for integers) where the image
         pixel's ray falls outside the chosen faces."""
         if self.interpolation == "nearest":
-            out = values.index_select(-1, self.index)
+            out = _gather_nearest(values, self.index)
         else:
             out = _gather_bilinear(values.float(), self.index, self.weight)
         if fill is None:
