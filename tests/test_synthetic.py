@@ -21,7 +21,7 @@ def tree(tmp_path_factory):
 
 def test_writes_the_woodscape_layout(tree):
     root, stems = tree
-    assert stems == [f"{i:05d}_{c}" for i in range(2) for c in ("FV", "RV", "MVL", "MVR")]
+    assert stems == sorted(f"{i:05d}_{c}" for i in range(2) for c in ("FV", "RV", "MVL", "MVR"))
     for stem in stems:
         rgb = cv2.imread(str(root / "rgb_images" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
         lbl = cv2.imread(str(root / "semantic_annotations" / "gtLabels" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)

@@ -29,3 +29,34 @@ def colorize(labels: np.ndarray, colors: np.ndarray = WOODSCAPE_COLORS, ignore_i
     table = np.concatenate([colors, np.asarray([ignore_color], dtype=np.uint8)])
     idx = np.where((labels >= 0) & (labels < len(colors)) & (labels != ignore_index), labels, len(colors))
     return table[idx]
+
+
+# SynWoodScape: background (void) + 24 CARLA classes, id = position.
+SYNWOODSCAPE_CLASSES = ("void", "building", "fence", "other", "pedestrian", "pole", "road line", "road",
+                        "sidewalk", "vegetation", "four-wheeler vehicle", "wall", "traffic sign", "sky",
+                        "ground", "bridge", "rail track", "guard rail", "traffic light", "water", "terrain",
+                        "two-wheeler vehicle", "static", "dynamic", "ego-vehicle")
+
+# The original HEAL-SWIN paper's 8-class SynWoodScape merge; every other class becomes void.
+PAPER_SYNWOODSCAPE_8 = ("void", "building", "road line", "road", "sidewalk", "four-wheeler vehicle", "sky",
+                        "ego-vehicle")
+
+
+def class_lut(source: tuple[str, ...], target: tuple[str, ...], mapping: dict[str, str] | None = None,
+              default: str = "void", ignore_index: int = 255) -> np.ndarray:
+    """A lookup table (256,) int64 from source class ids to target class ids.
+
+    A source class goes to `mapping[name]` if given, else to the target class of the same name,
+    else to `default`. Ids beyond the source table map to `ignore_index`. Errors name the class."""
+    mapping = dict(mapping or {})
+    for src, dst in mapping.items():
+        if src not in source:
+            raise ValueError(f"class merge: source class {src!r} is not one of {list(source)}")
+        if dst not in target:
+            raise ValueError(f"class merge: {src!r} -> {dst!r}, but {dst!r} is not one of {list(target)}")
+    if default not in target:
+        raise ValueError(f"class merge: default class {default!r} is not one of {list(target)}")
+    lut = np.full(256, ignore_index, dtype=np.int64)
+    for i, name in enumerate(source):
+        lut[i] = target.index(mapping.get(name, name if name in target else default))
+    return lut

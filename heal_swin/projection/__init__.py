@@ -6,7 +6,8 @@ HealpixToFisheye: maps -> fisheye image (each image pixel takes the HEALPix pixe
 
 from ._cache import clear_memory_cache, default_cache_dir
 from ._frames import ORIENTATIONS, check_rotation, sphere_to_camera
+from ._rig import RigToHealpix
 from ._sampling import SUBPIXEL, FisheyeSampler, FisheyeToHealpix, HealpixSampler, HealpixToFisheye
 
-__all__ = ["FisheyeToHealpix", "HealpixToFisheye", "HealpixSampler", "FisheyeSampler", "ORIENTATIONS",
+__all__ = ["FisheyeToHealpix", "HealpixToFisheye", "RigToHealpix", "HealpixSampler", "FisheyeSampler", "ORIENTATIONS",
            "SUBPIXEL", "check_rotation", "sphere_to_camera", "clear_memory_cache", "default_cache_dir"]

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 # Bump when the content or meaning of a cached map changes.
-MAP_FORMAT_VERSION = 1
+MAP_FORMAT_VERSION = 2
 _MEMORY: "OrderedDict[str, dict[str, np.ndarray]]" = OrderedDict()
 _MEMORY_SIZE = 16
 

@@ -48,8 +48,9 @@ def _clamped_positions(uv: np.ndarray, valid: np.ndarray, h: int, w: int):
     both taps of a position in [−0.5, 0) hold the edge pixel). Invalid positions point at row h,
     the first of two zero rows that the CPU path appends below the image: they read 0 on
     OpenCV's fast path, with no mask to apply afterwards."""
-    u = np.where(valid, np.clip(uv[:, 0], 0, w - 1), 0.0)
-    v = np.where(valid, np.clip(uv[:, 1], 0, h - 1), float(h))
+    q = np.round(uv.astype(np.float64) * SUBPIXEL) / SUBPIXEL  # OpenCV's fixed-point grid
+    u = np.where(valid, np.clip(q[:, 0], 0, w - 1), 0.0)
+    v = np.where(valid, np.clip(q[:, 1], 0, h - 1), float(h))
     return u.astype(np.float32), v.astype(np.float32)
 
 
@@ -152,11 +153,12 @@ class FisheyeToHealpix:
 
     N = len(base_pixels)·nside², NESTED order. Pixel centres are at integer image coordinates; a
     sphere pixel is valid when its centre lands in [−0.5, W−0.5) × [−0.5, H−0.5). Maps are cached
-    per (calibration values, nside, faces, orientation, rotation) in memory and on disk.
+    per (calibration values, nside, faces, orientation, rotation) in memory and on disk
+    (`cache_dir`: None = the default folder, False = memory only; `cache=False`: no caching).
     """
 
     def __init__(self, camera, nside: int, base_pixels=range(8), orientation: str = "camera",
-                 rotation=None, ignore_index: int = 255, cache_dir=None):
+                 rotation=None, ignore_index: int = 255, cache_dir=None, cache: bool = True):
         self.camera = camera
         self.nside = grid.check_nside(nside)
         self.base_pixels = grid.check_base_pixels(base_pixels)
@@ -166,7 +168,9 @@ class FisheyeToHealpix:
         self._to_camera = sphere_to_camera(camera, orientation, self.rotation)
         key = map_key("fisheye2healpix", camera=camera.fingerprint(), nside=self.nside,
                       faces=self.base_pixels, to_camera=self._to_camera)
-        self._uv = cached(key, self._build_map, cache_dir)["uv"]
+        # cache=False: a one-off map (e.g. a random augmentation rotation) that would only evict
+        # useful entries from the caches.
+        self._uv = (cached(key, self._build_map, cache_dir) if cache else self._build_map())["uv"]
         h, w = _camera_size(camera)
         u, v = self._uv[:, 0], self._uv[:, 1]
         with np.errstate(invalid="ignore"):
@@ -191,7 +195,8 @@ class FisheyeToHealpix:
     @property
     def sample_positions(self) -> np.ndarray:
         """(N, 2) float32 image coordinates (u, v) of each sphere pixel's centre; NaN outside the
-        camera's field of view. Rounded to 1/32 px."""
+        camera's field of view. Exact: the nearest-pixel lookups use them as they are; bilinear
+        sampling rounds them to 1/32 px."""
         return self._uv
 
     def _build_map(self) -> dict[str, np.ndarray]:
@@ -199,7 +204,6 @@ class FisheyeToHealpix:
         dirs = np.stack(grid.pix2vec(self.nside, ipix), axis=-1)  # (N, 3), sphere frame
         rays = dirs @ self._to_camera.T
         uv = np.asarray(self.camera.ray_to_pixel(rays), dtype=np.float64)
-        uv = np.round(uv * SUBPIXEL) / SUBPIXEL
         # Far outside positions would only overflow the fixed-point maps; they are invalid anyway.
         uv = np.where(np.abs(uv) < 1e6, uv, np.nan)
         return {"uv": uv.astype(np.float32)}
