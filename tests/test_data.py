@@ -284,3 +284,27 @@ def test_box_culling_matches_brute_force():
     np.testing.assert_allclose(t, tt.min(1))
     hit = np.isfinite(t)
     np.testing.assert_array_equal(box[hit], tt.argmin(1)[hit])
+
+
+def test_check_cli_lists_every_problem(flat_tree, tmp_path, capsys):
+    from heal_swin.data import woodscape
+
+    assert woodscape.main([str(flat_tree), "--check", "--depth"]) == 0
+    assert "20 samples, 5 frames" in capsys.readouterr().out
+    root = tmp_path / "broken"
+    shutil.copytree(flat_tree, root)
+    (root / "semantic_annotations" / "gtLabels" / "00001_FV.png").unlink()
+    (root / "depth_maps" / "raw_data" / "00002_RV.npy").write_bytes(b"garbage")
+    assert woodscape.main([str(root), "--check", "--depth"]) == 1
+    out = capsys.readouterr().out
+    assert "problem: 00001_FV: label file" in out and "00002_RV.npy: cannot read the depth map" in out
+    assert "2 problem(s)" in out
+    assert woodscape.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_ensure_synthetic_generates_only_into_an_empty_folder(tmp_path):
+    root = tmp_path / "data"
+    assert synthetic.ensure_synthetic(root, frames=1, size=(32, 24), progress=False)
+    assert len(list((root / "rgb_images").iterdir())) == 4
+    assert not synthetic.ensure_synthetic(root, frames=3, size=(32, 24), progress=False)
+    assert len(list((root / "rgb_images").iterdir())) == 4

@@ -30,7 +30,8 @@ import numpy as np
 from ..cameras import FV_SAMPLE, RadialPolyCamera, rotation_to_quaternion, save_calibration
 from .classes import WOODSCAPE_CLASSES, WOODSCAPE_COLORS, colorize
 
-__all__ = ["RIG", "rig_cameras", "Scene", "random_scene", "render", "generate", "main", "SKY_DEPTH"]
+__all__ = ["RIG", "rig_cameras", "Scene", "RayBundle", "random_scene", "render", "generate", "ensure_synthetic",
+           "main", "SKY_DEPTH"]
 
 SKY_DEPTH = 1000.0
 CLS = {name: i for i, name in enumerate(WOODSCAPE_CLASSES)}
@@ -415,6 +416,18 @@ def generate(out, frames: int = 4, seed: int = 0, size: tuple[int, int] = (1280,
             chunk = max(1, len(jobs) // (4 * workers))
             stems = list(tqdm(pool.imap(_render_job, jobs, chunksize=chunk), **bar))
     return sorted(stems)
+
+
+def ensure_synthetic(root, frames: int = 16, seed: int = 0, size: tuple[int, int] = (640, 483),
+                     progress: bool = True) -> bool:
+    """Generate synthetic data into `root` when it holds no images yet (the embedded default
+    dataset of the demo); return True when it generated. An existing tree is left alone."""
+    root = Path(root)
+    images = root / "rgb_images"
+    if images.is_dir() and any(images.iterdir()):
+        return False
+    generate(root, frames=frames, seed=seed, size=size, progress=progress)
+    return True
 
 
 def _parse_size(text: str) -> tuple[int, int]:

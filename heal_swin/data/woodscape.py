@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,3 +250,40 @@ class WoodScapeTree:
                 problems.append(f"{s.stem}: {s.labels} holds class id {int(item['labels'].max())}, beyond the "
                                 f"{len(self.class_names)} classes of this dataset")
         return problems
+
+
+def main(argv=None) -> int:
+    """`python -m heal_swin.data.woodscape ROOT --check`: list every problem of a tree at once."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m heal_swin.data.woodscape",
+        description="Summarise a WoodScape / SynWoodScape tree; with --check, read every sample and "
+                    "list every problem (missing or unreadable files, size mismatches, bad calibration "
+                    "fields, class ids beyond the class table). Exit code 1 when there are problems.",
+        epilog="example: python -m heal_swin.data.woodscape data/woodscape --check --cameras FV,RV")
+    parser.add_argument("root")
+    parser.add_argument("--check", action="store_true", help="read and verify every sample")
+    parser.add_argument("--depth", action="store_true", help="require depth maps (SynWoodScape)")
+    parser.add_argument("--no-labels", action="store_true", help="do not require label maps")
+    parser.add_argument("--cameras", default=",".join(CAMERAS))
+    parser.add_argument("--test-set", action="store_true", help="read the *(test_set) folders")
+    args = parser.parse_args(argv)
+    try:
+        tree = WoodScapeTree(args.root, args.cameras.split(","), test_set=args.test_set)
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{tree.root}: {len(tree)} samples, {len(tree.frames)} frames, cameras {list(tree.cameras)}")
+    for kind, folder in tree.folders.items():
+        print(f"  {kind:12s} {folder if folder is not None else '(not found)'}")
+    print(f"  classes      {len(tree.class_names)}: {', '.join(tree.class_names)}")
+    problems = tree.check(labels=not args.no_labels, depth=args.depth, read=args.check)
+    for p in problems:
+        print(f"problem: {p}")
+    print(f"{len(problems)} problem(s)" if problems else "no problems found")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
