@@ -23,8 +23,8 @@ import numpy as np
 from ..cameras import CalibrationError, load_calibration
 from .classes import WOODSCAPE_CLASSES, WOODSCAPE_COLORS
 
-__all__ = ["CAMERAS", "Sample", "WoodScapeTree", "DatasetError", "resolve_folder", "read_image",
-           "read_labels", "read_depth"]
+__all__ = ["CAMERAS", "Sample", "WoodScapeTree", "DatasetError", "FrameFiles", "find_frame_files", "frame_stem",
+           "resolve_folder", "read_image", "read_labels", "read_depth"]
 
 CAMERAS = ("FV", "RV", "MVL", "MVR")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -74,6 +74,56 @@ def resolve_folder(root, kind: str, test_set: bool = False) -> Path | None:
         if path.is_dir() and any(p.is_file() for p in path.iterdir()):
             return path
     return None
+
+
+@dataclass(frozen=True)
+class FrameFiles:
+    """The files of one camera of one frame; `labels` is None when the frame has no annotation."""
+
+    image: Path
+    calibration: Path
+    labels: Path | None = None
+
+
+def frame_stem(frame_id) -> str:
+    """WoodScape frame ids are zero-padded to five digits: 12 and '12' -> '00012'."""
+    if isinstance(frame_id, int):
+        if frame_id < 0:
+            raise ValueError(f"frame_id={frame_id} must be >= 0")
+        return f"{frame_id:05d}"
+    text = str(frame_id).strip()
+    if not text:
+        raise ValueError("frame_id is empty")
+    return text.zfill(5) if text.isdigit() else text
+
+
+def find_frame_files(root, frame_id, cameras=CAMERAS) -> dict[str, FrameFiles]:
+    """camera name -> FrameFiles of one frame, in any of the layouts (flat, doubled, test set).
+
+    Raises FileNotFoundError naming the frame, the camera and every path tried when an image or a
+    calibration is missing (label files are optional)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"WoodScape root {root} is not a directory")
+    frame = frame_stem(frame_id)
+    cameras = (cameras,) if isinstance(cameras, str) else tuple(cameras)
+
+    def places(kind, stem, suffix):
+        return [d / f"{stem}{suffix}" for ts in (False, True) for d in _candidates(root, FOLDERS[kind], ts)]
+
+    found = {}
+    for cam in cameras:
+        stem = f"{frame}_{cam}"
+        paths = {}
+        for kind, suffix in (("images", ".png"), ("calibration", ".json"), ("labels", ".png")):
+            tried = places(kind, stem, suffix)
+            paths[kind] = next((p for p in tried if p.is_file()), None)
+            if paths[kind] is None and kind != "labels":
+                what = "image" if kind == "images" else kind
+                raise FileNotFoundError(f"frame {frame}, camera {cam}: no {what} file found; tried "
+                                        + ", ".join(str(p) for p in tried))
+        found[cam] = FrameFiles(paths["images"], paths["calibration"], paths["labels"])
+    return found
 
 
 def read_image(path) -> np.ndarray:

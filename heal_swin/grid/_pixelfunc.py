@@ -192,44 +192,50 @@ def ring2xyf(nside, ipix):
     """RING index -> (x, y, face)."""
     nside = check_nside(nside)
     ipix = check_pixels(nside, ipix)
+    shape = ipix.shape
+    ipix = ipix.reshape(-1)
     npix = 12 * nside * nside
     ncap = 2 * nside * (nside - 1)
     nl2 = 2 * nside
+    iring = np.empty_like(ipix)
+    iphi = np.empty_like(ipix)
+    nr = np.empty_like(ipix)
+    kshift = np.zeros_like(ipix)
+    face = np.empty_like(ipix)
 
-    north = ipix < ncap
-    south = ipix >= npix - ncap
-    equator = ~(north | south)
+    # Each region is computed on its own pixels only: three times less work than evaluating every
+    # formula everywhere and selecting afterwards.
+    north = np.flatnonzero(ipix < ncap)
+    p = ipix[north]
+    ring = (1 + _isqrt(1 + 2 * p)) >> 1
+    phi = p + 1 - 2 * ring * (ring - 1)
+    iring[north], iphi[north], nr[north] = ring, phi, ring
+    face[north] = (phi - 1) // ring
 
-    # North polar cap.
-    ring_n = (1 + _isqrt(1 + 2 * ipix)) >> 1
-    iphi_n = ipix + 1 - 2 * ring_n * (ring_n - 1)
-    # South polar cap (counted from the south pole).
-    ip_s = npix - ipix
-    ring_s = (1 + _isqrt(np.maximum(2 * ip_s - 1, 0))) >> 1
-    iphi_s = 4 * ring_s + 1 - (ip_s - 2 * ring_s * (ring_s - 1))
-    # Equatorial belt.
-    ip_e = ipix - ncap
-    tmp = ip_e // (4 * nside)
-    ring_e = tmp + nside
-    iphi_e = ip_e - tmp * 4 * nside + 1
+    south = np.flatnonzero(ipix >= npix - ncap)
+    p = npix - ipix[south]
+    ring = (1 + _isqrt(2 * p - 1)) >> 1
+    phi = 4 * ring + 1 - (p - 2 * ring * (ring - 1))
+    iring[south], iphi[south], nr[south] = 4 * nside - ring, phi, ring
+    face[south] = 8 + (phi - 1) // ring
+
+    belt = np.flatnonzero((ipix >= ncap) & (ipix < npix - ncap))
+    p = ipix[belt] - ncap
+    tmp = p // (4 * nside)
+    ring = tmp + nside
+    phi = p - tmp * 4 * nside + 1
     ire = tmp + 1
     irm = nl2 + 2 - ire
-    ifm = (iphi_e - ire // 2 + nside - 1) // nside
-    ifp = (iphi_e - irm // 2 + nside - 1) // nside
-    face_e = np.where(ifp == ifm, ifp | 4, np.where(ifp < ifm, ifp, ifm + 8))
-
-    safe_n = np.maximum(ring_n, 1)
-    safe_s = np.maximum(ring_s, 1)
-    iring = np.where(north, ring_n, np.where(south, 4 * nside - ring_s, ring_e))
-    iphi = np.where(north, iphi_n, np.where(south, iphi_s, iphi_e))
-    nr = np.where(north, ring_n, np.where(south, ring_s, nside))
-    kshift = np.where(equator, (ring_e + nside) & 1, 0)
-    face = np.where(north, (iphi_n - 1) // safe_n, np.where(south, 8 + (iphi_s - 1) // safe_s, face_e))
+    ifm = (phi - ire // 2 + nside - 1) // nside
+    ifp = (phi - irm // 2 + nside - 1) // nside
+    iring[belt], iphi[belt], nr[belt] = ring, phi, nside
+    kshift[belt] = (ring + nside) & 1
+    face[belt] = np.where(ifp == ifm, ifp | 4, np.where(ifp < ifm, ifp, ifm + 8))
 
     irt = iring - _JRLL[face] * nside + 1
     ipt = 2 * iphi - _JPLL[face] * nr - kshift - 1
     ipt = np.where(ipt >= nl2, ipt - 8 * nside, ipt)
-    return (ipt - irt) >> 1, (-ipt - irt) >> 1, face
+    return ((ipt - irt) >> 1).reshape(shape), ((-ipt - irt) >> 1).reshape(shape), face.reshape(shape)
 
 
 def nest2ring(nside, ipix):

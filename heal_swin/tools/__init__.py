@@ -1,0 +1,1 @@
+"""Command-line tools: projection preview."""
