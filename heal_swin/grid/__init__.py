@@ -10,6 +10,10 @@ from ._pixelfunc import (ang2pix, ang2vec, check_nside, check_pixels, get_all_ne
                          is_valid_nside, nest2ring, nest2xyf, npix2nside, nside2npix, nside2order,
                          nside2pixarea, nside2resol, order2nside, pix2ang, pix2vec, ring2nest,
                          ring2xyf, vec2ang, vec2pix, xyf2nest, xyf2ring)
+from ._charts import extended_xyf
+from ._windows import (SHIFT_STRATEGIES, ShiftTable, check_window_size, grid_shift,
+                       is_valid_window_size, nest_roll_shift, relative_position_index, ring_shift,
+                       window_layout, window_mask)
 
 __all__ = [
     "ang2pix", "ang2vec", "base_pixel_indices", "check_base_pixels", "check_nside", "check_pixels",
@@ -18,4 +22,7 @@ __all__ = [
     "nside2order", "nside2pixarea", "nside2resol", "order2nside", "parse_base_pixels", "pix2ang",
     "pix2vec", "ring2nest", "ring2xyf", "ring_above", "ring_info", "vec2ang", "vec2pix",
     "xyf2nest", "xyf2ring",
+    "SHIFT_STRATEGIES", "ShiftTable", "check_window_size", "extended_xyf", "grid_shift",
+    "is_valid_window_size", "nest_roll_shift", "relative_position_index", "ring_shift",
+    "window_layout", "window_mask",
 ]

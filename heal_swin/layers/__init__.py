@@ -1,0 +1,10 @@
+"""Building blocks shared by the backbones: window attention, MLP, drop path, patch layers."""
+
+from timm.layers import DropPath
+
+from ._attention import REL_POS_BIAS, WindowAttention
+from ._mlp import Mlp
+from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
+
+__all__ = ["DropPath", "FlatPatchExpand", "Mlp", "NestedPatchEmbed", "NestedPatchExpand",
+           "NestedPatchMerge", "REL_POS_BIAS", "WindowAttention"]

@@ -1,0 +1,27 @@
+"""Token-wise feed-forward network."""
+
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = ["Mlp"]
+
+
+class Mlp(nn.Module):
+    """Linear(C → hidden) → GELU (exact erf) → Linear(hidden → C), dropout after each linear.
+
+    x: (..., C) -> (..., out_features or C).
+    """
+
+    def __init__(self, in_features: int, hidden_features: int | None = None,
+                 out_features: int | None = None, drop: float = 0.0):
+        super().__init__()
+        hidden_features = hidden_features or in_features
+        out_features = out_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

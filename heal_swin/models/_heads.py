@@ -1,0 +1,53 @@
+"""Task heads: per-pixel predictions from a decoder's token features.
+
+A head expands each token into the pixels it stands for (its `expand` nested children, or a
+p × p block on a flat grid) and projects every pixel with a 1 × 1 convolution:
+segmentation → `num_classes` logits, depth → 1 channel (+ a log-variance channel when asked).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..layers import FlatPatchExpand, NestedPatchExpand
+
+__all__ = ["PixelHead", "create_head", "TASKS"]
+
+TASKS = ("segmentation", "depth")
+
+
+class PixelHead(nn.Module):
+    """layout "nested": x (B, C, N) -> (B, out_chs, N·expand);
+    layout "flat": x (B, C, H, W) -> (B, out_chs, H·expand, W·expand)."""
+
+    def __init__(self, in_chs: int, out_chs: int, expand: int = 1, layout: str = "nested",
+                 bias: bool = False):
+        super().__init__()
+        if layout not in ("nested", "flat"):
+            raise ValueError(f"layout={layout!r} must be 'nested' or 'flat'")
+        self.layout, self.out_chs = layout, out_chs
+        if expand == 1:
+            self.expand = nn.Identity()
+        elif layout == "nested":
+            self.expand = NestedPatchExpand(in_chs, children=expand, dim_scale=expand)
+        else:
+            self.expand = FlatPatchExpand(in_chs, scale=expand, dim_scale=expand * expand)
+        conv = nn.Conv1d if layout == "nested" else nn.Conv2d
+        self.proj = conv(in_chs, out_chs, kernel_size=1, bias=bias)
+
+    def forward(self, x):
+        if self.layout == "nested":
+            return self.proj(self.expand(x.transpose(1, 2)).transpose(1, 2))
+        return self.proj(self.expand(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+
+
+def create_head(task: str, in_chs: int, num_classes: int, expand: int, layout: str = "nested",
+                log_variance: bool = False, bias: bool = False) -> PixelHead:
+    """Segmentation: `num_classes` channels; depth: 1 channel, plus log-variance if asked."""
+    if task == "segmentation":
+        if log_variance:
+            raise ValueError("log_variance=True needs task='depth'")
+        return PixelHead(in_chs, num_classes, expand, layout, bias)
+    if task == "depth":
+        return PixelHead(in_chs, 2 if log_variance else 1, expand, layout, bias)
+    raise ValueError(f"task={task!r} must be one of {TASKS}")

@@ -1,0 +1,552 @@
+"""HEAL-SWIN: a Swin-transformer U-Net on the nested HEALPix sequence.
+
+Carlsson et al., "HEAL-SWIN: A Vision Transformer On The Sphere", CVPR 2024 (arXiv 2307.07313).
+Tokens are (B, N, C) in NESTED order over a set of faces; four consecutive tokens are the children
+of one coarser pixel, and a window of 4^k consecutive tokens is a square of one face.
+
+Read top-down: stage geometry and shift tables → block → stage → decoder → model → conversion
+of the original implementation's checkpoints (`checkpoint_filter_fn`, `load_original`) →
+registered variants.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.init import trunc_normal_
+from torch.utils.checkpoint import checkpoint
+
+from ..grid import check_base_pixels, check_nside
+from ..grid._windows import (SHIFT_STRATEGIES, check_permutation, check_window_size,
+                             grid_shift, invert_permutation, is_valid_window_size,
+                             nest_roll_shift, ring_shift, window_mask)
+from ..layers import DropPath, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge, WindowAttention
+from ._heads import create_head
+from ._registry import register_model
+
+__all__ = ["HealSwinUNet", "HealSwinBlock", "HealSwinStage", "StageGeometry", "stage_geometry",
+           "checkpoint_filter_fn", "load_original"]
+
+WINDOW_SPANS = ("face", "sequence")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def faces_str(faces: Sequence[int]) -> str:
+    """(0, 1, 2, 3, 5) -> '0-3,5'."""
+    out, start = [], None
+    for i, f in enumerate(faces):
+        if start is None:
+            start = f
+        if i + 1 == len(faces) or faces[i + 1] != f + 1:
+            out.append(str(start) if start == f else f"{start}-{f}")
+            start = None
+    return ",".join(out)
+
+
+@dataclass(frozen=True)
+class StageGeometry:
+    """Where a stage's attention looks: tokens at `nside` over `faces`, windows of `window`
+    consecutive tokens, and the shift of its odd blocks (None: no shift)."""
+
+    nside: int
+    faces: tuple[int, ...]
+    window: int
+    shift: str | None
+    shift_size: int
+
+    @property
+    def tokens(self) -> int:
+        return len(self.faces) * self.nside ** 2
+
+    def __str__(self) -> str:
+        side = math.isqrt(self.window)
+        win = f"{self.window} ({side}×{side})" if side * side == self.window else f"{self.window} (global)"
+        shift = "none" if self.shift is None else (
+            "grid_shift (half window)" if self.shift == "grid_shift" else f"{self.shift} ({self.shift_size})")
+        return (f"nside={self.nside}, faces={faces_str(self.faces)}, tokens={self.tokens}, window={win}, "
+                f"shift={shift}")
+
+
+def stage_geometry(nside: int, faces: Sequence[int], window_size: int, shift_strategy: str | None,
+                   shift_size: int | None, window_span: str = "face") -> StageGeometry:
+    """The window and shift of one stage.
+
+    A stage with no more tokens than `window_size` attends globally and does not shift (as the
+    original). With window_span="face" a window never leaves its face: where a face holds fewer
+    tokens than `window_size`, the window is the whole face. With "sequence" (the original's
+    behaviour) windows are `window_size` consecutive tokens even across faces.
+    `shift_size` (tokens, nest_roll and ring_shift) defaults to half the window; grid_shift always
+    moves half a window along both axes.
+    """
+    faces = tuple(faces)
+    tokens = len(faces) * nside ** 2
+    if tokens <= window_size:
+        return StageGeometry(nside, faces, tokens, None, 0)
+    window = window_size
+    if window_span == "face":
+        window = min(window_size, nside ** 2)
+    if shift_strategy is None or shift_size == 0 or window == 1:
+        return StageGeometry(nside, faces, window, None, 0)
+    if shift_strategy == "grid_shift":
+        if window > nside ** 2:
+            raise ValueError(f"shift_strategy='grid_shift' needs windows inside one face, but "
+                             f"window_size={window} > nside²={nside ** 2} (use window_span='face')")
+        return StageGeometry(nside, faces, window, "grid_shift", math.isqrt(window) // 2)
+    size = window // 2 if shift_size is None else int(shift_size)
+    if shift_strategy == "nest_roll" and not 0 < size <= window:
+        raise ValueError(f"shift_size={size} must lie in (0, window={window}] for nest_roll")
+    return StageGeometry(nside, faces, window, shift_strategy, size)
+
+
+@functools.lru_cache(maxsize=256)
+def shift_buffers(geometry: StageGeometry):
+    """(index, inverse, mask) of a stage's shift, with the windows that need a mask moved last.
+
+    index/inverse: int64 (N,) permutations (shifted = x[:, index], x = shifted[:, inverse]);
+    mask: bool (m, ws, ws) for the last m windows, True where two tokens may attend.
+    """
+    g = geometry
+    if g.shift == "nest_roll":
+        table = nest_roll_shift(g.tokens, g.window, g.shift_size)
+    elif g.shift == "ring_shift":
+        table = ring_shift(g.nside, g.faces, g.shift_size)
+    elif g.shift == "grid_shift":
+        table = grid_shift(g.nside, g.faces, g.window)
+    else:
+        raise ValueError(f"stage {g} has no shift")
+    index = table.index.reshape(-1, g.window)
+    labels = table.labels.reshape(-1, g.window)
+    masked = (labels != labels[:, :1]).any(1)
+    order = np.argsort(masked, kind="stable")
+    index = np.ascontiguousarray(index[order].reshape(-1))
+    inverse = invert_permutation(index)
+    check_permutation(index, inverse, f"shift of stage ({g})")
+    n_masked = int(masked.sum())
+    return index, inverse, window_mask(labels[order][len(order) - n_masked:], g.window)
+
+
+def _check_pow4(value, name, what):
+    if not is_valid_window_size(value):
+        raise ValueError(f"{name}={value!r} must be a power of 4 ({what})")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+class HealSwinBlock(nn.Module):
+    """Window attention + MLP with residuals; `shift=True` applies the stage's shift around the
+    attention. Pre-norm: x + A(LN(x)), x + M(LN(x)); post-norm (Swin V2): x + LN(A(x)),
+    x + LN(M(x)). x: (B, N, C), N = tokens of the stage, NESTED."""
+
+    def __init__(self, dim: int, num_heads: int, geometry: StageGeometry, shift: bool = False, *,
+                 bias_window_size: int | None = None, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: float | None = None, cosine_attention: bool = True, post_norm: bool = True,
+                 rel_pos_bias: str | None = "flat", mask_value: float = float("-inf"),
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.geometry = geometry
+        self.shift = bool(shift and geometry.shift)
+        self.post_norm = post_norm
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, geometry.window, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                    cosine=cosine_attention, rel_pos_bias=rel_pos_bias,
+                                    bias_window_size=bias_window_size, mask_value=mask_value,
+                                    attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        if self.shift:
+            index, inverse, mask = shift_buffers(geometry)
+            self.register_buffer("shift_index", torch.tensor(index), persistent=False)
+            self.register_buffer("shift_inverse", torch.tensor(inverse), persistent=False)
+            self.register_buffer("attn_mask", torch.tensor(mask), persistent=False)
+        else:
+            self.shift_index = self.shift_inverse = self.attn_mask = None
+
+    def extra_repr(self) -> str:
+        g = self.geometry
+        shift = "none"
+        if self.shift:
+            shift = g.shift if g.shift == "grid_shift" else f"{g.shift}({g.shift_size})"
+        norm = "post" if self.post_norm else "pre"
+        return f"nside={g.nside}, window={g.window}, shift={shift}, norm={norm}"
+
+    def _attend(self, x):
+        if not self.shift:
+            return self.attn(x)
+        x = self.attn(x.index_select(1, self.shift_index), self.attn_mask)
+        return x.index_select(1, self.shift_inverse)
+
+    def forward(self, x):
+        if self.post_norm:
+            x = x + self.drop_path(self.norm1(self._attend(x)))
+            return x + self.drop_path(self.norm2(self.mlp(x)))
+        x = x + self.drop_path(self._attend(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class HealSwinStage(nn.Module):
+    """Optional skip fusion (Linear(2C → C) on [x, skip]), `depth` blocks alternating unshifted
+    and shifted, then optional patch merging (encoder) or patch expansion (decoder).
+    x: (B, N, C) -> (B, N/4, 2C) with downsample, (B, 4N, C/2) with upsample."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, geometry: StageGeometry, *,
+                 drop_path: Sequence[float] = (), fuse: bool = False, downsample: bool = False,
+                 upsample: bool = False, **block_kwargs):
+        super().__init__()
+        self.geometry = geometry
+        self.grad_checkpointing = False
+        self.fuse = nn.Linear(2 * dim, dim) if fuse else None
+        dpr = list(drop_path) or [0.0] * depth
+        self.blocks = nn.ModuleList([
+            HealSwinBlock(dim, num_heads, geometry, shift=i % 2 == 1, drop_path=dpr[i], **block_kwargs)
+            for i in range(depth)])
+        self.downsample = NestedPatchMerge(dim) if downsample else None
+        self.upsample = NestedPatchExpand(dim, children=4, dim_scale=2) if upsample else None
+
+    def extra_repr(self) -> str:
+        return str(self.geometry)
+
+    def forward(self, x, skip=None):
+        if self.fuse is not None:
+            x = self.fuse(torch.cat([x, skip], dim=-1))
+        for blk in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        if self.upsample is not None:
+            x = self.upsample(x)
+        return x
+
+
+class HealSwinDecoder(nn.Module):
+    """U-Net decoder: expand the bottleneck, then for encoder stages L−2 … 0 fuse the skip, run
+    that stage's blocks and expand (except after stage 0); LayerNorm at the end.
+    Returns (B, N_0, embed_dim) tokens at the first stage's nside."""
+
+    def __init__(self, dims: Sequence[int], depths: Sequence[int], num_heads: Sequence[int],
+                 geometries: Sequence[StageGeometry], drop_paths: Sequence[Sequence[float]], **block_kwargs):
+        super().__init__()
+        L = len(dims)
+        self.expand = NestedPatchExpand(dims[-1], children=4, dim_scale=2)
+        self.stages = nn.ModuleList([
+            HealSwinStage(dims[i], depths[i], num_heads[i], geometries[i], drop_path=drop_paths[i],
+                          fuse=True, upsample=i > 0, **block_kwargs)
+            for i in range(L - 2, -1, -1)])
+        self.norm = nn.LayerNorm(dims[0])
+
+    def forward(self, x, skips):
+        x = self.expand(x)
+        for stage, skip in zip(self.stages, reversed(skips)):
+            x = stage(x, skip)
+        return self.norm(x)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class HealSwinUNet(nn.Module):
+    """HEAL-SWIN U-Net over any set of HEALPix faces.
+
+    x: (B, in_chans, N), N = len(base_pixels)·nside², NESTED, faces ascending.
+    Returns (B, num_classes, N) for task="segmentation", (B, 1, N) (or (B, 2, N) with a
+    log-variance channel) for task="depth".
+
+    Geometry: `patch_size` (a power of 4) nested children form one token, so stage i works at
+    nside_i = nside / (√patch_size · 2^i); `window_size` (a power of 4) consecutive tokens form a
+    window; odd blocks of a stage shift by `shift_strategy` ("grid_shift", "ring_shift",
+    "nest_roll" or None). Attention: cosine (Swin V2) or scaled; norms post (Swin V2) or pre;
+    relative-position bias "flat" or None. `window_span="sequence"` and `mask_value=-100` give
+    the original implementation's behaviour (see `load_original`).
+    """
+
+    def __init__(self, nside: int = 64, base_pixels: Sequence[int] | str = tuple(range(8)),
+                 in_chans: int = 3, num_classes: int = 10, *, task: str = "segmentation",
+                 log_variance: bool = False, patch_size: int = 4, window_size: int = 64,
+                 shift_strategy: str | None = "grid_shift", shift_size: int | None = None,
+                 embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2),
+                 num_heads: Sequence[int] = (3, 6, 12, 24), mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: float | None = None, cosine_attention: bool = True, post_norm: bool = True,
+                 rel_pos_bias: str | None = "flat", drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1, ape: bool = False, patch_norm: bool = False,
+                 window_span: str = "face", mask_value: float = float("-inf"), head_bias: bool = False,
+                 grad_checkpointing: bool = False):
+        super().__init__()
+        self.nside = check_nside(nside)
+        self.faces = check_base_pixels(base_pixels)
+        self.in_chans, self.task = int(in_chans), task
+        self.patch_size = _check_pow4(patch_size, "patch_size", "the nested children of one token")
+        check_window_size(window_size)
+        if shift_strategy in ("none", "None"):
+            shift_strategy = None
+        if shift_strategy is not None and shift_strategy not in SHIFT_STRATEGIES:
+            raise ValueError(f"shift_strategy={shift_strategy!r} must be one of {SHIFT_STRATEGIES} or None")
+        if window_span not in WINDOW_SPANS:
+            raise ValueError(f"window_span={window_span!r} must be one of {WINDOW_SPANS}")
+        depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
+        if not depths or len(depths) != len(num_heads) or min(depths) < 1:
+            raise ValueError(f"depths={depths} and num_heads={num_heads} must be non-empty, of equal "
+                             "length, with at least one block per stage")
+        L = len(depths)
+        side = math.isqrt(self.patch_size)
+        needed = side << (L - 1)
+        if self.nside < needed:
+            raise ValueError(f"nside={self.nside} is too small for {L} stages with patch_size="
+                             f"{self.patch_size}: the last stage needs nside ≥ √patch_size·2^(stages−1) "
+                             f"= {needed}")
+        dims = [embed_dim * 2 ** i for i in range(L)]
+        for i, (d, h) in enumerate(zip(dims, num_heads)):
+            if d % h:
+                raise ValueError(f"stage {i}: width embed_dim·2^{i}={d} must be divisible by "
+                                 f"num_heads[{i}]={h}")
+        self.geometries = [stage_geometry(self.nside // (side << i), self.faces, window_size, shift_strategy,
+                                          shift_size, window_span) for i in range(L)]
+        self.window_size, self.shift_strategy, self.window_span = window_size, shift_strategy, window_span
+        self.embed_dim, self.num_features = embed_dim, dims[-1]
+        self.feature_info = [dict(num_chs=dims[i], nside=g.nside, reduction=self.patch_size * 4 ** i,
+                                  module=f"layers.{i}") for i, g in enumerate(self.geometries[:-1])]
+        self.feature_info.append(dict(num_chs=dims[-1], nside=self.geometries[-1].nside,
+                                      reduction=self.patch_size * 4 ** (L - 1), module="norm"))
+
+        self.patch_embed = NestedPatchEmbed(in_chans, embed_dim, self.patch_size, norm=patch_norm)
+        n_tokens = self.geometries[0].tokens
+        self.absolute_pos_embed = nn.Parameter(torch.zeros(1, n_tokens, embed_dim)) if ape else None
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_paths = [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(L)]
+        block_kwargs = dict(bias_window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                            qk_scale=qk_scale, cosine_attention=cosine_attention, post_norm=post_norm,
+                            rel_pos_bias=rel_pos_bias, mask_value=mask_value, drop=drop_rate,
+                            attn_drop=attn_drop_rate)
+        self.layers = nn.ModuleList([
+            HealSwinStage(dims[i], depths[i], num_heads[i], self.geometries[i], drop_path=drop_paths[i],
+                          downsample=i < L - 1, **block_kwargs) for i in range(L)])
+        self.norm = nn.LayerNorm(dims[-1])
+        self.decoder = HealSwinDecoder(dims, depths, num_heads, self.geometries, drop_paths, **block_kwargs) \
+            if L > 1 else None
+        self.head = create_head(task, embed_dim, num_classes, self.patch_size, "nested", log_variance,
+                                head_bias)
+        self.num_classes = self.head.out_chs
+        self.apply(self._init_weights)
+        if ape:
+            trunc_normal_(self.absolute_pos_embed, std=0.02)
+        self.set_grad_checkpointing(grad_checkpointing)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        for m in self.modules():
+            if isinstance(m, HealSwinStage):
+                m.grad_checkpointing = enable
+
+    def extra_repr(self) -> str:
+        return (f"nside={self.nside}, faces={faces_str(self.faces)}, in_chans={self.in_chans}, "
+                f"task={self.task}, out_chans={self.num_classes}, patch_size={self.patch_size}, "
+                f"window_size={self.window_size}, shift={self.shift_strategy}, window_span={self.window_span}")
+
+    @torch.jit.ignore
+    def no_weight_decay_keywords(self):
+        return {"relative_position_bias_table", "logit_scale", "absolute_pos_embed"}
+
+    def _check_input(self, x):
+        n = len(self.faces) * self.nside ** 2
+        if x.dim() != 3 or x.shape[1] != self.in_chans or x.shape[2] != n:
+            raise ValueError(f"expected x of shape (B, {self.in_chans}, {n}) (in_chans, "
+                             f"len(faces)·nside² for nside={self.nside}, faces={faces_str(self.faces)}), "
+                             f"got {tuple(x.shape)}")
+
+    def _encode(self, x):
+        self._check_input(x)
+        x = self.patch_embed(x)
+        if self.absolute_pos_embed is not None:
+            x = x + self.absolute_pos_embed
+        x = self.pos_drop(x)
+        skips = []
+        for layer in self.layers:
+            skips.append(x)
+            x = layer(x)
+        return self.norm(x), skips[:-1]
+
+    def forward_features(self, x):
+        """x: (B, in_chans, N) -> (bottleneck (B, C_L, N_L), [skip_i (B, C_i, N_i), i = 0 … L−2]);
+        channels and nside per entry are in `feature_info` (skips first, bottleneck last)."""
+        x, skips = self._encode(x)
+        return x.transpose(1, 2), [s.transpose(1, 2) for s in skips]
+
+    def forward_decoder(self, x, skips):
+        """Token-major (B, N_L, C_L) bottleneck and skips -> (B, N_0, embed_dim)."""
+        return self.decoder(x, skips) if self.decoder is not None else x
+
+    def forward(self, x):
+        x, skips = self._encode(x)
+        return self.head(self.forward_decoder(x, skips).transpose(1, 2))
+
+
+# --------------------------------------------------------------------------- original checkpoints
+
+# Defaults of the original's model config class, for fields a config leaves out.
+_ORIGINAL_DEFAULTS = dict(patch_size=4, window_size=4, shift_size=2, shift_strategy="nest_roll",
+                          rel_pos_bias=None, embed_dim=96, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24],
+                          mlp_ratio=4.0, qkv_bias=True, qk_scale=None, use_cos_attn=False, drop_rate=0.0,
+                          attn_drop_rate=0.0, drop_path_rate=0.1, use_v2_norm_placement=False, ape=False,
+                          use_checkpoint=False)
+
+_KEY_MAP = (
+    (re.compile(r"^decoder\.layers_up\.0\."), lambda m: "decoder.expand."),
+    (re.compile(r"^decoder\.layers_up\.(\d+)\."), lambda m: f"decoder.stages.{int(m[1]) - 1}."),
+    (re.compile(r"^decoder\.concat_back_dim\.(\d+)\."), lambda m: f"decoder.stages.{int(m[1]) - 1}.fuse."),
+    (re.compile(r"^decoder\.norm_up\."), lambda m: "decoder.norm."),
+    (re.compile(r"^decoder\.up\."), lambda m: "head.expand."),
+    (re.compile(r"^decoder\.output\."), lambda m: "head.proj."),
+)
+_DERIVED = ("attn_mask", "relative_position_index")
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module | None = None):
+    """Map an original HEAL-SWIN state_dict onto `HealSwinUNet` names.
+
+    Derived buffers (shift masks, bias index tables) are dropped; decoder and head keys are
+    renamed; keys already in our layout pass through unchanged. With `model`, shapes are checked.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if key.rsplit(".", 1)[-1] in _DERIVED:
+            continue
+        for pattern, repl in _KEY_MAP:
+            key = pattern.sub(repl, key, count=1)
+        out[key] = value
+    if model is not None:
+        own = model.state_dict()
+        for key, value in out.items():
+            if key in own and own[key].shape != value.shape:
+                raise ValueError(f"checkpoint entry {key} has shape {tuple(value.shape)}, the model "
+                                 f"expects {tuple(own[key].shape)}")
+    return out
+
+
+def _read_state_dict(source) -> dict:
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            source = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - the message names the file and the fix
+            raise ValueError(f"{source}: cannot read a state_dict with weights_only=True ({err}); load it "
+                             "yourself and pass the dict") from None
+    if not isinstance(source, Mapping):
+        raise TypeError(f"expected a state_dict, a checkpoint dict or a path, got {type(source).__name__}")
+    if "state_dict" in source and isinstance(source["state_dict"], Mapping):
+        source = source["state_dict"]
+    anchor = "patch_embed.proj.weight"
+    prefix = next((k[: -len(anchor)] for k in source if k.endswith(anchor)), None)
+    if prefix is None:
+        raise ValueError(f"not a HEAL-SWIN state_dict: no key ends with {anchor!r}")
+    return {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
+
+
+def _config_get(config, name):
+    if isinstance(config, Mapping):
+        return config.get(name, _ORIGINAL_DEFAULTS.get(name))
+    return getattr(config, name, _ORIGINAL_DEFAULTS.get(name))
+
+
+def load_original(state_dict_or_path, model_config, nside: int, base_pix, num_classes: int) -> HealSwinUNet:
+    """Build the `HealSwinUNet` equivalent to an original HEAL-SWIN model and load its weights.
+
+    state_dict_or_path: a state_dict, or a path to a `torch.save`d state_dict or Lightning
+        checkpoint (`{"state_dict": {"<prefix>.<key>": ...}}`; the prefix is found and removed).
+    model_config: the original's model config fields (a mapping or an object with attributes):
+        window_size, patch_size, shift_size, shift_strategy, rel_pos_bias, embed_dim, depths,
+        num_heads, mlp_ratio, qkv_bias, qk_scale, use_cos_attn, use_v2_norm_placement, ape,
+        drop_rate, attn_drop_rate, drop_path_rate; missing fields take the original's defaults.
+    nside, base_pix: the input grid (base_pix: the number of leading faces, or the faces).
+    The result reproduces the original's outputs (windows of consecutive tokens, −100 masks).
+    """
+    sd = _read_state_dict(state_dict_or_path)
+    get = functools.partial(_config_get, model_config)
+    strategy, shift = get("shift_strategy"), get("shift_size")
+    if strategy == "nest_grid_shift":
+        raise NotImplementedError("shift_strategy='nest_grid_shift' of the original is not supported; "
+                                  "its checkpoints cannot be reproduced (use nest_roll or ring_shift ones)")
+    faces = tuple(range(int(base_pix))) if isinstance(base_pix, (int, np.integer)) else base_pix
+    out_w = sd.get("decoder.output.weight")
+    if out_w is not None and out_w.shape[0] != num_classes:
+        raise ValueError(f"num_classes={num_classes} but the checkpoint's output layer has {out_w.shape[0]}")
+    model = HealSwinUNet(
+        nside=nside, base_pixels=faces, in_chans=sd["patch_embed.proj.weight"].shape[1],
+        num_classes=num_classes, patch_size=get("patch_size"), window_size=get("window_size"),
+        shift_strategy=strategy if shift else None, shift_size=shift, embed_dim=get("embed_dim"),
+        depths=get("depths"), num_heads=get("num_heads"), mlp_ratio=get("mlp_ratio"),
+        qkv_bias=get("qkv_bias"), qk_scale=get("qk_scale"), cosine_attention=bool(get("use_cos_attn")),
+        post_norm=bool(get("use_v2_norm_placement")), rel_pos_bias=get("rel_pos_bias"),
+        drop_rate=get("drop_rate"), attn_drop_rate=get("attn_drop_rate"),
+        drop_path_rate=get("drop_path_rate"), ape=bool(get("ape")),
+        patch_norm="patch_embed.norm.weight" in sd, window_span="sequence", mask_value=-100.0,
+        head_bias=False, grad_checkpointing=bool(get("use_checkpoint")))
+    state = checkpoint_filter_fn(sd, model)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the config: missing {missing[:5]}"
+                         f"{'…' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                         f"{'…' if len(unexpected) > 5 else ''}")
+    return model
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _create(defaults: dict, overrides: dict) -> HealSwinUNet:
+    return HealSwinUNet(**{**defaults, **overrides})
+
+
+@register_model
+def heal_swin_tiny(**kwargs) -> HealSwinUNet:
+    """Small and fast on a CPU (tests, demo): embed 32, depths 2-2-2, window 16 (4×4), grid shift."""
+    return _create(dict(nside=64, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=16,
+                        patch_size=4, shift_strategy="grid_shift"), kwargs)
+
+
+@register_model
+def heal_swin_small(**kwargs) -> HealSwinUNet:
+    """Swin-T widths (embed 96, depths 2-2-6-2), window 64 (8×8), seam-exact grid shift."""
+    return _create(dict(nside=256, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
+                        window_size=64, patch_size=4, shift_strategy="grid_shift"), kwargs)
+
+
+@register_model
+def heal_swin_base(**kwargs) -> HealSwinUNet:
+    """Swin-B widths (embed 128, depths 2-2-18-2), window 64 (8×8), seam-exact grid shift."""
+    return _create(dict(nside=256, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
+                        window_size=64, patch_size=4, shift_strategy="grid_shift", drop_path_rate=0.2), kwargs)
+
+
+@register_model
+def heal_swin_paper(**kwargs) -> HealSwinUNet:
+    """The original's WoodScape architecture (41,279,688 parameters for 10 classes): nside 256,
+    faces 0–7, window 64, patch 4, embed 96, depths 2-2-6-2, heads 3-6-12-24, cosine attention,
+    post-norm, flat bias, ring shift by 4, the original's window and mask semantics."""
+    return _create(dict(nside=256, base_pixels=tuple(range(8)), num_classes=10, embed_dim=96,
+                        depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=64, patch_size=4,
+                        shift_strategy="ring_shift", shift_size=4, cosine_attention=True, post_norm=True,
+                        rel_pos_bias="flat", drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.1,
+                        window_span="sequence", mask_value=-100.0), kwargs)
