@@ -1,0 +1,175 @@
+"""Evaluate a trained run: `python train.py --evaluate RUN_DIR [key=value ...]`.
+
+Writes into RUN_DIR/eval-<split>/: metrics.json, metrics.md (a table people read), and PNGs of a
+few samples: the fisheye image with the prediction and the ground truth overlaid (segmentation)
+or colour-mapped depth, and the prediction on the sphere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import atomic_write_text, load_weights
+from .config import ConfigError, load_config
+
+__all__ = ["load_model", "load_run_config", "evaluate_run", "markdown_table"]
+
+
+def load_run_config(run_dir, overrides=()) -> DictConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    return load_config(path, overrides)
+
+
+def load_model(run_dir, weights: str = "best", device="cpu"):
+    """The trained model of a run in eval mode: its config and its best (else last) weights."""
+    from .trainer import build_model
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    path = run_dir / "weights" / f"{weights}.safetensors"
+    if not path.is_file():
+        path = run_dir / "weights" / "last.safetensors"
+    num_out = len(cfg.data.class_names) if cfg.data.class_names else None
+    if num_out is None:
+        from ..data import WoodScapeTree
+
+        num_out = len(WoodScapeTree(cfg.data.root).class_names) if cfg.task == "segmentation" else 1
+    model = build_model(cfg, num_out if cfg.task == "segmentation" else 1)
+    load_weights(model, path)
+    return model.to(device).eval()
+
+
+def markdown_table(result: dict, task: str) -> str:
+    keys = ["miou", "accuracy"] if task == "segmentation" else ["abs_rel", "sq_rel", "rmse", "rmse_log", "d1",
+                                                                 "d2", "d3"]
+    rows = [(where, result[where]) for where in ("sphere", "flat", "fisheye") if where in result]
+    rows += [(f"fisheye, {cam}", m) for cam, m in result.get("per_camera", {}).items()]
+    lines = [f"Split `{result['split']}`, {result['samples']} samples.", "",
+             "| where | " + " | ".join(keys) + " | pixels |", "|---" * (len(keys) + 2) + "|"]
+    for where, m in rows:
+        lines.append(f"| {where} | " + " | ".join(_fmt(m.get(k)) for k in keys) + f" | {m.get('pixels', '')} |")
+    if task == "segmentation":
+        for where, m in rows[:2]:
+            lines += ["", f"Per-class IoU ({where}):", "", "| class | IoU |", "|---|---|"]
+            lines += [f"| {name} | {_fmt(v)} |" for name, v in m["iou"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
+
+
+def evaluate_run(run_dir, overrides=(), out_dir=None, device: str = "auto") -> dict:
+    """Evaluate RUN_DIR's best weights on cfg.eval.split; write metrics and figures."""
+    from .trainer import Distributed, build_datasets, evaluate
+
+    cfg = load_run_config(run_dir, overrides)
+    dist = Distributed(device if device != "auto" else cfg.run.device)
+    split = cfg.eval.split
+    dataset = build_datasets(cfg, (split,))[split]
+    model = load_model(run_dir, device=dist.device)
+    wanted = set(range(min(cfg.eval.figures, len(dataset))))
+    shown: dict = {}
+
+    def collect(indices, batch, pred):
+        for j, i in enumerate(indices):
+            if i in wanted:
+                shown[i] = pred[j].cpu()
+
+    result = evaluate(model, dataset, cfg, dist, collect=collect)
+    out = Path(out_dir) if out_dir else Path(run_dir) / f"eval-{split}"
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
+        atomic_write_text(out / "metrics.md", markdown_table(result, cfg.task))
+        for i, pred in sorted(shown.items()):
+            _figure(dataset, i, pred, cfg, out / f"sample_{i:03d}.png")
+        print(markdown_table(result, cfg.task))
+        print(f"wrote {out}")
+    return result
+
+
+def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
+    """One sample: fisheye | truth | prediction in the fisheye | prediction on the sphere."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from .. import grid
+    from ..data import FlatDataset, colorize
+    from ..projection import HealpixToFisheye
+    from ..tools import _views
+
+    sample = dataset.items[index]
+    if isinstance(sample, dict):  # a rig frame: show its front camera
+        sample = sample.get("FV", next(iter(sample.values())))
+    seg = cfg.task == "segmentation"
+    item = dataset.tree.load(sample, labels=seg, depth=not seg)
+    cam, image = item["camera"], item["image"]
+    faces = grid.check_base_pixels(cfg.data.base_pixels if isinstance(cfg.data.base_pixels, str)
+                                   else list(cfg.data.base_pixels))
+    flat = isinstance(dataset, FlatDataset)
+    if flat:
+        p = torch.nn.functional.interpolate(pred[None, None].float(), size=image.shape[:2], mode="nearest")[0, 0]
+        fisheye_pred = p.long().numpy() if seg else p.numpy()
+        sphere_pred = None
+    else:
+        back = HealpixToFisheye(cam, cfg.data.nside, faces, cfg.data.orientation)
+        fisheye_pred = back.backproject(pred.numpy())
+        sphere_pred = pred.numpy()
+    fig = Figure(figsize=(16, 4.2), dpi=100, layout="constrained")
+    axes = fig.subplots(1, 4)
+    names = dataset.class_names
+    if seg:
+        truth = dataset.lut[item["labels"]]
+        panels = [(image, "fisheye"), (_overlay(image, colorize(truth)), "ground truth"),
+                  (_overlay(image, colorize(fisheye_pred)), "prediction (back-projected)")]
+    else:
+        truth = item["depth"]
+        vmax = float(np.nanpercentile(truth, 95))
+        panels = [(image, "fisheye"), (_depth_rgb(truth, vmax), "ground truth depth"),
+                  (_depth_rgb(fisheye_pred, vmax), "predicted depth (back-projected)")]
+    for ax, (img, title) in zip(axes, panels):
+        ax.imshow(img)
+        ax.set_title(title)
+        ax.axis("off")
+    ax = axes[3]
+    if sphere_pred is not None:
+        view = _views.MollweideView(600)
+        colors = (colorize(sphere_pred) if seg else _depth_rgb(sphere_pred, vmax)) / 255.0
+        local, _ = _views.lookup(view, cfg.data.nside, faces)
+        seen = np.ones(len(colors), dtype=bool)
+        ax.imshow(_views.paint(local, colors, seen, (0.75, 0.75, 0.75), (0.3, 0.3, 0.3)))
+        ax.set_title("prediction on the sphere (Mollweide)")
+    ax.axis("off")
+    fig.suptitle(f"{sample.stem}: {cfg.model.name}, nside {cfg.data.nside}" if not flat else
+                 f"{sample.stem}: {cfg.model.name}")
+    if seg:
+        from matplotlib.patches import Patch
+
+        present = np.unique(np.concatenate([np.unique(truth), np.unique(fisheye_pred)]))
+        handles = [Patch(color=colorize(np.array([c]))[0] / 255.0, label=names[c]) for c in present if c < len(names)]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def _overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    return (image * (1 - alpha) + colors * alpha).astype(np.uint8)
+
+
+def _depth_rgb(depth: np.ndarray, vmax: float) -> np.ndarray:
+    import matplotlib
+
+    d = np.nan_to_num(np.asarray(depth, dtype=np.float64), nan=0.0)
+    rgb = matplotlib.colormaps["magma_r"](np.clip(d / max(vmax, 1e-6), 0, 1))[..., :3]
+    rgb[~np.isfinite(np.asarray(depth, dtype=np.float64))] = 0.85
+    return (rgb * 255).astype(np.uint8)
