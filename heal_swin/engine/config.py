@@ -213,11 +213,12 @@ def load_config(path=None, overrides=()) -> DictConfig:
         cfg = _merge(cfg, loaded, str(path))
         source = str(path)
     if overrides:
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise ConfigError(f"command line: {bad[0]!r} must look like key=value")
-        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
-        source = f"{source} + command line"
+        where = f"{source} + command line" if path is not None else "command line"
+        for override in overrides:  # one at a time, so an error names the override at fault
+            if "=" not in override:
+                raise ConfigError(f"{where}: {override!r} must look like key=value")
+            cfg = _merge(cfg, OmegaConf.from_dotlist([override]), f"{where} ({override})")
+        source = where
     _validate(cfg, source)
     return cfg
 

@@ -1,0 +1,241 @@
+"""The training app on generated data: learning, resume, DDP, config errors, checkpoints, evaluation."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from heal_swin.data import synthetic
+from heal_swin.engine import ConfigError, evaluate_run, load_config, load_model
+from heal_swin.engine import checkpoint as ckpt
+from heal_swin.engine import trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    synthetic.generate(root, frames=6, seed=2, size=(96, 72), progress=False, workers=1)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEAL_SWIN_CACHE", str(tmp_path / "cache"))
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _overrides(data_root, run_dir, *extra):
+    return [f"run.dir={run_dir}", f"data.root={data_root}", "data.generate=false", "data.nside=8",
+            "data.batch_size=2", "data.split_fractions=[0.5,0.5,0.0]", "run.log_every=1", "train.max_steps=4",
+            "train.warmup_steps=0", "run.deterministic=true", "model.kwargs.drop_path_rate=0.0",
+            "eval.figures=1", *extra]
+
+
+def _cfg(data_root, run_dir, *extra):
+    return load_config(ROOT / "configs" / "demo.yaml", _overrides(data_root, run_dir, *extra))
+
+
+def test_loss_decreases_on_a_fixed_batch(data_root, tmp_path):
+    cfg = _cfg(data_root, tmp_path / "r")
+    ds = trainer.build_datasets(cfg, ("train",))["train"]
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    torch.manual_seed(0)
+    model = trainer.build_model(cfg, len(ds.class_names))
+    loss_fn = trainer.build_loss(cfg, len(ds.class_names))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = loss_fn(model(batch["image"]), batch["labels"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_train_writes_a_run_and_evaluates(data_root, tmp_path):
+    run = tmp_path / "run"
+    result = trainer.main(_cfg(data_root, run, "train.eval_every=2"))
+    assert {"sphere", "fisheye", "per_camera", "confusion_matrix"} <= set(result)
+    assert 0.0 <= result["fisheye"]["miou"] <= 1.0
+    for name in ("config.yaml", "metrics.jsonl", "weights/last.safetensors", "weights/best.safetensors",
+                 "state/last.pt"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4]
+    assert sum("eval" in r for r in lines) == 2
+    state = torch.load(run / "state" / "last.pt", weights_only=True)
+    assert state["step"] == 4 and "optimizer" in state and "rng" in state
+    # A second run into the same folder must not silently overwrite it.
+    with pytest.raises(ConfigError, match="already holds a run"):
+        trainer.main(_cfg(data_root, run))
+    # --evaluate writes metrics, a table and figures.
+    out = evaluate_run(run, ["eval.figures=2"])
+    files = {p.name for p in (run / "eval-val").iterdir()}
+    assert {"metrics.json", "metrics.md", "sample_000.png", "sample_001.png"} <= files
+    assert json.loads((run / "eval-val" / "metrics.json").read_text())["fisheye"]["miou"] == pytest.approx(
+        out["fisheye"]["miou"])
+    assert "| fisheye |" in (run / "eval-val" / "metrics.md").read_text()
+    # load_model gives the trained network in eval mode.
+    model = load_model(run)
+    assert not model.training
+    x = torch.randn(1, 3, 8 * 64)
+    assert model(x).shape == (1, 10, 8 * 64)
+
+
+def test_resume_equals_uninterrupted(data_root, tmp_path, monkeypatch):
+    extra = ("train.max_steps=6", "train.checkpoint_every=1", "train.schedule=cosine")
+    full = trainer.main(_cfg(data_root, tmp_path / "full", *extra))
+    reference = torch.load(tmp_path / "full" / "state" / "last.pt", weights_only=True)
+
+    original = trainer.train_one_epoch
+
+    def killed_after_step_3(*args):
+        state, hook = args[8], args[11]
+
+        def on_step():
+            hook()
+            if state["step"] == 3:
+                raise KeyboardInterrupt  # the process dies right after its step-3 checkpoint
+
+        return original(*args[:11], on_step)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", killed_after_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.main(_cfg(data_root, tmp_path / "cut", *extra))
+    monkeypatch.setattr(trainer, "train_one_epoch", original)
+    assert torch.load(tmp_path / "cut" / "state" / "last.pt", weights_only=True)["step"] == 3
+    resumed = trainer.main(_cfg(data_root, tmp_path / "cut", *extra, "train.resume=true"))
+    state = torch.load(tmp_path / "cut" / "state" / "last.pt", weights_only=True)
+    assert state["losses"] == reference["losses"] and len(state["losses"]) == 6
+    for key, value in reference["model"].items():
+        assert torch.equal(state["model"][key], value), key
+    assert resumed["sphere"]["miou"] == full["sphere"]["miou"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, overrides, out):
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from heal_swin.engine import load_config as _load
+    from heal_swin.engine import trainer as _trainer
+    from heal_swin.engine.checkpoint import unwrap
+
+    captured = {}
+    original = _trainer.build_model
+
+    def keep(cfg, n):
+        captured["model"] = original(cfg, n)
+        return captured["model"]
+
+    _trainer.build_model = keep
+    _trainer.main(_load(str(ROOT / "configs" / "demo.yaml"), overrides))
+    torch.save({k: v.detach().clone() for k, v in unwrap(captured["model"]).state_dict().items()},
+               f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_matches_one_process(data_root, tmp_path):
+    # One camera: every sample has the same valid pixels, so the mean over two ranks' means is the
+    # mean over the combined batch and the two runs must agree.
+    common = ["data.cameras=[FV]", "data.split_fractions=[1.0,0.0,0.0]", "eval.split=train",
+              "train.max_steps=2", "eval.backproject=false"]
+    port = _free_port()
+    ddp = _overrides(data_root, tmp_path / "ddp", *common, "data.batch_size=2")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, ddp, str(tmp_path)), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    single = tmp_path / "single"
+    trainer.main(load_config(ROOT / "configs" / "demo.yaml",
+                             _overrides(data_root, single, *common, "data.batch_size=4")))
+    one = torch.load(single / "state" / "last.pt", weights_only=True)["model"]
+    worst = max((one[k].float() - rank0[k].float()).abs().max().item() for k in rank0)
+    assert worst < 1e-4
+    assert not (tmp_path / "ddp" / "weights").exists() or (tmp_path / "ddp" / "weights" / "last.safetensors").is_file()
+
+
+def test_depth_run(data_root, tmp_path):
+    result = trainer.main(_cfg(data_root, tmp_path / "d", "task=depth", "train.metric=abs_rel",
+                               "train.metric_mode=min", "train.max_steps=2"))
+    assert result["fisheye"]["pixels"] > 0 and result["fisheye"]["abs_rel"] > 0
+    assert set(result["sphere"]) >= {"abs_rel", "sq_rel", "rmse", "rmse_log", "d1", "d2", "d3"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1", "train.lr=-1.0 must be positive"),
+    ("data.nside=12", "data.nside=12 must be a power of two"),
+    ("model.name=resnet50", "model.name='resnet50' is not a registered model"),
+    ("task=detection", "task='detection' must be one of"),
+    ("train.optimiser=sgd", "train.optimiser"),
+    ("data.base_pixels=[3,1]", "data.base_pixels=[3, 1] must be distinct faces"),
+    ("train.amp=fp17", "train.amp='fp17' must be one of"),
+])
+def test_config_errors_name_key_value_and_source(override, message, tmp_path):
+    with pytest.raises(ConfigError, match=None) as err:
+        load_config(ROOT / "configs" / "demo.yaml", [override])
+    assert message in str(err.value) and "configs/demo.yaml" in str(err.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_stepz: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml: .*max_stepz"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        load_config(None, ["train.max_steps"])
+
+
+def test_incompatible_options_fail_before_work(data_root, tmp_path):
+    with pytest.raises(ConfigError, match="train.amp=fp16 needs a CUDA device"):
+        trainer.main(_cfg(data_root, tmp_path / "x", "train.amp=fp16", "run.device=cpu"))
+    with pytest.raises(ConfigError, match="segmentation metric"):
+        trainer.main(_cfg(data_root, tmp_path / "x", "task=depth"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_bf16_autocast_run(data_root, tmp_path):
+    result = trainer.main(_cfg(data_root, tmp_path / "bf", "train.amp=bf16", "train.max_steps=2"))
+    assert result["sphere"]["pixels"] > 0
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    path = tmp_path / "w" / "last.safetensors"
+    ckpt.save_weights(model, path)
+    good = path.read_bytes()
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.os, "fsync", crash)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_weights(model, path)
+    assert path.read_bytes() == good  # the half-written file never replaced the good one
+    assert [p.name for p in path.parent.iterdir()] == ["last.safetensors"]  # and was cleaned up
+    monkeypatch.undo()
+    state = {"step": 3, "model": {"w": torch.ones(2)}, "rng": ckpt.rng_state()}
+    ckpt.save_state(tmp_path / "s.pt", state)
+    back = ckpt.load_state(tmp_path / "s.pt")
+    assert back["step"] == 3 and torch.equal(back["model"]["w"], torch.ones(2))
+    ckpt.set_rng_state(back["rng"])
+    a = torch.rand(3)
+    ckpt.set_rng_state(back["rng"])
+    assert torch.equal(a, torch.rand(3))
