@@ -113,5 +113,10 @@ class WindowAttention(nn.Module):
             parts.append(F.scaled_dot_product_attention(q[split:], k[split:], v[split:], attn_mask=add,
                                                         dropout_p=drop, scale=sdpa_scale))
             out = torch.cat(parts) if len(parts) > 1 else parts[0]
-        out = out.view(nw, B, H, ws, C // H).permute(1, 0, 3, 2, 4).reshape(B, N, C)
+        out = out.reshape(nw, B, H, ws, C // H).permute(1, 0, 3, 2, 4)
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            # The fused CPU kernel returns (…, L, H, E)-strided outputs, making the reshape below a
+            # view when traced; decompositions return (…, H, L, E), so copy explicitly there.
+            out = out.clone(memory_format=torch.contiguous_format)
+        out = out.reshape(B, N, C)
         return self.proj_drop(self.proj(out))

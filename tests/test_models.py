@@ -1,0 +1,323 @@
+"""Model zoo: every registered variant at tiny size (shape, finiteness, gradients, ONNX), the
+HEAL-SWIN geometry options, construction errors, and window attention against a slow reference."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from heal_swin import models
+from heal_swin.layers import WindowAttention
+
+FACES_0_7, SPHERE = tuple(range(8)), tuple(range(12))
+SMALL_WIDTH = dict(embed_dim=16, num_heads=(1, 2, 4, 8))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and OpenMP threads on a shared CPU spin badly."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_kwargs(name, **extra):
+    """Each variant at a size a 2-core CPU runs in well under a second."""
+    if name.startswith("swin_unet_flat"):
+        kw = dict(img_size=(32, 64))
+        if name != "swin_unet_flat_tiny":
+            kw.update(SMALL_WIDTH, window_size=4)
+    else:
+        kw = dict(nside=16)
+        if name != "heal_swin_tiny":
+            kw.update(SMALL_WIDTH)
+        if name == "heal_swin_base":
+            kw.update(depths=(2, 2, 4, 2))
+    kw.update(extra)
+    return kw
+
+
+def tiny_input(model, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(model, models.SwinUNetFlat):
+        return torch.randn(batch, model.in_chans, *model.img_size, generator=g)
+    return torch.randn(batch, model.in_chans, len(model.faces) * model.nside ** 2, generator=g)
+
+
+def assert_gradients(model, x):
+    out = model(x)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum() > 0]
+    assert not missing, f"parameters without a gradient: {missing}"
+    return out
+
+
+# --------------------------------------------------------------------------- zoo
+
+
+def test_registry_lists_the_variants():
+    names = models.list_models()
+    for required in ("heal_swin_tiny", "heal_swin_small", "heal_swin_base", "heal_swin_paper",
+                     "swin_unet_flat_tiny", "swin_unet_flat_paper"):
+        assert required in names
+    assert models.list_models("swin_unet_flat_*") == ["swin_unet_flat_paper", "swin_unet_flat_tiny"]
+    with pytest.raises(ValueError, match="model='nope' is unknown"):
+        models.create_model("nope")
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_zoo_forward_backward(name):
+    torch.manual_seed(0)
+    model = models.create_model(name, in_chans=3, num_classes=5, **tiny_kwargs(name)).eval()
+    x = tiny_input(model)
+    out = assert_gradients(model, x)
+    assert out.shape == (x.shape[0], 5) + tuple(x.shape[2:])
+    # checkpoints hold parameters only (index tables and masks are non-persistent buffers)
+    assert set(model.state_dict()) == {n for n, _ in model.named_parameters()}
+    for name_, buf in model.named_buffers():
+        if "mask" in name_:
+            assert buf.dtype in (torch.bool, torch.float32), name_  # never int64
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_zoo_forward_features_and_feature_info(name):
+    model = models.create_model(name, **tiny_kwargs(name)).eval()
+    x = tiny_input(model, batch=1)
+    with torch.no_grad():
+        bottleneck, skips = model.forward_features(x)
+    info = model.feature_info
+    assert len(skips) == len(info) - 1
+    for t, fi in zip(skips + [bottleneck], info):
+        assert t.shape[:2] == (1, fi["num_chs"])
+        if "nside" in fi:
+            assert t.shape[2] == len(model.faces) * fi["nside"] ** 2
+        else:
+            assert tuple(t.shape[2:]) == fi["resolution"]
+
+
+@pytest.mark.parametrize("strategy", ["grid_shift", "ring_shift", "nest_roll", None])
+@pytest.mark.parametrize("faces", [FACES_0_7, SPHERE, (1, 5, 9)], ids=["faces0-7", "sphere", "faces1,5,9"])
+@pytest.mark.parametrize("name", [n for n in models.list_models() if n.startswith("heal_swin")])
+def test_heal_swin_faces_and_shift_strategies(name, faces, strategy):
+    if name == "heal_swin_paper" and strategy == "grid_shift":
+        pytest.skip("the paper variant keeps the original's windows across faces; grid_shift needs "
+                    "windows inside a face")
+    torch.manual_seed(0)
+    model = models.create_model(name, base_pixels=faces, shift_strategy=strategy,
+                                **tiny_kwargs(name, drop_path_rate=0.0)).eval()
+    x = tiny_input(model, batch=1)
+    out = assert_gradients(model, x)
+    assert out.shape == (1, model.num_classes, x.shape[2])
+
+
+def test_depth_head_and_log_variance():
+    x = torch.randn(1, 3, 8 * 16 * 16)
+    depth = models.create_model("heal_swin_tiny", nside=16, task="depth")
+    assert depth(x).shape == (1, 1, x.shape[2])
+    var = models.create_model("heal_swin_tiny", nside=16, task="depth", log_variance=True)
+    assert var(x).shape == (1, 2, x.shape[2])
+    flat = models.create_model("swin_unet_flat_tiny", img_size=(32, 64), task="depth", log_variance=True)
+    assert flat(torch.randn(1, 3, 32, 64)).shape == (1, 2, 32, 64)
+
+
+def test_repr_documents_the_geometry():
+    text = repr(models.create_model("heal_swin_tiny", nside=32))
+    assert "nside=32, faces=0-7" in text
+    assert "nside=16, faces=0-7, tokens=2048, window=16 (4×4), shift=grid_shift (half window)" in text
+    assert "nside=4, faces=0-7, tokens=128, window=16 (4×4)" in text
+    paper = repr(models.create_model("heal_swin_paper", nside=32))
+    assert "shift=ring_shift (4)" in paper and "window=64 (global)" not in paper
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    a = models.create_model("heal_swin_tiny", nside=16, drop_path_rate=0.0)
+    b = models.create_model("heal_swin_tiny", nside=16, drop_path_rate=0.0, grad_checkpointing=True)
+    b.load_state_dict(a.state_dict())
+    x = tiny_input(a, batch=1)
+    for m in (a, b):
+        m(x).square().mean().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def _rel(a, b):
+    """Relative RMS error."""
+    return ((a.float() - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("name", ["heal_swin_tiny", "heal_swin_paper", "swin_unet_flat_tiny"])
+def test_bf16_autocast_on_cpu(name):
+    """Randomly initialised post-norm cosine-attention U-Nets are chaotic: rounding only the
+    weights and the input to bf16 already moves the fp32 output by tens of percent (timm's flat
+    Swin V2 alike). Autocast must stay within a small factor of that intrinsic spread."""
+    torch.manual_seed(0)
+    model = models.create_model(name, **tiny_kwargs(name)).eval()
+    x = tiny_input(model, batch=1)
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            p.copy_(p.bfloat16().float())
+        ref = model(x)
+        spread = _rel(rounded(x.bfloat16().float()), ref)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert torch.isfinite(low).all()
+    assert _rel(low, ref) < 4 * spread + 0.05, (_rel(low, ref), spread)
+
+
+def test_bf16_autocast_is_accurate_where_the_network_is_well_conditioned():
+    torch.manual_seed(0)
+    model = models.create_model("heal_swin_tiny", nside=16, post_norm=False, cosine_attention=False).eval()
+    x = tiny_input(model, batch=1)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert _rel(low, ref) < 0.02
+
+
+@pytest.mark.parametrize("cosine", [True, False])
+def test_bf16_attention_keeps_masks_exact(cosine):
+    torch.manual_seed(0)
+    attn = WindowAttention(32, 2, 16, cosine=cosine, rel_pos_bias="flat").eval()
+    torch.nn.init.normal_(attn.relative_position_bias_table)
+    x = torch.randn(2, 4 * 16, 32)
+    labels = torch.randint(0, 3, (2, 16))
+    mask = labels[:, :, None] == labels[:, None, :]
+    with torch.no_grad():
+        ref = attn(x, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = attn(x, mask)
+        # a token whose group differs does not leak: perturbing it leaves the others unchanged
+        x2 = x.clone()
+        w0 = 2 * 16 + torch.nonzero(labels[0] != labels[0, 0])[0, 0]
+        x2[:, w0] += 100.0
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low2 = attn(x2, mask)
+    assert _rel(low, ref) < 0.02
+    same = 2 * 16 + torch.nonzero(labels[0] == labels[0, 0])[:, 0]
+    torch.testing.assert_close(low2[:, same], low[:, same])
+
+
+# --------------------------------------------------------------------------- construction errors
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(window_size=32), r"window_size=32 must be a power of 4 \(square nested window\)"),
+    (dict(patch_size=8), r"patch_size=8 must be a power of 4"),
+    (dict(nside=24), r"nside=24 must be a power of two"),
+    (dict(nside=4), r"nside=4 is too small for 3 stages with patch_size=4"),
+    (dict(base_pixels=(0, 12)), r"must be distinct faces 0–11"),
+    (dict(base_pixels=(3, 1)), r"must be distinct faces 0–11 in ascending order"),
+    (dict(shift_strategy="spiral"), r"shift_strategy='spiral' must be one of"),
+    (dict(num_heads=(3, 4, 8)), r"must be divisible by num_heads\[0\]=3"),
+    (dict(depths=(2, 2)), r"must be non-empty, of equal length"),
+    (dict(window_span="sequence", nside=16), r"grid_shift' needs windows inside one face"),
+    (dict(task="classification"), r"task='classification' must be one of"),
+    (dict(shift_strategy="nest_roll", shift_size=32), r"shift_size=32 must lie in \(0, window=16\]"),
+    (dict(rel_pos_bias="cpb_mlp"), r"rel_pos_bias='cpb_mlp' must be one of"),
+])
+def test_invalid_geometry_fails_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        models.create_model("heal_swin_tiny", **{"nside": 32, **kwargs})
+
+
+def test_flat_invalid_geometry():
+    with pytest.raises(ValueError, match=r"img_size=\(30, 64\) must be divisible by"):
+        models.create_model("swin_unet_flat_tiny", img_size=(30, 64))
+
+
+def test_wrong_input_shape_names_expected_and_actual():
+    model = models.create_model("heal_swin_tiny", nside=16)
+    with pytest.raises(ValueError, match=r"expected x of shape \(B, 3, 2048\).*got \(1, 3, 3072\)"):
+        model(torch.randn(1, 3, 3072))
+
+
+# --------------------------------------------------------------------------- attention reference
+
+
+def _slow_attention(attn, x, mask):
+    """Windows one by one, explicit softmax: what the fast path must compute."""
+    B, N, C = x.shape
+    ws, H = attn.window_size, attn.num_heads
+    nw = N // ws
+    out = torch.empty_like(x)
+    bias = None
+    if attn.rel_pos_bias == "flat":
+        bias = attn.relative_position_bias_table[attn.relative_position_index].view(ws, ws, H).permute(2, 0, 1)
+    for b in range(B):
+        for w in range(nw):
+            t = x[b, w * ws:(w + 1) * ws]
+            q, k, v = attn.qkv(t).view(ws, 3, H, C // H).permute(1, 2, 0, 3)
+            if attn.cosine:
+                logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+                logits = logits * torch.clamp(attn.logit_scale, max=math.log(100)).exp()
+            else:
+                logits = (q * attn.scale) @ k.transpose(-1, -2)
+            if bias is not None:
+                logits = logits + bias
+            m = nw - (0 if mask is None else mask.shape[0])
+            if mask is not None and w >= m:
+                logits = logits.masked_fill(~mask[w - m], attn.mask_value)
+            o = logits.softmax(-1) @ v
+            out[b, w * ws:(w + 1) * ws] = attn.proj(o.transpose(0, 1).reshape(ws, C))
+    return out
+
+
+@pytest.mark.parametrize("cosine", [True, False])
+@pytest.mark.parametrize("bias", [None, "flat"])
+@pytest.mark.parametrize("n_masked", [0, 2, 6])
+def test_window_attention_matches_slow_reference(cosine, bias, n_masked):
+    torch.manual_seed(0)
+    attn = WindowAttention(16, 2, 16, cosine=cosine, rel_pos_bias=bias, mask_value=-100.0).eval()
+    if bias:
+        torch.nn.init.normal_(attn.relative_position_bias_table)
+    x = torch.randn(2, 6 * 16, 16)
+    mask = None
+    if n_masked:
+        labels = torch.randint(0, 3, (n_masked, 16))
+        mask = labels[:, :, None] == labels[:, None, :]
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, mask), _slow_attention(attn, x, mask), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def _onnx_roundtrip(model, x):
+    ort = pytest.importorskip("onnxruntime")
+    program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    sess = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    return got, ref
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_onnx_export_matches_onnxruntime(name):
+    """Every variant exports (dynamo) and runs under onnxruntime. Random post-norm cosine models
+    amplify float32 rounding differences (see the bf16 test), hence relative tolerances here and
+    a tight check on a well-conditioned configuration below."""
+    torch.manual_seed(0)
+    model = models.create_model(name, **tiny_kwargs(name)).eval()
+    got, ref = _onnx_roundtrip(model, tiny_input(model, batch=1))
+    assert got.shape == ref.shape
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-3
+    assert np.abs(got - ref).max() < 5e-3 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("strategy", ["grid_shift", "ring_shift"])
+def test_onnx_export_is_exact_when_well_conditioned(strategy):
+    torch.manual_seed(0)
+    model = models.create_model("heal_swin_tiny", nside=16, base_pixels=(1, 5, 9), shift_strategy=strategy,
+                                post_norm=False, cosine_attention=False).eval()
+    got, ref = _onnx_roundtrip(model, tiny_input(model, batch=1))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
