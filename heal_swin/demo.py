@@ -1,9 +1,11 @@
 """The main job on the embedded default: `python -m heal_swin.demo --out runs/demo`.
 
-Today: generate one synthetic WoodScape-format frame of the four-camera rig, then draw what the
-sphere sees: the projection preview of the front camera (with its labels) and of the whole rig
-on one sphere in the vehicle frame. Training, export and inference join this command as their
-issues land.
+1. synthetic WoodScape-format data of the four-camera rig (generated on first use, data/synthetic);
+2. train `heal_swin_tiny` with configs/demo.yaml (a few hundred steps, a few minutes on 2 cores;
+   an interrupted demo resumes where it stopped);
+3. evaluate it on the validation split: metrics on the sphere and in the fisheye, figures;
+4. draw what the sphere sees: the projection preview of the front camera and of the whole rig.
+Export and inference join this command with the export issue.
 """
 
 from __future__ import annotations
@@ -12,42 +14,58 @@ import argparse
 import time
 from pathlib import Path
 
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m heal_swin.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--size", default="640x483", help="synthetic image size WxH (default 640x483)")
-    parser.add_argument("--nside", type=int, default=128, help="HEALPix nside of the previews (default 128)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default="data/synthetic", help="synthetic data folder (default data/synthetic)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: configs/demo.yaml)")
+    parser.add_argument("--frames", type=int, default=None, help="synthetic frames per camera (default: config)")
+    parser.add_argument("--size", default=None, help="synthetic image size WxH (default: config)")
+    parser.add_argument("--nside", type=int, default=None, help="HEALPix nside (default: config)")
+    parser.add_argument("--preview-nside", type=int, default=128, help="nside of the previews (default 128)")
     args = parser.parse_args(argv)
 
-    from .data import synthetic
+    from .data.woodscape import find_frame_files
+    from .engine import evaluate_run, load_config
+    from .engine.trainer import main as train
     from .tools import preview
 
     out = Path(args.out)
-    data = out / "data"
+    run_dir = out / "run"
+    overrides = [f"run.dir={run_dir}", f"data.root={args.data}", "train.resume=true"]
+    if args.steps is not None:
+        overrides += [f"train.max_steps={args.steps}", f"train.eval_every={args.steps}"]
+    if args.frames is not None:
+        overrides.append(f"data.synthetic_frames={args.frames}")
+    if args.size is not None:
+        w, h = args.size.lower().split("x")
+        overrides.append(f"data.synthetic_size=[{int(w)},{int(h)}]")
+    if args.nside is not None:
+        overrides.append(f"data.nside={args.nside}")
     start = time.perf_counter()
-    if not (data / "rgb_images" / "00000_FV.png").is_file():
-        print(f"[1/3] generating a synthetic four-camera frame in {data}")
-        synthetic.main(["--out", str(data), "--frames", "1", "--seed", str(args.seed), "--size", args.size])
-    else:
-        print(f"[1/3] using the synthetic frame in {data}")
-    stem = "00000_FV"
-    print("[2/3] projection preview of the front camera")
-    code = preview.main(["--image", str(data / "rgb_images" / f"{stem}.png"),
-                         "--calibration", str(data / "calibration" / f"{stem}.json"),
-                         "--labels", str(data / "semantic_annotations" / "gtLabels" / f"{stem}.png"),
-                         "--nside", str(args.nside), "--faces", "0-7",
-                         "--out", str(out / "preview_FV.png")])
+    print(f"[1-2/4] synthetic data in {args.data}, training {run_dir} ({CONFIG.name})")
+    train(load_config(CONFIG, overrides))
+    print("[3/4] evaluating on the validation split")
+    evaluate_run(run_dir, [f"data.root={args.data}"])
+    print("[4/4] projection previews")
+    files = find_frame_files(args.data, "00000")
+    code = preview.main(["--image", str(files["FV"].image), "--calibration", str(files["FV"].calibration),
+                         "--labels", str(files["FV"].labels), "--nside", str(args.preview_nside),
+                         "--faces", "0-7", "--out", str(out / "preview_FV.png")])
     if code:
         return code
-    print("[3/3] the four cameras on one sphere (vehicle frame)")
-    code = preview.main(["--rig", "00000", "--root", str(data), "--nside", str(args.nside),
+    code = preview.main(["--rig", "00000", "--root", args.data, "--nside", str(args.preview_nside),
                          "--out", str(out / "preview_rig.png")])
     if code:
         return code
-    print(f"done in {time.perf_counter() - start:.1f} s: {out / 'preview_FV.png'}, {out / 'preview_rig.png'}")
+    print(f"done in {time.perf_counter() - start:.0f} s:\n"
+          f"  {run_dir}/eval-val/metrics.md   metrics on the sphere and in the fisheye\n"
+          f"  {run_dir}/eval-val/sample_*.png predictions against the ground truth\n"
+          f"  {out / 'preview_FV.png'}, {out / 'preview_rig.png'}   what the sphere sees")
     return 0
 
 
