@@ -239,3 +239,15 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     a = torch.rand(3)
     ckpt.set_rng_state(back["rng"])
     assert torch.equal(a, torch.rand(3))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    cfg = load_config(path)
+    assert cfg.run.dir.startswith("runs/")
+    # The model of every config builds with its options (at a tiny size, to stay fast).
+    small = ["data.nside=8"] if not cfg.model.name.startswith("swin_unet_flat") else ["data.flat_size=[64,64]"]
+    tiny = load_config(path, small + ["model.name=" + cfg.model.name.replace("paper", "tiny")] +
+                       [f"model.kwargs.{k}={v}" for k, v in cfg.model.kwargs.items()])
+    model = trainer.build_model(tiny, 10 if cfg.task == "segmentation" else 1)
+    assert sum(p.numel() for p in model.parameters()) > 0
