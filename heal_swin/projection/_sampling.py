@@ -141,7 +141,29 @@ class HealpixSampler(nn.Module):
         return torch.where(ok, out, torch.full_like(out, float("nan")))
 
 
-class FisheyeToHealpix:
+class _CameraOnSphere:
+    """What both directions share: one camera, a set of base pixels, and how the sphere is turned."""
+
+    def __init__(self, camera, nside, base_pixels, orientation, rotation, ignore_index):
+        self.camera = camera
+        self.nside = grid.check_nside(nside)
+        self.base_pixels = grid.check_base_pixels(base_pixels)
+        self.orientation = orientation
+        self.rotation = check_rotation(rotation)
+        self.ignore_index = int(ignore_index)
+        self._to_camera = sphere_to_camera(camera, orientation, self.rotation)
+
+    def _map_fields(self) -> dict:
+        """The values a sampling map depends on: its cache key."""
+        return dict(camera=self.camera.fingerprint(), nside=self.nside, faces=self.base_pixels,
+                    to_camera=self._to_camera)
+
+    @property
+    def npix(self) -> int:
+        return len(self.base_pixels) * self.nside**2
+
+
+class FisheyeToHealpix(_CameraOnSphere):
     """Project fisheye images of one calibrated camera onto a set of HEALPix base pixels.
 
     proj = FisheyeToHealpix(cam, nside=256, base_pixels=range(8))
@@ -159,15 +181,8 @@ class FisheyeToHealpix:
 
     def __init__(self, camera, nside: int, base_pixels=range(8), orientation: str = "camera",
                  rotation=None, ignore_index: int = 255, cache_dir=None, cache: bool = True):
-        self.camera = camera
-        self.nside = grid.check_nside(nside)
-        self.base_pixels = grid.check_base_pixels(base_pixels)
-        self.orientation = orientation
-        self.rotation = check_rotation(rotation)
-        self.ignore_index = int(ignore_index)
-        self._to_camera = sphere_to_camera(camera, orientation, self.rotation)
-        key = map_key("fisheye2healpix", camera=camera.fingerprint(), nside=self.nside,
-                      faces=self.base_pixels, to_camera=self._to_camera)
+        super().__init__(camera, nside, base_pixels, orientation, rotation, ignore_index)
+        key = map_key("fisheye2healpix", **self._map_fields())
         # cache=False: a one-off map (e.g. a random augmentation rotation) that would only evict
         # useful entries from the caches.
         self._uv = (cached(key, self._build_map, cache_dir) if cache else self._build_map())["uv"]
@@ -187,10 +202,6 @@ class FisheyeToHealpix:
         return (f"FisheyeToHealpix(camera={self.camera.name or '?'}, nside={self.nside}, "
                 f"base_pixels={list(self.base_pixels)}, orientation={self.orientation!r}, "
                 f"valid={self.valid_mask.mean():.1%})")
-
-    @property
-    def npix(self) -> int:
-        return len(self.base_pixels) * self.nside**2
 
     @property
     def sample_positions(self) -> np.ndarray:
@@ -318,7 +329,7 @@ class FisheyeSampler(nn.Module):
         return out.unflatten(-1, (self.height, self.width))
 
 
-class HealpixToFisheye:
+class HealpixToFisheye(_CameraOnSphere):
     """Back-project maps on a set of HEALPix base pixels into the fisheye image of one camera.
 
     back = HealpixToFisheye(cam, nside=256, base_pixels=range(8))
@@ -335,18 +346,10 @@ class HealpixToFisheye:
 
     def __init__(self, camera, nside: int, base_pixels=range(8), orientation: str = "camera",
                  rotation=None, interpolation: str = "nearest", ignore_index: int = 255, cache_dir=None):
-        self.camera = camera
-        self.nside = grid.check_nside(nside)
-        self.base_pixels = grid.check_base_pixels(base_pixels)
-        self.orientation = orientation
-        self.rotation = check_rotation(rotation)
-        self.ignore_index = int(ignore_index)
+        super().__init__(camera, nside, base_pixels, orientation, rotation, ignore_index)
         self.interpolation = self._check_mode(interpolation, default="nearest")
         self._cache_dir = cache_dir
-        self._to_camera = sphere_to_camera(camera, orientation, self.rotation)
-        self._key = dict(camera=camera.fingerprint(), nside=self.nside, faces=self.base_pixels,
-                         to_camera=self._to_camera)
-        arrays = cached(map_key("healpix2fisheye", **self._key), self._build_nearest, cache_dir)
+        arrays = cached(map_key("healpix2fisheye", **self._map_fields()), self._build_nearest, cache_dir)
         self._nearest = arrays["index"].astype(np.int64)
         self._tables = None
         self._modules: dict[str, FisheyeSampler] = {}
@@ -401,7 +404,7 @@ class HealpixToFisheye:
 
     def _bilinear(self):
         if self._tables is None:
-            arrays = cached(map_key("healpix2fisheye-bilinear", **self._key), self._build_bilinear,
+            arrays = cached(map_key("healpix2fisheye-bilinear", **self._map_fields()), self._build_bilinear,
                             self._cache_dir)
             self._tables = arrays["index"].astype(np.int64), arrays["weight"]
         return self._tables
@@ -413,7 +416,7 @@ class HealpixToFisheye:
     def backproject(self, values, interpolation: str | None = None, fill=None):
         """values (..., N) -> (..., H, W). Integer values are always taken nearest. `fill` for image
         pixels outside the faces: NaN for floats, ignore_index for integers, unless given."""
-        n = len(self.base_pixels) * self.nside**2
+        n = self.npix
         if values.shape[-1] != n:
             raise ValueError(f"values has shape {tuple(values.shape)}; expected (..., {n}) for "
                              f"nside={self.nside}, base_pixels={list(self.base_pixels)}")

@@ -558,29 +558,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_image(path: Path) -> np.ndarray:
-    import cv2
+def _read(reader, path: Path, what: str) -> np.ndarray:
+    from ..data.woodscape import DatasetError
 
     if not path.is_file():
-        raise InputError(f"{path}: no such image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"{path}: cannot be read as an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        raise InputError(f"{path}: no such {what} file")
+    try:
+        return reader(path)
+    except DatasetError as e:
+        raise InputError(str(e)) from None
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from ..data.woodscape import read_image
+
+    return _read(read_image, path, "image")
 
 
 def _read_labels(path: Path) -> np.ndarray:
-    import cv2
+    from ..data.woodscape import read_labels
 
-    if not path.is_file():
-        raise InputError(f"{path}: no such label file")
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None:
-        raise InputError(f"{path}: cannot be read as an image")
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(f"{path}: labels must be a single-channel integer image of class ids, got "
-                         f"shape {labels.shape} dtype {labels.dtype}")
-    return labels
+    return _read(read_labels, path, "label")
 
 
 def _load_camera(path: Path):
