@@ -1,14 +1,55 @@
 #!/usr/bin/env python
-"""ONNX export entry point: `python export.py --run RUN_DIR --out FILE.onnx ...`.
+"""Export a trained run to ONNX and check it against PyTorch.
 
-Not built yet: export and GPU inference arrive with the export issue (#6), once trained runs
-exist. This placeholder says so and fails, so no script mistakes it for a finished export.
+    python export.py --run runs/demo/run --out runs/demo/model.onnx
+    python export.py --run runs/demo/run --out runs/demo/fv.onnx --with-projection \\
+        --calibration data/synthetic/calibration/00000_FV.json          # fisheye in, fisheye out
+    python export.py --run runs/demo/run --out runs/demo/model_fp16.onnx --fp16
+
+Exit code 0 when onnxruntime matches PyTorch within the tolerance (fp32: 1e-4 on logits; fp16:
+argmax agreement >= 99.5 %), 1 when it does not, 2 for bad arguments.
 """
 
+import argparse
+import json
 import sys
 
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Export a trained heal_swin run to ONNX and check it.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--run", required=True, help="run directory (train.py's run.dir)")
+    parser.add_argument("--out", required=True, help="ONNX file to write")
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    parser.add_argument("--fp16", action="store_true", help="half-precision graph (sensitive parts in fp32)")
+    parser.add_argument("--with-projection", action="store_true",
+                        help="bake the fisheye -> sphere -> fisheye projection of --calibration into the graph")
+    parser.add_argument("--calibration", help="WoodScape calibration JSON of the camera (with --with-projection)")
+    parser.add_argument("--weights", default="best", choices=["best", "last"])
+    parser.add_argument("--report", help="also write the parity report as JSON here")
+    args = parser.parse_args(argv)
+    if args.with_projection != (args.calibration is not None):
+        parser.error("--with-projection and --calibration go together")
+    if args.batch != "dynamic" and not args.batch.isdigit():
+        parser.error(f"--batch {args.batch!r} must be 'dynamic' or a positive integer")
+
+    from heal_swin.engine import ConfigError
+    from heal_swin.export import ExportError, export_run
+    from heal_swin.export._export import report_dict
+
+    try:
+        report = export_run(args.run, args.out, opset=args.opset, batch=args.batch, fp16=args.fp16,
+                            calibration=args.calibration, weights=args.weights)
+    except (ConfigError, ExportError, FileNotFoundError, ValueError) as err:
+        print(f"export.py: error: {err}", file=sys.stderr)
+        return 2
+    print(report)
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(report_dict(report), f, indent=2)
+    return 0 if report.passed else 1
+
+
 if __name__ == "__main__":
-    print("export.py: ONNX export is not implemented yet (open issue #6; it needs trained runs "
-          "from #5). What works today: the projection pipeline and its preview, see README.md.",
-          file=sys.stderr)
-    sys.exit(1)
+    sys.exit(main())
