@@ -288,6 +288,36 @@ def test_window_attention_matches_slow_reference(cosine, bias, n_masked):
         torch.testing.assert_close(attn(x, mask), _slow_attention(attn, x, mask), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cosine", [True, False])
+def test_training_path_equals_inference_path(cosine):
+    """With gradients the attention is written out; without, it runs in SDPA: same numbers."""
+    torch.manual_seed(0)
+    attn = WindowAttention(16, 2, 16, cosine=cosine, rel_pos_bias="flat").eval()
+    torch.nn.init.normal_(attn.relative_position_bias_table)
+    x = torch.randn(2, 5 * 16, 16)
+    labels = torch.randint(0, 3, (3, 16))
+    mask = labels[:, :, None] == labels[:, None, :]
+    with torch.no_grad():
+        fast = attn(x, mask)
+    explicit = attn(x.requires_grad_(), mask)
+    torch.testing.assert_close(explicit.detach(), fast, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_statistics_and_gradient():
+    from heal_swin.layers import dropout
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = dropout(x, 0.1, training=True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 2e-3
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # the same mask, the same scale
+    torch.manual_seed(0)
+    assert torch.equal(dropout(torch.ones(1000, 1000), 0.1) != 0, kept)  # seeded: reproducible
+    assert dropout(x, 0.1, training=False) is x
+
+
 # --------------------------------------------------------------------------- ONNX
 
 

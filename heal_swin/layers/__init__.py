@@ -3,8 +3,9 @@
 from timm.layers import DropPath
 
 from ._attention import REL_POS_BIAS, WindowAttention
+from ._dropout import Dropout, dropout
 from ._mlp import Mlp
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 
-__all__ = ["DropPath", "FlatPatchExpand", "Mlp", "NestedPatchEmbed", "NestedPatchExpand",
+__all__ = ["DropPath", "Dropout", "dropout", "FlatPatchExpand", "Mlp", "NestedPatchEmbed", "NestedPatchExpand",
            "NestedPatchMerge", "REL_POS_BIAS", "WindowAttention"]

@@ -1,8 +1,11 @@
 """Multi-head self-attention inside windows of consecutive tokens (scaled or cosine).
 
-Uses `torch.nn.functional.scaled_dot_product_attention`. Windows are laid out window-major
-(window, batch) so that the windows that need a mask — a shift's incomplete windows, kept last by
-the shift tables — are one contiguous slice; the others share a (1, heads, ws, ws) bias.
+Windows are consecutive blocks of `window_size` tokens of a (B, N, C) sequence. A shift's
+incomplete windows, which need a mask, are the last ones of each sequence (the shift tables put
+them there); all others share one (1, heads, ws, ws) bias. Without gradients the attention runs
+in `scaled_dot_product_attention`; with gradients it is written out (matmul, softmax, dropout,
+matmul), which on CPUs is faster than SDPA's fallback when the bias is learned, and lets the
+attention dropout use cheap random bits.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..grid._windows import check_window_size, relative_position_index
+from ._dropout import Dropout, dropout
 
 __all__ = ["WindowAttention", "REL_POS_BIAS"]
 
@@ -64,12 +68,12 @@ class WindowAttention(nn.Module):
             self.register_buffer("relative_position_index", torch.tensor(index.reshape(-1)),
                                  persistent=False)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     def extra_repr(self) -> str:
         kind = "cosine" if self.cosine else "scaled"
         return (f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
-                f"attention={kind}, rel_pos_bias={self.rel_pos_bias}")
+                f"attention={kind}, rel_pos_bias={self.rel_pos_bias}, attn_drop={self.attn_drop}")
 
     def _bias(self, dtype):
         if self.rel_pos_bias is None:
@@ -80,43 +84,69 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, N, C), N = windows·window_size, windows consecutive.
-        mask: optional bool (m, ws, ws), True where two tokens may attend, for the last m windows.
-        Returns (B, N, C)."""
+        mask: optional bool (m, ws, ws), True where two tokens may attend, for the last m windows
+        of each sequence. Returns (B, N, C)."""
         B, N, C = x.shape
         ws, H = self.window_size, self.num_heads
         if N % ws:
             raise ValueError(f"{N} tokens do not split into windows of {ws}")
         nw = N // ws
-        qkv = self.qkv(x).view(B, nw, ws, 3, H, C // H).permute(3, 1, 0, 4, 2, 5)
-        q, k, v = qkv.reshape(3, nw * B, H, ws, C // H).unbind(0)
+        q, k, v = self.qkv(x).view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
         if self.cosine:
-            scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp()
-            q = (F.normalize(q.float(), dim=-1) * scale).to(v.dtype)
-            k = F.normalize(k.float(), dim=-1).to(v.dtype)
-            sdpa_scale = 1.0
+            scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp().to(q.dtype)
+            q = F.normalize(q, dim=-1) * scale
+            k = F.normalize(k, dim=-1)
+            qk_scale = 1.0
         else:
-            sdpa_scale = self.scale
+            qk_scale = self.scale
         bias = self._bias(q.dtype)
-        drop = self.attn_drop if self.training else 0.0
-        n_masked = 0 if mask is None else mask.shape[0]
-        if n_masked == 0:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop, scale=sdpa_scale)
-        else:
-            split = (nw - n_masked) * B
+        m = 0 if mask is None else mask.shape[0]
+        add = None
+        if m:
             add = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, self.mask_value)
-            add = add.unsqueeze(1) if bias is None else add.unsqueeze(1) + bias
-            add = add.unsqueeze(1).expand(n_masked, B, *add.shape[1:]).reshape(n_masked * B, -1, ws, ws)
-            parts = []
-            if split:
-                parts.append(F.scaled_dot_product_attention(q[:split], k[:split], v[:split], attn_mask=bias,
-                                                            dropout_p=drop, scale=sdpa_scale))
-            parts.append(F.scaled_dot_product_attention(q[split:], k[split:], v[split:], attn_mask=add,
-                                                        dropout_p=drop, scale=sdpa_scale))
-            out = torch.cat(parts) if len(parts) > 1 else parts[0]
-        out = out.reshape(nw, B, H, ws, C // H).permute(1, 0, 3, 2, 4)
-        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            # The fused CPU kernel returns (…, L, H, E)-strided outputs, making the reshape below a
-            # view when traced; decompositions return (…, H, L, E), so copy explicitly there.
-            out = out.clone(memory_format=torch.contiguous_format)
-        out = out.reshape(B, N, C)
+            add = add.unsqueeze(1)  # (m, 1, ws, ws)
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            out = self._attend_explicit(q, k, v, bias, add, B, nw, qk_scale)
+        else:
+            out = self._attend_sdpa(q, k, v, bias, add, B, nw, qk_scale)
         return self.proj_drop(self.proj(out))
+
+    def _attend_explicit(self, q, k, v, bias, add, B, nw, qk_scale):
+        ws, H = self.window_size, self.num_heads
+        if qk_scale != 1.0:
+            q = q * qk_scale
+        logits = torch.matmul(q, k.transpose(-1, -2))  # (B·nw, H, ws, ws)
+        if bias is not None:
+            logits = logits + bias
+        if add is not None:
+            logits.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:] += add
+        attn = dropout(logits.softmax(-1), self.attn_drop, self.training)
+        out = torch.matmul(attn.to(v.dtype), v)  # (B·nw, H, ws, hd)
+        return out.transpose(1, 2).reshape(B, nw * ws, -1)
+
+    def _attend_sdpa(self, q, k, v, bias, add, B, nw, qk_scale):
+        ws, H = self.window_size, self.num_heads
+        hd = q.shape[-1]
+
+        def sdpa(q, k, v, mask, n):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=qk_scale)
+            out = out.reshape(B, n, H, ws, hd).transpose(2, 3)
+            if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+                # The fused CPU kernel returns (…, L, H, E)-strided outputs, which makes the
+                # reshape below a view when traced; decompositions return (…, H, L, E).
+                out = out.clone(memory_format=torch.contiguous_format)
+            return out.reshape(B, n * ws, H * hd)
+
+        if add is None:
+            return sdpa(q, k, v, bias, nw)
+        m = add.shape[0]
+        full = add if bias is None else add + bias  # (m, 1|H, ws, ws)
+        full = full.repeat(B, 1, 1, 1)
+
+        def part(t, lo, hi):
+            return t.reshape(B, nw, H, ws, hd)[:, lo:hi].reshape(B * (hi - lo), H, ws, hd)
+
+        parts = [sdpa(part(q, nw - m, nw), part(k, nw - m, nw), part(v, nw - m, nw), full, m)]
+        if nw > m:
+            parts.insert(0, sdpa(part(q, 0, nw - m), part(k, 0, nw - m), part(v, 0, nw - m), bias, nw - m))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]

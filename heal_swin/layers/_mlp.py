@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ._dropout import Dropout
+
 __all__ = ["Mlp"]
 
 
@@ -21,7 +23,7 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden_features)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_features, out_features)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
 
     def forward(self, x):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

@@ -8,6 +8,7 @@ p·C … (p+1)·C − 1). Flat: the same on a (B, H, W, C) grid with p × p pixe
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["NestedPatchEmbed", "NestedPatchMerge", "NestedPatchExpand", "FlatPatchExpand"]
@@ -24,7 +25,12 @@ class NestedPatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
 
     def forward(self, x):
-        return self.norm(self.proj(x).transpose(1, 2))
+        # the convolution as one matrix product over each token's (channel, child) block
+        B, C, N = x.shape
+        p = self.patch_size
+        patches = x.reshape(B, C, N // p, p).transpose(1, 2).reshape(B, N // p, C * p)
+        w = self.proj.weight.reshape(self.proj.out_channels, C * p)
+        return self.norm(F.linear(patches, w, self.proj.bias))
 
 
 class NestedPatchMerge(nn.Module):

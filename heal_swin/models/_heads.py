@@ -7,6 +7,7 @@ segmentation → `num_classes` logits, depth → 1 channel (+ a log-variance cha
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import nn
 
 from ..layers import FlatPatchExpand, NestedPatchExpand
@@ -36,9 +37,11 @@ class PixelHead(nn.Module):
         self.proj = conv(in_chs, out_chs, kernel_size=1, bias=bias)
 
     def forward(self, x):
+        # the 1 × 1 convolution as a matrix product on channels-last pixels: no full-size transposes
+        w = self.proj.weight.reshape(self.out_chs, -1)
         if self.layout == "nested":
-            return self.proj(self.expand(x.transpose(1, 2)).transpose(1, 2))
-        return self.proj(self.expand(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+            return F.linear(self.expand(x.transpose(1, 2)), w, self.proj.bias).transpose(1, 2).contiguous()
+        return F.linear(self.expand(x.permute(0, 2, 3, 1)), w, self.proj.bias).permute(0, 3, 1, 2).contiguous()
 
 
 def create_head(task: str, in_chs: int, num_classes: int, expand: int, layout: str = "nested",

@@ -28,7 +28,7 @@ from ..grid import check_base_pixels, check_nside
 from ..grid._windows import (SHIFT_STRATEGIES, check_permutation, check_window_size,
                              grid_shift, invert_permutation, is_valid_window_size,
                              nest_roll_shift, ring_shift, window_mask)
-from ..layers import DropPath, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge, WindowAttention
+from ..layers import DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge, WindowAttention
 from ._heads import create_head
 from ._registry import register_model
 
@@ -325,7 +325,7 @@ class HealSwinUNet(nn.Module):
         self.patch_embed = NestedPatchEmbed(in_chans, embed_dim, self.patch_size, norm=patch_norm)
         n_tokens = self.geometries[0].tokens
         self.absolute_pos_embed = nn.Parameter(torch.zeros(1, n_tokens, embed_dim)) if ape else None
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         drop_paths = [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(L)]
         block_kwargs = dict(bias_window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,

@@ -1,0 +1,188 @@
+"""Speed and memory of the model zoo: one JSON line per measurement.
+
+    python bench/bench_models.py --models heal_swin_paper --nside 64 --threads 2 --dtype fp32 bf16
+    python bench/bench_models.py --models heal_swin_paper --nside 256 --modes train --repeats 1
+    python bench/bench_models.py --tables --checkpoint
+
+Per model: parameters, forward time (eval, no grad), forward+backward time (train mode, loss =
+mean square of the output, no optimizer step), peak memory. Each model/dtype runs in a fresh
+subprocess so that its peak resident memory (CPU) or peak allocated memory (CUDA) is its own.
+Times are medians over --repeats after one warm-up call. `--tables` times building every window
+and shift table of the paper architecture on the full sphere at nside 256 (caches cleared);
+`--checkpoint` writes heal_swin_paper's state_dict and reports the file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from heal_swin import models  # noqa: E402
+from heal_swin.grid import parse_base_pixels  # noqa: E402
+
+
+def _input(model, batch, device):
+    if isinstance(model, models.SwinUNetFlat):
+        return torch.randn(batch, model.in_chans, *model.img_size, device=device)
+    return torch.randn(batch, model.in_chans, len(model.faces) * model.nside ** 2, device=device)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, repeats, device):
+    fn()  # warm-up: caches, allocator, kernel selection
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(args) -> dict:
+    """Runs inside the child process: one model, one dtype."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    kwargs = {}
+    if args.model.startswith("swin_unet_flat"):
+        if args.img_size:
+            kwargs["img_size"] = tuple(args.img_size)
+    else:
+        kwargs.update(nside=args.nside, base_pixels=args.faces)
+    model = models.create_model(args.model, **kwargs).to(device)
+    x = _input(model, args.batch, device)
+    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    row = dict(model=args.model, device=str(device), threads=args.threads, dtype=args.dtype, batch=args.batch,
+               params=sum(p.numel() for p in model.parameters()))
+    if isinstance(model, models.SwinUNetFlat):
+        row["img_size"] = list(model.img_size)
+    else:
+        row.update(nside=model.nside, faces=args.faces_text)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def forward():
+        with torch.no_grad(), torch.autocast(**amp):
+            model(x)
+
+    def train_step():
+        with torch.autocast(**amp):
+            y = model(x)
+        y.float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    if "fwd" in args.modes:
+        model.eval()
+        row["fwd_s"] = round(_timed(forward, args.repeats, device), 4)
+    if "train" in args.modes:
+        model.train()
+        row["fwd_bwd_s"] = round(_timed(train_step, args.repeats, device), 4)
+    if device.type == "cuda":
+        row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    else:
+        row["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        row["rss_after_build_mb"] = round(rss0, 1)
+    return row
+
+
+def bench_tables(nside=256, faces=tuple(range(12))) -> list[dict]:
+    """Build every window/shift table of the paper architecture from scratch."""
+    from heal_swin.grid import _windows as W
+    from heal_swin.models import heal_swin as hs
+
+    rows = []
+    for strategy in ("ring_shift", "grid_shift", "nest_roll"):
+        for fn in (W.grid_shift, W.ring_shift, W.nest_roll_shift, W.relative_position_index, hs.shift_buffers):
+            fn.cache_clear()
+        t = time.perf_counter()
+        geoms = [hs.stage_geometry(nside // (2 << i), faces, 64, strategy, None if strategy == "grid_shift" else 4,
+                                   "face") for i in range(4)]
+        for g in geoms:
+            if g.shift:
+                hs.shift_buffers(g)
+        W.relative_position_index(64)
+        rows.append(dict(tables="heal_swin_paper architecture", nside=nside, faces="0-11", shift=strategy,
+                         stages=[str(g) for g in geoms], build_s=round(time.perf_counter() - t, 3)))
+    for fn in (W.grid_shift, W.ring_shift, W.nest_roll_shift, hs.shift_buffers):
+        fn.cache_clear()
+    t = time.perf_counter()
+    models.create_model("heal_swin_small", nside=nside, base_pixels=faces)
+    rows.append(dict(construct="heal_swin_small (grid_shift)", nside=nside, faces="0-11",
+                     build_s=round(time.perf_counter() - t, 3)))
+    return rows
+
+
+def bench_checkpoint() -> dict:
+    model = models.create_model("heal_swin_paper")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "heal_swin_paper.pt")
+        torch.save(model.state_dict(), path)
+        size = os.path.getsize(path)
+    return dict(checkpoint="heal_swin_paper state_dict", bytes=size, mib=round(size / 2 ** 20, 1))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["heal_swin_tiny", "heal_swin_paper", "swin_unet_flat_paper"])
+    p.add_argument("--nside", type=int, default=64)
+    p.add_argument("--faces", default="0-7", help="HEALPix faces, e.g. 0-7 or all")
+    p.add_argument("--img-size", type=int, nargs=2, default=None, help="flat models: H W (default: the variant's)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    p.add_argument("--modes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tables", action="store_true", help="time the shift tables at nside 256, full sphere")
+    p.add_argument("--checkpoint", action="store_true", help="size of heal_swin_paper's checkpoint file")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.faces_text = args.faces
+    args.faces = parse_base_pixels(args.faces)
+
+    if args.child:
+        args.model, args.dtype = args.child.split(":")
+        print(json.dumps(measure(args)), flush=True)
+        return
+    if args.tables:
+        for row in bench_tables():
+            print(json.dumps(row), flush=True)
+    if args.checkpoint:
+        print(json.dumps(bench_checkpoint()), flush=True)
+    if args.tables or args.checkpoint:
+        return
+    base = [sys.executable, os.path.abspath(__file__), "--nside", str(args.nside), "--faces", args.faces_text,
+            "--batch", str(args.batch), "--threads", str(args.threads), "--device", args.device,
+            "--repeats", str(args.repeats), "--modes", *args.modes]
+    if args.img_size:
+        base += ["--img-size", *map(str, args.img_size)]
+    for name in args.models:
+        for dtype in args.dtype:
+            out = subprocess.run(base + ["--child", f"{name}:{dtype}"], capture_output=True, text=True)
+            if out.returncode:
+                print(json.dumps(dict(model=name, dtype=dtype, error=out.stderr.strip().splitlines()[-1:])),
+                      flush=True)
+            else:
+                sys.stdout.write(out.stdout)
+                sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
