@@ -251,3 +251,15 @@ def test_shipped_configs_are_valid(path):
                        [f"model.kwargs.{k}={v}" for k, v in cfg.model.kwargs.items()])
     model = trainer.build_model(tiny, 10 if cfg.task == "segmentation" else 1)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_flat_baseline_through_the_same_program(data_root, tmp_path):
+    """The flat model trains on resized images and is scored on the same fisheye pixels as the
+    sphere model (the pixels its faces cover)."""
+    flat = trainer.main(_cfg(data_root, tmp_path / "flat", "model.name=swin_unet_flat_tiny",
+                             "data.flat_size=[64,96]", "train.max_steps=2"))
+    sphere = trainer.main(_cfg(data_root, tmp_path / "sphere", "train.max_steps=2"))
+    assert "flat" in flat and "sphere" in sphere
+    assert flat["fisheye"]["pixels"] == sphere["fisheye"]["pixels"]
+    with pytest.raises(ConfigError, match="data.rig=true fuses cameras"):
+        trainer.main(_cfg(data_root, tmp_path / "x", "model.name=swin_unet_flat_tiny", "data.rig=true"))
