@@ -4,8 +4,10 @@
 2. train `heal_swin_tiny` with configs/demo.yaml (a few hundred steps, a few minutes on 2 cores;
    an interrupted demo resumes where it stopped);
 3. evaluate it on the validation split: metrics on the sphere and in the fisheye, figures;
-4. draw what the sphere sees: the projection preview of the front camera and of the whole rig.
-Export and inference join this command with the export issue.
+4. draw what the sphere sees: the projection preview of the front camera and of the whole rig;
+5. export the model for the front camera as one ONNX graph (fisheye image in, fisheye answer out)
+   and check it against PyTorch;
+6. run that graph with onnxruntime over the front-camera images (heal-swin-infer).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def main(argv=None) -> int:
     from .data.woodscape import find_frame_files
     from .engine import evaluate_run, load_config
     from .engine.trainer import main as train
-    from .tools import preview
+    from .export import export_run
+    from .tools import infer, preview
 
     out = Path(args.out)
     run_dir = out / "run"
@@ -47,11 +50,11 @@ def main(argv=None) -> int:
     if args.nside is not None:
         overrides.append(f"data.nside={args.nside}")
     start = time.perf_counter()
-    print(f"[1-2/4] synthetic data in {args.data}, training {run_dir} ({CONFIG.name})")
+    print(f"[1-2/6] synthetic data in {args.data}, training {run_dir} ({CONFIG.name})")
     train(load_config(CONFIG, overrides))
-    print("[3/4] evaluating on the validation split")
+    print("[3/6] evaluating on the validation split")
     evaluate_run(run_dir, [f"data.root={args.data}"])
-    print("[4/4] projection previews")
+    print("[4/6] projection previews")
     files = find_frame_files(args.data, "00000")
     code = preview.main(["--image", str(files["FV"].image), "--calibration", str(files["FV"].calibration),
                          "--labels", str(files["FV"].labels), "--nside", str(args.preview_nside),
@@ -62,10 +65,22 @@ def main(argv=None) -> int:
                          "--out", str(out / "preview_rig.png")])
     if code:
         return code
+    print("[5/6] ONNX export of the front camera's fisheye-in/fisheye-out graph")
+    onnx_path = out / "fv.onnx"
+    report = export_run(run_dir, onnx_path, calibration=files["FV"].calibration)
+    print(report)
+    if not report.passed:
+        return 1
+    print("[6/6] inference with onnxruntime over the front-camera images")
+    code = infer.main(["--model", str(onnx_path), "--images", str(Path(files["FV"].image).parent / "*_FV.png"),
+                       "--out", str(out / "infer"), "--calibrations", str(Path(files["FV"].calibration).parent)])
+    if code:
+        return code
     print(f"done in {time.perf_counter() - start:.0f} s:\n"
           f"  {run_dir}/eval-val/metrics.md   metrics on the sphere and in the fisheye\n"
           f"  {run_dir}/eval-val/sample_*.png predictions against the ground truth\n"
-          f"  {out / 'preview_FV.png'}, {out / 'preview_rig.png'}   what the sphere sees")
+          f"  {out / 'preview_FV.png'}, {out / 'preview_rig.png'}   what the sphere sees\n"
+          f"  {onnx_path}, {out / 'infer'}/   the exported graph and its answers per image")
     return 0
 
 

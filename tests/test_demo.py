@@ -9,11 +9,13 @@ def test_demo_trains_evaluates_and_draws(tmp_path, monkeypatch, capsys):
     args = ["--out", str(out), "--data", str(data), "--steps", "2", "--frames", "3", "--size", "96x72",
             "--nside", "8", "--preview-nside", "16"]
     assert demo.main(args) == 0
-    for name in ("preview_FV.png", "preview_rig.png", "run/eval-val/sample_000.png"):
+    for name, least in (("preview_FV.png", 20_000), ("preview_rig.png", 20_000),
+                        ("run/eval-val/sample_000.png", 20_000), ("infer/00000_FV.png", 2_000)):
         png = (out / name).read_bytes()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, name
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > least, name
     assert (out / "run" / "eval-val" / "metrics.md").is_file()
     assert (out / "run" / "weights" / "best.safetensors").is_file()
+    assert (out / "fv.onnx").is_file() and len(list((out / "infer").glob("*_FV.npy"))) == 3
     assert len(list((data / "rgb_images").glob("*.png"))) == 12
     # Running it again resumes the finished run instead of failing or starting over.
     assert demo.main(args) == 0
