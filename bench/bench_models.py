@@ -65,11 +65,11 @@ def measure(args) -> dict:
             kwargs["img_size"] = tuple(args.img_size)
     else:
         kwargs.update(nside=args.nside, base_pixels=args.faces)
-    model = models.create_model(args.model, **kwargs).to(device)
+    model = models.create_model(args.model, grad_checkpointing=args.grad_checkpointing, **kwargs).to(device)
     x = _input(model, args.batch, device)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     row = dict(model=args.model, device=str(device), threads=args.threads, dtype=args.dtype, batch=args.batch,
-               params=sum(p.numel() for p in model.parameters()))
+               params=sum(p.numel() for p in model.parameters()), grad_checkpointing=args.grad_checkpointing)
     if isinstance(model, models.SwinUNetFlat):
         row["img_size"] = list(model.img_size)
     else:
@@ -150,6 +150,7 @@ def main(argv=None):
     p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--modes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute each block in the backward pass")
     p.add_argument("--tables", action="store_true", help="time the shift tables at nside 256, full sphere")
     p.add_argument("--checkpoint", action="store_true", help="size of heal_swin_paper's checkpoint file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -173,6 +174,8 @@ def main(argv=None):
             "--repeats", str(args.repeats), "--modes", *args.modes]
     if args.img_size:
         base += ["--img-size", *map(str, args.img_size)]
+    if args.grad_checkpointing:
+        base += ["--grad-checkpointing"]
     for name in args.models:
         for dtype in args.dtype:
             out = subprocess.run(base + ["--child", f"{name}:{dtype}"], capture_output=True, text=True)

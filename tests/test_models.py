@@ -101,13 +101,15 @@ def test_zoo_forward_features_and_feature_info(name):
             assert tuple(t.shape[2:]) == fi["resolution"]
 
 
-@pytest.mark.parametrize("strategy", ["grid_shift", "ring_shift", "nest_roll", None])
+@pytest.mark.parametrize("strategy", ["grid_shift", "ring_shift", "nest_roll", "nest_grid_shift", None])
 @pytest.mark.parametrize("faces", [FACES_0_7, SPHERE, (1, 5, 9)], ids=["faces0-7", "sphere", "faces1,5,9"])
 @pytest.mark.parametrize("name", [n for n in models.list_models() if n.startswith("heal_swin")])
 def test_heal_swin_faces_and_shift_strategies(name, faces, strategy):
-    if name == "heal_swin_paper" and strategy == "grid_shift":
-        pytest.skip("the paper variant keeps the original's windows across faces; grid_shift needs "
+    if name == "heal_swin_paper" and strategy in ("grid_shift", "nest_grid_shift"):
+        pytest.skip("the paper variant keeps the original's windows across faces; grid shifts need "
                     "windows inside a face")
+    if strategy == "nest_grid_shift" and faces != FACES_0_7:
+        pytest.skip("the original's grid shift exists for faces 0-7 only")
     torch.manual_seed(0)
     model = models.create_model(name, base_pixels=faces, shift_strategy=strategy,
                                 **tiny_kwargs(name, drop_path_rate=0.0)).eval()
@@ -223,6 +225,7 @@ def test_bf16_attention_keeps_masks_exact(cosine):
     (dict(task="classification"), r"task='classification' must be one of"),
     (dict(shift_strategy="nest_roll", shift_size=32), r"shift_size=32 must lie in \(0, window=16\]"),
     (dict(rel_pos_bias="cpb_mlp"), r"rel_pos_bias='cpb_mlp' must be one of"),
+    (dict(shift_strategy="nest_grid_shift", base_pixels=range(12)), r"needs faces 0–7"),
 ])
 def test_invalid_geometry_fails_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -203,3 +203,21 @@ def test_grid_shift_moves_interior_windows_by_half_a_window():
 def test_grid_shift_rejects_windows_larger_than_a_face():
     with pytest.raises(ValueError, match="grid_shift needs a window inside one face"):
         grid.grid_shift(2, (0,), 16)
+
+
+# --------------------------------------------------------------------------- the original's grid shift
+
+
+@pytest.mark.parametrize("nside,ws", [(2, 4), (4, 4), (4, 16), (8, 16), (16, 64), (32, 64)])
+def test_original_grid_shift_is_a_half_window_translate_inside_faces(nside, ws):
+    table = grid.original_grid_shift(nside, ws)
+    _assert_table(table, 8 * nside * nside)
+    x, y, f = grid.nest2xyf(nside, table.index.reshape(-1, ws))
+    u, v = _uv(ws)
+    side = int(np.sqrt(ws))
+    dx, dy = x - u, y - v
+    rigid = (f == f[:, :1]).all(1) & (dx == dx[:, :1]).all(1) & (dy == dy[:, :1]).all(1)
+    # every window that does not reach a face's upper edges is the half-window translate
+    m = nside // side
+    assert rigid.sum() == 8 * (m - 1) ** 2
+    assert (dx[rigid] % side == side // 2).all() and (dy[rigid] % side == side // 2).all()

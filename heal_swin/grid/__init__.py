@@ -12,8 +12,8 @@ from ._pixelfunc import (ang2pix, ang2vec, check_nside, check_pixels, get_all_ne
                          ring2xyf, vec2ang, vec2pix, xyf2nest, xyf2ring)
 from ._charts import extended_xyf
 from ._windows import (SHIFT_STRATEGIES, ShiftTable, check_window_size, grid_shift,
-                       is_valid_window_size, nest_roll_shift, relative_position_index, ring_shift,
-                       window_layout, window_mask)
+                       is_valid_window_size, nest_roll_shift, original_grid_shift,
+                       relative_position_index, ring_shift, window_layout, window_mask)
 
 __all__ = [
     "ang2pix", "ang2vec", "base_pixel_indices", "check_base_pixels", "check_nside", "check_pixels",
@@ -23,6 +23,6 @@ __all__ = [
     "pix2vec", "ring2nest", "ring2xyf", "ring_above", "ring_info", "vec2ang", "vec2pix",
     "xyf2nest", "xyf2ring",
     "SHIFT_STRATEGIES", "ShiftTable", "check_window_size", "extended_xyf", "grid_shift",
-    "is_valid_window_size", "nest_roll_shift", "relative_position_index", "ring_shift",
+    "is_valid_window_size", "nest_roll_shift", "original_grid_shift", "relative_position_index", "ring_shift",
     "window_layout", "window_mask",
 ]

@@ -38,10 +38,10 @@ from ._pixelfunc import _compact_bits, _spread_bits, check_nside, nest2ring, rin
 __all__ = [
     "ShiftTable", "is_valid_window_size", "check_window_size", "window_layout",
     "relative_position_index", "window_mask", "invert_permutation", "check_permutation",
-    "nest_roll_shift", "ring_shift", "grid_shift", "SHIFT_STRATEGIES",
+    "nest_roll_shift", "ring_shift", "grid_shift", "original_grid_shift", "SHIFT_STRATEGIES",
 ]
 
-SHIFT_STRATEGIES = ("nest_roll", "ring_shift", "grid_shift")
+SHIFT_STRATEGIES = ("nest_roll", "ring_shift", "grid_shift", "nest_grid_shift")
 
 
 class ShiftTable(NamedTuple):
@@ -354,3 +354,83 @@ def grid_shift(nside: int, base_pixels, window_size: int) -> ShiftTable:
     index = np.concatenate([src[full].ravel(), bin_src.ravel()])
     labels = np.concatenate([np.zeros(int(full.sum()) * window_size, np.int64), bin_lab.ravel()])
     return _table(index, labels, what)
+
+
+# --------------------------------------------------------------------------- the original's grid shift
+
+# Window-unit jumps the original takes at face boundaries, per face (its first direction; the
+# second direction always jumps 3 faces).
+_ORIGINAL_FACE_JUMP = (2, 2, 2, 6, 3, 3, 3, 3)
+
+
+@functools.lru_cache(maxsize=64)
+def original_grid_shift(nside: int, window_size: int) -> ShiftTable:
+    """The original HEAL-SWIN's `nest_grid_shift` on faces 0–7, reproduced for its checkpoints.
+
+    Half a window along both face axes in two passes over the nested sequence, crossing face
+    boundaries by a fixed table of jumps (so the seams are not geometrically exact, unlike
+    `grid_shift`), with the original's mask labels. Needs at least one window per face.
+    """
+    nside = check_nside(nside)
+    side = check_window_size(window_size)
+    per_face = nside * nside // window_size
+    if per_face < 1 or side < 2:
+        raise ValueError(f"nest_grid_shift needs 4 ≤ window_size={window_size} ≤ nside²={nside * nside}")
+    top = (per_face.bit_length() - 1) // 2  # log4 of the windows per face
+    ws, hws, qws = window_size, window_size // 2, window_size // 4
+    n = 8 * nside * nside
+    nw = n // ws
+
+    def level(w):  # the largest e ≤ top with 4^e dividing w
+        e = top
+        while w % (4 ** e):
+            e -= 1
+        return e
+
+    def jump1(w):
+        while True:
+            e = level(w)
+            w -= 4 ** e
+            if e >= level(w):
+                break
+        off = (4 ** (e + 1) - 1) // 3
+        if e == top:
+            w += 4 ** e
+            off += (_ORIGINAL_FACE_JUMP[w // per_face] - 1) * per_face
+        return off
+
+    def jump2(w):
+        e = level(w)
+        while (w % 4 ** (e + 1)) // 4 ** e == 2:
+            w -= 2 * 4 ** e
+            e = level(w)
+        off = 2 * (4 ** e - 1) // 3
+        if e == top:
+            off += 3 * per_face
+        return off
+
+    pos = np.arange(ws, dtype=np.int64)
+    first = np.arange(nw, dtype=np.int64)[:, None] * ws
+    off1 = np.array([jump1(w) for w in range(nw)], dtype=np.int64)[:, None] * ws
+    off2 = np.array([jump2(w) for w in range(nw)], dtype=np.int64)[:, None] * ws
+    # direction 1: the first half of a window comes from the half window before its offset
+    dir1 = np.where(pos < hws, first - off1 - hws + pos, first + pos - hws)
+    # direction 2: quarters 0 and 2 come from before the offset, quarters 1 and 3 stay
+    q, r = pos // qws, pos % qws
+    dir2 = np.select([q == 0, q == 1, q == 2], [first - off2 - hws - qws + r, first + r, first - off2 - qws + r],
+                     first + hws + r)
+    index = (dir1.ravel() % n)[dir2.ravel() % n]
+
+    labels = np.zeros(n, dtype=np.int64)
+    w_in_face = np.arange(per_face, dtype=np.int64)
+    even_bits = _spread_bits(np.array((1 << top) - 1))  # the x bit of every base-4 digit
+    odd_bits = even_bits << 1  # the y bit
+    low_row = w_in_face[(w_in_face & odd_bits) == 0]  # windows with base-4 digits 0/1 only
+    low_col = w_in_face[(w_in_face & even_bits) == 0]  # digits 0/2 only
+    for f, carry in zip((4, 5, 6, 7), (0, 1, 2, 3)):
+        base = f * per_face * ws
+        labels[(base + low_row[:, None] * ws + np.arange(hws)).ravel()] = f + 1
+        right = np.concatenate([np.arange(qws), hws + np.arange(qws)])
+        labels[(base + low_col[:, None] * ws + right).ravel()] = f + 5
+        labels[carry * per_face * ws:carry * per_face * ws + qws] = f + 1
+    return _table(index, labels, f"original nest_grid_shift(nside={nside}, window_size={window_size})")

@@ -93,9 +93,11 @@ class WindowAttention(nn.Module):
         nw = N // ws
         q, k, v = self.qkv(x).view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
         if self.cosine:
+            # normalise and scale in one product each (as F.normalize, eps 1e-12), so that only
+            # the scaled q and k are kept for the backward pass
             scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp().to(q.dtype)
-            q = F.normalize(q, dim=-1) * scale
-            k = F.normalize(k, dim=-1)
+            q = q * (scale * torch.rsqrt(q.square().sum(-1, keepdim=True).clamp_min(1e-24)))
+            k = k * torch.rsqrt(k.square().sum(-1, keepdim=True).clamp_min(1e-24))
             qk_scale = 1.0
         else:
             qk_scale = self.scale

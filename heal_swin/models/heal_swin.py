@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from ..grid import check_base_pixels, check_nside
 from ..grid._windows import (SHIFT_STRATEGIES, check_permutation, check_window_size,
                              grid_shift, invert_permutation, is_valid_window_size,
-                             nest_roll_shift, ring_shift, window_mask)
+                             nest_roll_shift, original_grid_shift, ring_shift, window_mask)
 from ..layers import DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge, WindowAttention
 from ._heads import create_head
 from ._registry import register_model
@@ -72,7 +72,7 @@ class StageGeometry:
         side = math.isqrt(self.window)
         win = f"{self.window} ({side}×{side})" if side * side == self.window else f"{self.window} (global)"
         shift = "none" if self.shift is None else (
-            "grid_shift (half window)" if self.shift == "grid_shift" else f"{self.shift} ({self.shift_size})")
+            f"{self.shift} (half window)" if "grid" in self.shift else f"{self.shift} ({self.shift_size})")
         return (f"nside={self.nside}, faces={faces_str(self.faces)}, tokens={self.tokens}, window={win}, "
                 f"shift={shift}")
 
@@ -102,6 +102,12 @@ def stage_geometry(nside: int, faces: Sequence[int], window_size: int, shift_str
             raise ValueError(f"shift_strategy='grid_shift' needs windows inside one face, but "
                              f"window_size={window} > nside²={nside ** 2} (use window_span='face')")
         return StageGeometry(nside, faces, window, "grid_shift", math.isqrt(window) // 2)
+    if shift_strategy == "nest_grid_shift":
+        if faces != tuple(range(8)) or window > nside ** 2 or window < 4:
+            raise ValueError(f"shift_strategy='nest_grid_shift' (the original's) needs faces 0–7 and "
+                             f"4 ≤ window ≤ nside² (got faces={faces_str(faces)}, window={window}, "
+                             f"nside={nside}); grid_shift works on any faces")
+        return StageGeometry(nside, faces, window, "nest_grid_shift", math.isqrt(window) // 2)
     size = window // 2 if shift_size is None else int(shift_size)
     if shift_strategy == "nest_roll" and not 0 < size <= window:
         raise ValueError(f"shift_size={size} must lie in (0, window={window}] for nest_roll")
@@ -122,6 +128,8 @@ def shift_buffers(geometry: StageGeometry):
         table = ring_shift(g.nside, g.faces, g.shift_size)
     elif g.shift == "grid_shift":
         table = grid_shift(g.nside, g.faces, g.window)
+    elif g.shift == "nest_grid_shift":
+        table = original_grid_shift(g.nside, g.window)
     else:
         raise ValueError(f"stage {g} has no shift")
     index = table.index.reshape(-1, g.window)
@@ -178,7 +186,7 @@ class HealSwinBlock(nn.Module):
         g = self.geometry
         shift = "none"
         if self.shift:
-            shift = g.shift if g.shift == "grid_shift" else f"{g.shift}({g.shift_size})"
+            shift = g.shift if "grid" in g.shift else f"{g.shift}({g.shift_size})"
         norm = "post" if self.post_norm else "pre"
         return f"nside={g.nside}, window={g.window}, shift={shift}, norm={norm}"
 
@@ -485,9 +493,6 @@ def load_original(state_dict_or_path, model_config, nside: int, base_pix, num_cl
     sd = _read_state_dict(state_dict_or_path)
     get = functools.partial(_config_get, model_config)
     strategy, shift = get("shift_strategy"), get("shift_size")
-    if strategy == "nest_grid_shift":
-        raise NotImplementedError("shift_strategy='nest_grid_shift' of the original is not supported; "
-                                  "its checkpoints cannot be reproduced (use nest_roll or ring_shift ones)")
     faces = tuple(range(int(base_pix))) if isinstance(base_pix, (int, np.integer)) else base_pix
     out_w = sd.get("decoder.output.weight")
     if out_w is not None and out_w.shape[0] != num_classes:
