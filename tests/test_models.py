@@ -321,6 +321,44 @@ def test_dropout_statistics_and_gradient():
     assert dropout(x, 0.1, training=False) is x
 
 
+# --------------------------------------------------------------------------- hand-written backward passes
+
+
+@pytest.mark.parametrize("cosine", [True, False])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_fused_attention_gradcheck(cosine, p):
+    from heal_swin.layers._fused import _AttentionCore
+    torch.manual_seed(0)
+    B, nw, ws, H, hd = 2, 3, 16, 2, 4
+    dt = torch.float64
+    qkv = torch.randn(B, nw * ws, 3 * H * hd, dtype=dt, requires_grad=True)
+    scale = (torch.rand(H, 1, 1, dtype=dt) * 5 + 1).requires_grad_() if cosine else None
+    bias = torch.randn(1, H, ws, ws, dtype=dt, requires_grad=True)
+    labels = torch.randint(0, 3, (2, ws))
+    add = torch.where(labels[:, :, None] == labels[:, None, :], 0.0, -100.0).to(dt).unsqueeze(1)
+
+    def f(qkv, scale, bias):  # a fixed seed: the same dropout mask on every evaluation
+        return _AttentionCore.apply(qkv, scale, bias, add, H, ws, 0.3, p, 1234 if p else 0)
+
+    assert torch.autograd.gradcheck(f, (qkv, scale, bias), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_fused_mlp_gradcheck(p):
+    from heal_swin.layers._fused import _MlpGelu
+    torch.manual_seed(0)
+    dt = torch.float64
+    x = torch.randn(2, 10, 6, dtype=dt, requires_grad=True)
+    params = [torch.randn(24, 6, dtype=dt), torch.randn(24, dtype=dt), torch.randn(6, 24, dtype=dt),
+              torch.randn(6, dtype=dt)]
+    params = [t.requires_grad_() for t in params]
+
+    def f(x, w1, b1, w2, b2):
+        return _MlpGelu.apply(x, w1, b1, w2, b2, p, 99 if p else 0, dt)
+
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- ONNX
 
 

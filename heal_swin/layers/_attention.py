@@ -3,9 +3,9 @@
 Windows are consecutive blocks of `window_size` tokens of a (B, N, C) sequence. A shift's
 incomplete windows, which need a mask, are the last ones of each sequence (the shift tables put
 them there); all others share one (1, heads, ws, ws) bias. Without gradients the attention runs
-in `scaled_dot_product_attention`; with gradients it is written out (matmul, softmax, dropout,
-matmul), which on CPUs is faster than SDPA's fallback when the bias is learned, and lets the
-attention dropout use cheap random bits.
+in `scaled_dot_product_attention`; with gradients it runs `_fused.window_attention_core`, whose
+hand-written backward pass keeps only the qkv projection (SDPA's CPU kernels fall back to a
+slower, memory-hungry path when the bias is learned).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..grid._windows import check_window_size, relative_position_index
-from ._dropout import Dropout, dropout
+from ._dropout import Dropout
+from ._fused import window_attention_core
 
 __all__ = ["WindowAttention", "REL_POS_BIAS"]
 
@@ -91,40 +92,30 @@ class WindowAttention(nn.Module):
         if N % ws:
             raise ValueError(f"{N} tokens do not split into windows of {ws}")
         nw = N // ws
-        q, k, v = self.qkv(x).view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
+        m = 0 if mask is None else mask.shape[0]
+        qkv = self.qkv(x)
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            # training: the hand-written backward keeps only qkv (see _fused)
+            scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp() if self.cosine else None
+            add = self._mask_add(mask, qkv.dtype) if m else None
+            out = window_attention_core(qkv, H, ws, scale=scale, qk_scale=self.scale, bias=self._bias(qkv.dtype),
+                                        add=add, p=self.attn_drop, training=self.training)
+            return self.proj_drop(self.proj(out))
+        q, k, v = qkv.view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
         if self.cosine:
-            # normalise and scale in one product each (as F.normalize, eps 1e-12), so that only
-            # the scaled q and k are kept for the backward pass
             scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp().to(q.dtype)
             q = q * (scale * torch.rsqrt(q.square().sum(-1, keepdim=True).clamp_min(1e-24)))
             k = k * torch.rsqrt(k.square().sum(-1, keepdim=True).clamp_min(1e-24))
             qk_scale = 1.0
         else:
             qk_scale = self.scale
-        bias = self._bias(q.dtype)
-        m = 0 if mask is None else mask.shape[0]
-        add = None
-        if m:
-            add = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, self.mask_value)
-            add = add.unsqueeze(1)  # (m, 1, ws, ws)
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            out = self._attend_explicit(q, k, v, bias, add, B, nw, qk_scale)
-        else:
-            out = self._attend_sdpa(q, k, v, bias, add, B, nw, qk_scale)
+        add = self._mask_add(mask, q.dtype) if m else None
+        out = self._attend_sdpa(q, k, v, self._bias(q.dtype), add, B, nw, qk_scale)
         return self.proj_drop(self.proj(out))
 
-    def _attend_explicit(self, q, k, v, bias, add, B, nw, qk_scale):
-        ws, H = self.window_size, self.num_heads
-        if qk_scale != 1.0:
-            q = q * qk_scale
-        logits = torch.matmul(q, k.transpose(-1, -2))  # (B·nw, H, ws, ws)
-        if bias is not None:
-            logits = logits + bias
-        if add is not None:
-            logits.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:] += add
-        attn = dropout(logits.softmax(-1), self.attn_drop, self.training)
-        out = torch.matmul(attn.to(v.dtype), v)  # (B·nw, H, ws, hd)
-        return out.transpose(1, 2).reshape(B, nw * ws, -1)
+    def _mask_add(self, mask, dtype):
+        """bool (m, ws, ws) -> additive (m, 1, ws, ws): 0 where allowed, mask_value elsewhere."""
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, self.mask_value).unsqueeze(1)
 
     def _attend_sdpa(self, q, k, v, bias, add, B, nw, qk_scale):
         ws, H = self.window_size, self.num_heads

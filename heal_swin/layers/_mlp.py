@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ._dropout import Dropout
+from ._fused import mlp_gelu
 
 __all__ = ["Mlp"]
 
@@ -26,4 +28,6 @@ class Mlp(nn.Module):
         self.drop = Dropout(drop)
 
     def forward(self, x):
+        if torch.is_grad_enabled():  # training: keep only x and fc1's output (see _fused)
+            return self.drop(mlp_gelu(x, self.fc1, self.fc2, self.drop.p, self.training))
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
