@@ -254,7 +254,8 @@ def _slow_attention(attn, x, mask):
     out = torch.empty_like(x)
     bias = None
     if attn.rel_pos_bias == "flat":
-        bias = attn.relative_position_bias_table[attn.relative_position_index].view(ws, ws, H).permute(2, 0, 1)
+        bias = attn.relative_position_bias_table[attn.relative_position_index]
+        bias = bias.view(ws, ws, H).permute(2, 0, 1)
     for b in range(B):
         for w in range(nw):
             t = x[b, w * ws:(w + 1) * ws]

@@ -417,8 +417,8 @@ def original_grid_shift(nside: int, window_size: int) -> ShiftTable:
     dir1 = np.where(pos < hws, first - off1 - hws + pos, first + pos - hws)
     # direction 2: quarters 0 and 2 come from before the offset, quarters 1 and 3 stay
     q, r = pos // qws, pos % qws
-    dir2 = np.select([q == 0, q == 1, q == 2], [first - off2 - hws - qws + r, first + r, first - off2 - qws + r],
-                     first + hws + r)
+    dir2 = np.select([q == 0, q == 1, q == 2],
+                     [first - off2 - hws - qws + r, first + r, first - off2 - qws + r], first + hws + r)
     index = (dir1.ravel() % n)[dir2.ravel() % n]
 
     labels = np.zeros(n, dtype=np.int64)

@@ -7,5 +7,5 @@ from ._dropout import Dropout, dropout
 from ._mlp import Mlp
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 
-__all__ = ["DropPath", "Dropout", "dropout", "FlatPatchExpand", "Mlp", "NestedPatchEmbed", "NestedPatchExpand",
-           "NestedPatchMerge", "REL_POS_BIAS", "WindowAttention"]
+__all__ = ["DropPath", "Dropout", "dropout", "FlatPatchExpand", "Mlp", "NestedPatchEmbed",
+           "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "WindowAttention"]

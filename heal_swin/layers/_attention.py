@@ -98,8 +98,9 @@ class WindowAttention(nn.Module):
             # training: the hand-written backward keeps only qkv (see _fused)
             scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp() if self.cosine else None
             add = self._mask_add(mask, qkv.dtype) if m else None
-            out = window_attention_core(qkv, H, ws, scale=scale, qk_scale=self.scale, bias=self._bias(qkv.dtype),
-                                        add=add, p=self.attn_drop, training=self.training)
+            out = window_attention_core(qkv, H, ws, scale=scale, qk_scale=self.scale,
+                                        bias=self._bias(qkv.dtype), add=add, p=self.attn_drop,
+                                        training=self.training)
             return self.proj_drop(self.proj(out))
         q, k, v = qkv.view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
         if self.cosine:
@@ -115,7 +116,8 @@ class WindowAttention(nn.Module):
 
     def _mask_add(self, mask, dtype):
         """bool (m, ws, ws) -> additive (m, 1, ws, ws): 0 where allowed, mask_value elsewhere."""
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, self.mask_value).unsqueeze(1)
+        add = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+        return add.masked_fill(~mask, self.mask_value).unsqueeze(1)
 
     def _attend_sdpa(self, q, k, v, bias, add, B, nw, qk_scale):
         ws, H = self.window_size, self.num_heads

@@ -41,7 +41,8 @@ class PixelHead(nn.Module):
         w = self.proj.weight.reshape(self.out_chs, -1)
         if self.layout == "nested":
             return F.linear(self.expand(x.transpose(1, 2)), w, self.proj.bias).transpose(1, 2).contiguous()
-        return F.linear(self.expand(x.permute(0, 2, 3, 1)), w, self.proj.bias).permute(0, 3, 1, 2).contiguous()
+        y = F.linear(self.expand(x.permute(0, 2, 3, 1)), w, self.proj.bias)
+        return y.permute(0, 3, 1, 2).contiguous()
 
 
 def create_head(task: str, in_chs: int, num_classes: int, expand: int, layout: str = "nested",

@@ -16,7 +16,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,8 @@ from ..grid import check_base_pixels, check_nside
 from ..grid._windows import (SHIFT_STRATEGIES, check_permutation, check_window_size,
                              grid_shift, invert_permutation, is_valid_window_size,
                              nest_roll_shift, original_grid_shift, ring_shift, window_mask)
-from ..layers import DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge, WindowAttention
+from ..layers import (DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge,
+                      WindowAttention)
 from ._heads import create_head
 from ._registry import register_model
 
@@ -314,8 +315,8 @@ class HealSwinUNet(nn.Module):
         needed = side << (L - 1)
         if self.nside < needed:
             raise ValueError(f"nside={self.nside} is too small for {L} stages with patch_size="
-                             f"{self.patch_size}: the last stage needs nside ≥ √patch_size·2^(stages−1) "
-                             f"= {needed}")
+                             f"{self.patch_size}: the last stage needs nside ≥ "
+                             f"√patch_size·2^(stages−1) = {needed}")
         dims = [embed_dim * 2 ** i for i in range(L)]
         for i, (d, h) in enumerate(zip(dims, num_heads)):
             if d % h:
@@ -372,7 +373,8 @@ class HealSwinUNet(nn.Module):
     def extra_repr(self) -> str:
         return (f"nside={self.nside}, faces={faces_str(self.faces)}, in_chans={self.in_chans}, "
                 f"task={self.task}, out_chans={self.num_classes}, patch_size={self.patch_size}, "
-                f"window_size={self.window_size}, shift={self.shift_strategy}, window_span={self.window_span}")
+                f"window_size={self.window_size}, shift={self.shift_strategy}, "
+                f"window_span={self.window_span}")
 
     @torch.jit.ignore
     def no_weight_decay_keywords(self):
@@ -542,7 +544,8 @@ def heal_swin_small(**kwargs) -> HealSwinUNet:
 def heal_swin_base(**kwargs) -> HealSwinUNet:
     """Swin-B widths (embed 128, depths 2-2-18-2), window 64 (8×8), seam-exact grid shift."""
     return _create(dict(nside=256, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-                        window_size=64, patch_size=4, shift_strategy="grid_shift", drop_path_rate=0.2), kwargs)
+                        window_size=64, patch_size=4, shift_strategy="grid_shift", drop_path_rate=0.2),
+                   kwargs)
 
 
 @register_model

@@ -90,7 +90,8 @@ class SwinUNetFlat(nn.Module):
         self.patch_size, self.window_size = int(patch_size), int(window_size)
         depths, num_heads = tuple(depths), tuple(num_heads)
         if not depths or len(depths) != len(num_heads):
-            raise ValueError(f"depths={depths} and num_heads={num_heads} must be non-empty and of equal length")
+            raise ValueError(f"depths={depths} and num_heads={num_heads} must be non-empty and of equal "
+                             "length")
         L = len(depths)
         coarsest = self.patch_size << (L - 1)
         if self.img_size[0] % coarsest or self.img_size[1] % coarsest:
@@ -126,7 +127,8 @@ class SwinUNetFlat(nn.Module):
         else:
             self.expand, self.decoder = None, nn.ModuleList()
         self.decoder_norm = nn.LayerNorm(dims[0])
-        self.head = create_head(task, embed_dim, num_classes, self.patch_size, "flat", log_variance, head_bias)
+        self.head = create_head(task, embed_dim, num_classes, self.patch_size, "flat", log_variance,
+                                head_bias)
         self.num_classes = self.head.out_chs
         self.apply(self._init_weights)  # as timm's Swin V2: the attention's logit scale keeps log(10)
         self.set_grad_checkpointing(grad_checkpointing)
@@ -152,7 +154,8 @@ class SwinUNetFlat(nn.Module):
 
     def _encode(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_chans or tuple(x.shape[2:]) != self.img_size:
-            raise ValueError(f"expected x of shape (B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}), "
+            raise ValueError(f"expected x of shape (B, {self.in_chans}, {self.img_size[0]}, "
+                             f"{self.img_size[1]}), "
                              f"got {tuple(x.shape)}")
         x = self.pos_drop(self.patch_embed(x).permute(0, 2, 3, 1))
         skips = []
