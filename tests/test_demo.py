@@ -20,3 +20,12 @@ def test_demo_trains_evaluates_and_draws(tmp_path, monkeypatch, capsys):
     # Running it again resumes the finished run instead of failing or starting over.
     assert demo.main(args) == 0
     assert "resuming" in capsys.readouterr().out
+
+
+def test_package_surface():
+    import heal_swin
+    from heal_swin import cameras, grid, models, projection  # noqa: F401  (DESIGN.md's public names)
+
+    assert heal_swin.grid.nside2npix(8) == 768
+    assert "heal_swin_tiny" in heal_swin.models.list_models()
+    assert callable(heal_swin.load_model)
