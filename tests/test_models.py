@@ -328,20 +328,24 @@ def test_dropout_statistics_and_gradient():
 @pytest.mark.parametrize("cosine", [True, False])
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_fused_attention_gradcheck(cosine, p):
-    from heal_swin.layers._fused import _AttentionCore
+    from heal_swin.layers._fused import _Attention
     torch.manual_seed(0)
-    B, nw, ws, H, hd = 2, 3, 16, 2, 4
-    dt = torch.float64
-    qkv = torch.randn(B, nw * ws, 3 * H * hd, dtype=dt, requires_grad=True)
+    B, nw, ws, H, hd = 2, 3, 16, 2, 3
+    C, dt = H * hd, torch.float64
+    x = torch.randn(B, nw * ws, C, dtype=dt, requires_grad=True)
+    w_qkv, b_qkv = torch.randn(3 * C, C, dtype=dt) * 0.5, torch.randn(3 * C, dtype=dt)
+    w_proj, b_proj = torch.randn(C, C, dtype=dt), torch.randn(C, dtype=dt)
+    weights = [t.requires_grad_() for t in (w_qkv, b_qkv, w_proj, b_proj)]
     scale = (torch.rand(H, 1, 1, dtype=dt) * 5 + 1).requires_grad_() if cosine else None
     bias = torch.randn(1, H, ws, ws, dtype=dt, requires_grad=True)
     labels = torch.randint(0, 3, (2, ws))
     add = torch.where(labels[:, :, None] == labels[:, None, :], 0.0, -100.0).to(dt).unsqueeze(1)
 
-    def f(qkv, scale, bias):  # a fixed seed: the same dropout mask on every evaluation
-        return _AttentionCore.apply(qkv, scale, bias, add, H, ws, 0.3, p, 1234 if p else 0)
+    def f(x, w_qkv, b_qkv, w_proj, b_proj, scale, bias):  # a fixed seed: the same dropout mask each time
+        return _Attention.apply(x, w_qkv, b_qkv, w_proj, b_proj, scale, bias, add, H, ws, 0.3, p,
+                                1234 if p else 0, dt)
 
-    assert torch.autograd.gradcheck(f, (qkv, scale, bias), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(f, (x, *weights, scale, bias), eps=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3])

@@ -3,8 +3,8 @@
 Windows are consecutive blocks of `window_size` tokens of a (B, N, C) sequence. A shift's
 incomplete windows, which need a mask, are the last ones of each sequence (the shift tables put
 them there); all others share one (1, heads, ws, ws) bias. Without gradients the attention runs
-in `scaled_dot_product_attention`; with gradients it runs `_fused.window_attention_core`, whose
-hand-written backward pass keeps only the qkv projection (SDPA's CPU kernels fall back to a
+in `scaled_dot_product_attention`; with gradients it runs `_fused.window_attention`, whose
+hand-written backward pass keeps only the block's input (SDPA's CPU kernels fall back to a
 slower, memory-hungry path when the bias is learned).
 """
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from ..grid._windows import check_window_size, relative_position_index
 from ._dropout import Dropout
-from ._fused import window_attention_core
+from ._fused import _compute_dtype, window_attention
 
 __all__ = ["WindowAttention", "REL_POS_BIAS"]
 
@@ -93,15 +93,15 @@ class WindowAttention(nn.Module):
             raise ValueError(f"{N} tokens do not split into windows of {ws}")
         nw = N // ws
         m = 0 if mask is None else mask.shape[0]
-        qkv = self.qkv(x)
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            # training: the hand-written backward keeps only qkv (see _fused)
+            # training: the hand-written backward keeps only x (see _fused)
             scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp() if self.cosine else None
-            add = self._mask_add(mask, qkv.dtype) if m else None
-            out = window_attention_core(qkv, H, ws, scale=scale, qk_scale=self.scale,
-                                        bias=self._bias(qkv.dtype), add=add, p=self.attn_drop,
-                                        training=self.training)
-            return self.proj_drop(self.proj(out))
+            dtype = _compute_dtype(x)
+            add = self._mask_add(mask, dtype) if m else None
+            out = window_attention(x, self.qkv, self.proj, H, ws, scale=scale, qk_scale=self.scale,
+                                   bias=self._bias(dtype), add=add, p=self.attn_drop, training=self.training)
+            return self.proj_drop(out)
+        qkv = self.qkv(x)
         q, k, v = qkv.view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
         if self.cosine:
             scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp().to(q.dtype)

@@ -3,9 +3,9 @@
 Autograd would keep every intermediate of a window-attention block for the backward pass: the
 normalised queries and keys, the attention probabilities before and after dropout, the MLP's
 hidden activations before and after GELU and dropout. At nside 256 these dominate training
-memory. The two functions below keep only their inputs (the qkv projection; the MLP input and
-hidden pre-activation) and a random seed, and recompute the rest in the backward pass, which
-costs a few elementwise passes and two small matrix products per window.
+memory. The two functions below keep only their input (and, for the MLP, its hidden
+pre-activation) and a random seed, and recompute the rest in the backward pass: the qkv
+projection, a few elementwise passes and two small matrix products per window.
 
 Both compute in the dtype their inputs arrive in (bf16 under autocast), with the softmax in
 float32; dropout masks (applied with `torch.where`: multiplying by a bool tensor is several times
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["window_attention_core", "mlp_gelu"]
+__all__ = ["window_attention", "mlp_gelu"]
 
 
 def _keep(shape, p, seed, device):
@@ -46,24 +46,48 @@ def _compute_dtype(t: torch.Tensor):
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else t.dtype
 
 
-class _AttentionCore(torch.autograd.Function):
-    """qkv (B, N, 3C) -> attention output (B, N, C) before the output projection."""
+class _Attention(torch.autograd.Function):
+    """x (B, N, C) -> proj(attention(qkv(x))) (B, N, C), keeping only x for the backward pass."""
 
     @staticmethod
-    def forward(ctx, qkv, scale, bias, add, num_heads, window, qk_scale, p, seed):
-        with torch.autocast(qkv.device.type, enabled=False):
+    def forward(ctx, x, w_qkv, b_qkv, w_proj, b_proj, scale, bias, add, num_heads, window, qk_scale, p, seed,
+                dtype):
+        in_dtype = x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            x, w_qkv, b_qkv, w_proj, b_proj = (t.to(dtype) if t is not None else None
+                                               for t in (x, w_qkv, b_qkv, w_proj, b_proj))
+            qkv = F.linear(x, w_qkv, b_qkv)
             out, _ = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
-        ctx.save_for_backward(qkv, scale, bias, add)
-        ctx.cfg = (num_heads, window, qk_scale, p, seed)
-        return out
+            y = F.linear(out, w_proj, b_proj)
+        ctx.save_for_backward(x, w_qkv, b_qkv, w_proj, scale, bias, add)
+        ctx.cfg = (num_heads, window, qk_scale, p, seed, in_dtype)
+        return y
 
     @staticmethod
-    def backward(ctx, dout):
-        qkv, scale, bias, add = ctx.saved_tensors
-        num_heads, window, qk_scale, p, seed = ctx.cfg
-        with torch.autocast(qkv.device.type, enabled=False):
-            return _attention_backward(dout, qkv, scale, bias, add, num_heads, window, qk_scale, p, seed,
-                                       ctx.needs_input_grad)
+    def backward(ctx, dy):
+        x, w_qkv, b_qkv, w_proj, scale, bias, add = ctx.saved_tensors
+        num_heads, window, qk_scale, p, seed, in_dtype = ctx.cfg
+        needs = ctx.needs_input_grad
+        with torch.autocast(x.device.type, enabled=False):
+            dy = dy.to(x.dtype)
+            qkv = F.linear(x, w_qkv, b_qkv)
+            out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
+            dw_proj = _weight_grad(dy, out) if needs[3] else None
+            db_proj = _bias_grad(dy) if needs[4] else None
+            dqkv, dscale, dbias = _attention_backward(dy @ w_proj, qkv, scale, bias, num_heads, window,
+                                                      qk_scale, p, saved, needs[5], needs[6])
+            dw_qkv = _weight_grad(dqkv, x) if needs[1] else None
+            db_qkv = _bias_grad(dqkv) if needs[2] and b_qkv is not None else None
+            dx = (dqkv @ w_qkv).to(in_dtype) if needs[0] else None
+        return dx, dw_qkv, db_qkv, dw_proj, db_proj, dscale, dbias, None, None, None, None, None, None, None
+
+
+def _weight_grad(dy, x):
+    return dy.reshape(-1, dy.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+
+
+def _bias_grad(dy):
+    return dy.reshape(-1, dy.shape[-1]).sum(0)
 
 
 def _split(qkv, num_heads, window):
@@ -103,10 +127,11 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     return out.transpose(1, 2).reshape(B, N, -1), (q, k, v, attn, keep, extra)
 
 
-def _attention_backward(dout, qkv, scale, bias, add, H, ws, qk_scale, p, seed, needs):
+def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_scale, need_bias):
+    """Gradients of qkv, the logit scale and the bias from the recomputed forward intermediates."""
     B, N, C3 = qkv.shape
     C = C3 // 3
-    _, (q, k, v, attn, keep, extra) = _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed)
+    q, k, v, attn, keep, extra = saved
     do = dout.to(v.dtype).reshape(B * (N // ws), ws, H, C // H).transpose(1, 2)
     if keep is not None:
         do = do * (1.0 / (1.0 - p))
@@ -116,12 +141,12 @@ def _attention_backward(dout, qkv, scale, bias, add, H, ws, qk_scale, p, seed, n
         dv = torch.matmul(attn.transpose(-1, -2), do)
         da = torch.matmul(do, v.transpose(-1, -2))
     dlogits = torch.ops.aten._softmax_backward_data(da, attn, -1, attn.dtype)
-    dbias = dlogits.sum(0, keepdim=True).to(bias.dtype) if bias is not None and needs[2] else None
+    dbias = dlogits.sum(0, keepdim=True).to(bias.dtype) if bias is not None and need_bias else None
     dscale = None
     if scale is not None:
         qh, kh, rq, rk, raw = extra
         s = scale.to(qh.dtype)
-        if needs[1]:
+        if need_scale:
             dscale = (dlogits * raw).sum((0, 2, 3), dtype=_accurate(raw.dtype)).view_as(scale).to(scale.dtype)
         dlogits = dlogits * s
         dqh = torch.matmul(dlogits, kh)
@@ -137,19 +162,20 @@ def _attention_backward(dout, qkv, scale, bias, add, H, ws, qk_scale, p, seed, n
     dq_.copy_(dq)
     dk_.copy_(dk)
     dv_.copy_(dv)
-    return dqkv, dscale, dbias, None, None, None, None, None, None
+    return dqkv, dscale, dbias
 
 
-def window_attention_core(qkv, num_heads, window, *, scale=None, qk_scale=1.0, bias=None, add=None,
-                          p=0.0, training=False):
-    """Window attention from the qkv projection, recomputing its intermediates in the backward pass.
+def window_attention(x, qkv: torch.nn.Linear, proj: torch.nn.Linear, num_heads, window, *, scale=None,
+                     qk_scale=1.0, bias=None, add=None, p=0.0, training=False):
+    """proj(window attention(qkv(x))), recomputing its intermediates in the backward pass.
 
-    qkv: (B, N, 3C), windows of `window` consecutive tokens. scale: (heads, 1, 1) logit scale for
+    x: (B, N, C), windows of `window` consecutive tokens. scale: (heads, 1, 1) logit scale for
     cosine attention (None: scaled dot product with `qk_scale`). bias: (1, heads, ws, ws) added to
     every window's logits; add: (m, 1, ws, ws) added to the last m windows of each sequence.
     p: dropout on the attention probabilities (training only). Returns (B, N, C).
     """
-    return _AttentionCore.apply(qkv, scale, bias, add, num_heads, window, qk_scale, p, _seed(p, training))
+    return _Attention.apply(x, qkv.weight, qkv.bias, proj.weight, proj.bias, scale, bias, add, num_heads, window,
+                            qk_scale, p, _seed(p, training), _compute_dtype(x))
 
 
 class _MlpGelu(torch.autograd.Function):
