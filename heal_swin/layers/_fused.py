@@ -121,25 +121,25 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     attn = torch.softmax(logits, -1)  # half-precision kernels accumulate in float32
     keep = _keep(attn.shape, p, seed, attn.device) if p > 0 and seed else None
     # dropout: mask here, and the 1/(1 − p) on the (smaller) output
-    out = torch.matmul(attn if keep is None else torch.where(keep, attn, 0), v)
+    dropped = attn if keep is None else torch.where(keep, attn, 0)
+    out = torch.matmul(dropped, v)
     if keep is not None:
         out = out * (1.0 / (1.0 - p))
-    return out.transpose(1, 2).reshape(B, N, -1), (q, k, v, attn, keep, extra)
+    return out.transpose(1, 2).reshape(B, N, -1), (q, k, v, attn, keep, dropped, extra)
 
 
 def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_scale, need_bias):
     """Gradients of qkv, the logit scale and the bias from the recomputed forward intermediates."""
     B, N, C3 = qkv.shape
     C = C3 // 3
-    q, k, v, attn, keep, extra = saved
+    q, k, v, attn, keep, dropped, extra = saved
     do = dout.to(v.dtype).reshape(B * (N // ws), ws, H, C // H).transpose(1, 2)
     if keep is not None:
         do = do * (1.0 / (1.0 - p))
-        dv = torch.matmul(torch.where(keep, attn, 0).transpose(-1, -2), do)
-        da = torch.where(keep, torch.matmul(do, v.transpose(-1, -2)), 0)
-    else:
-        dv = torch.matmul(attn.transpose(-1, -2), do)
-        da = torch.matmul(do, v.transpose(-1, -2))
+    dv = torch.matmul(dropped.transpose(-1, -2), do)
+    da = torch.matmul(do, v.transpose(-1, -2))
+    if keep is not None:
+        da = da.masked_fill_(~keep, 0)
     dlogits = torch.ops.aten._softmax_backward_data(da, attn, -1, attn.dtype)
     dbias = dlogits.sum(0, keepdim=True).to(bias.dtype) if bias is not None and need_bias else None
     dscale = None
