@@ -15,6 +15,7 @@ and shift table of the paper architecture on the full sphere at nside 256 (cache
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import resource
@@ -65,11 +66,13 @@ def measure(args) -> dict:
             kwargs["img_size"] = tuple(args.img_size)
     else:
         kwargs.update(nside=args.nside, base_pixels=args.faces)
+    kwargs.update(args.overrides)
     model = models.create_model(args.model, grad_checkpointing=args.grad_checkpointing, **kwargs).to(device)
     x = _input(model, args.batch, device)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     row = dict(model=args.model, device=str(device), threads=args.threads, dtype=args.dtype, batch=args.batch,
-               params=sum(p.numel() for p in model.parameters()), grad_checkpointing=args.grad_checkpointing)
+               params=sum(p.numel() for p in model.parameters()), grad_checkpointing=args.grad_checkpointing,
+               **({"overrides": args.overrides} if args.overrides else {}))
     if isinstance(model, models.SwinUNetFlat):
         row["img_size"] = list(model.img_size)
     else:
@@ -109,11 +112,12 @@ def bench_tables(nside=256, faces=tuple(range(12))) -> list[dict]:
 
     rows = []
     for strategy in ("ring_shift", "grid_shift", "nest_roll"):
-        for fn in (W.grid_shift, W.ring_shift, W.nest_roll_shift, W.relative_position_index, hs.shift_buffers):
+        for fn in (W.grid_shift, W.ring_shift, W.nest_roll_shift, W.original_grid_shift,
+                   W.relative_position_index, hs.shift_buffers):
             fn.cache_clear()
         t = time.perf_counter()
-        geoms = [hs.stage_geometry(nside // (2 << i), faces, 64, strategy, None if strategy == "grid_shift" else 4,
-                                   "face") for i in range(4)]
+        size = None if strategy == "grid_shift" else 4
+        geoms = [hs.stage_geometry(nside // (2 << i), faces, 64, strategy, size, "face") for i in range(4)]
         for g in geoms:
             if g.shift:
                 hs.shift_buffers(g)
@@ -140,23 +144,35 @@ def bench_checkpoint() -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["heal_swin_tiny", "heal_swin_paper", "swin_unet_flat_paper"])
+    p.add_argument("--models", nargs="+",
+                   default=["heal_swin_tiny", "heal_swin_paper", "swin_unet_flat_paper"])
     p.add_argument("--nside", type=int, default=64)
     p.add_argument("--faces", default="0-7", help="HEALPix faces, e.g. 0-7 or all")
-    p.add_argument("--img-size", type=int, nargs=2, default=None, help="flat models: H W (default: the variant's)")
+    p.add_argument("--img-size", type=int, nargs=2, default=None,
+                   help="flat models: H W (default: the variant's)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--modes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--grad-checkpointing", action="store_true", help="recompute each block in the backward pass")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute each block in the backward pass")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="model overrides, e.g. drop_rate=0.0 attn_drop_rate=0.0")
     p.add_argument("--tables", action="store_true", help="time the shift tables at nside 256, full sphere")
     p.add_argument("--checkpoint", action="store_true", help="size of heal_swin_paper's checkpoint file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.faces_text = args.faces
     args.faces = parse_base_pixels(args.faces)
+    args.overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            args.overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            args.overrides[key] = value
 
     if args.child:
         args.model, args.dtype = args.child.split(":")
@@ -176,6 +192,8 @@ def main(argv=None):
         base += ["--img-size", *map(str, args.img_size)]
     if args.grad_checkpointing:
         base += ["--grad-checkpointing"]
+    if args.set:
+        base += ["--set", *args.set]
     for name in args.models:
         for dtype in args.dtype:
             out = subprocess.run(base + ["--child", f"{name}:{dtype}"], capture_output=True, text=True)
