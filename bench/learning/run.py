@@ -3,6 +3,7 @@ step budget, on synthetic WoodScape-format data, scored on the same fisheye pixe
 sphere model's faces cover), for segmentation and depth.
 
     python bench/learning/run.py [--steps 300] [--frames 24] [--tasks segmentation depth] [--out runs/learning]
+                                 [--threads N]
 
 Prints one JSON line per run and writes them to OUT/results.jsonl.
 """
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", nargs="+", default=["segmentation", "depth"])
     p.add_argument("--out", default="runs/learning")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     args = p.parse_args(argv)
 
     import torch
@@ -50,6 +52,8 @@ def main(argv=None) -> int:
             overrides = [f"run.dir={run_dir}", f"data.root={data}", "data.generate=false", f"task={task}",
                          f"model.name={model}", f"train.max_steps={args.steps}", f"train.eval_every={args.steps}",
                          "data.split_fractions=[0.75,0.25,0.0]", f"run.seed={args.seed}", *extra]
+            if args.threads:
+                overrides.append(f"run.threads={args.threads}")
             if task == "depth":
                 overrides += ["train.metric=abs_rel", "train.metric_mode=min", "loss.depth=silog",
                               "data.max_depth=100"]
