@@ -1,9 +1,7 @@
 """Building blocks shared by the backbones: window attention, MLP, drop path, patch layers."""
 
-from timm.layers import DropPath
-
 from ._attention import REL_POS_BIAS, WindowAttention
-from ._dropout import Dropout, dropout
+from ._dropout import DropPath, Dropout, dropout
 from ._mlp import Mlp
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..grid._windows import check_window_size, relative_position_index
 from ._dropout import Dropout
-from ._fused import _compute_dtype, window_attention
+from ._fused import _compute_dtype, _inv_norm, window_attention
 
 __all__ = ["WindowAttention", "REL_POS_BIAS"]
 
@@ -105,8 +105,8 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
         if self.cosine:
             scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp().to(q.dtype)
-            q = q * (scale * torch.rsqrt(q.square().sum(-1, keepdim=True).clamp_min(1e-24)))
-            k = k * torch.rsqrt(k.square().sum(-1, keepdim=True).clamp_min(1e-24))
+            q = q * (scale * _inv_norm(q))
+            k = k * _inv_norm(k)
             qk_scale = 1.0
         else:
             qk_scale = self.scale

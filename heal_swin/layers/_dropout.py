@@ -1,10 +1,10 @@
 """Dropout with cheap random bits.
 
 `nn.Dropout` on a CPU draws one Bernoulli sample per element from a sequential generator, which
-costs several times more than the matrix products of a window-attention block. Here four 16-bit
-uniform integers come from each 64-bit draw of torch's own generator (so `torch.manual_seed`
-still makes runs reproducible); an element is kept when its integer is at or above round(p·2^16),
-i.e. with probability 1 − p to within 2^-17. Only a bool mask is kept for the backward pass.
+costs several times more than the matrix products of a window-attention block. Here the mask
+comes from `_rng._keep` (four 16-bit integers per 64-bit draw of a generator seeded from
+torch's, so `torch.manual_seed` still makes runs reproducible), and only the seed is kept for the
+backward pass.
 """
 
 from __future__ import annotations
@@ -12,31 +12,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Dropout", "dropout"]
+from ._rng import _keep, _seed
 
-
-def _keep_mask(shape, p: float, device) -> torch.Tensor:
-    numel = 1
-    for s in shape:
-        numel *= s
-    bits = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-2 ** 63, 2 ** 63 - 1)
-    threshold = int(round(p * 65536)) - 32768
-    return (bits.view(torch.int16)[:numel] >= threshold).view(shape)
+__all__ = ["Dropout", "dropout", "DropPath"]
 
 
 class _DropoutFn(torch.autograd.Function):
+    """Keeps a seed rather than the mask: the backward pass draws the same bits again."""
+
     @staticmethod
-    def forward(ctx, x, p):
-        keep = _keep_mask(x.shape, p, x.device)
-        scale = 1.0 / (1.0 - p)
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.where(keep, x, 0).mul_(scale)  # where: far cheaper than a bool product
+    def forward(ctx, x, p, seed):
+        ctx.p, ctx.seed = p, seed
+        return torch.where(_keep(x.shape, p, seed, x.device), x, 0).mul_(1.0 / (1.0 - p))
 
     @staticmethod
     def backward(ctx, grad):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0).mul_(ctx.scale), None
+        keep = _keep(grad.shape, ctx.p, ctx.seed, grad.device)
+        return torch.where(keep, grad, 0).mul_(1.0 / (1.0 - ctx.p)), None, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -45,7 +37,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if p >= 1.0:
         return x * 0.0
-    return _DropoutFn.apply(x, p)
+    return _DropoutFn.apply(x, p, _seed(p, True))
 
 
 class Dropout(nn.Module):
@@ -62,3 +54,22 @@ class Dropout(nn.Module):
 
     def forward(self, x):
         return dropout(x, self.p, self.training)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a sample's residual branch with probability p and scale
+    the kept ones by 1/(1 − p). x: (B, ...)."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}"
+
+    def forward(self, x):
+        if not self.training or self.drop_prob <= 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep).div_(keep)
+        return x * mask

@@ -18,22 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._rng import _keep, _seed
+
 __all__ = ["window_attention", "mlp_gelu"]
-
-
-def _keep(shape, p, seed, device):
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    numel = 1
-    for s in shape:
-        numel *= s
-    bits = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-2 ** 63, 2 ** 63 - 1,
-                                                                                  generator=g)
-    return (bits.view(torch.int16)[:numel] >= int(round(p * 65536)) - 32768).view(shape)
-
-
-def _seed(p, training):
-    return int(torch.randint(0, 2 ** 62, (1,))) if training and p > 0 else 0
 
 
 def _accurate(dtype):

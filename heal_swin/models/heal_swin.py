@@ -71,7 +71,10 @@ class StageGeometry:
 
     def __str__(self) -> str:
         side = math.isqrt(self.window)
-        win = f"{self.window} ({side}×{side})" if side * side == self.window else f"{self.window} (global)"
+        if self.window == self.tokens:
+            win = f"{self.window} (all tokens)"
+        else:
+            win = f"{self.window} ({side}×{side})" if side * side == self.window else str(self.window)
         shift = "none" if self.shift is None else (
             f"{self.shift} (half window)" if "grid" in self.shift else f"{self.shift} ({self.shift_size})")
         return (f"nside={self.nside}, faces={faces_str(self.faces)}, tokens={self.tokens}, window={win}, "

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from timm.models.swin_transformer_v2 import PatchMerging, SwinTransformerV2Block
 from torch import nn
 from torch.nn.init import trunc_normal_
 from torch.utils.checkpoint import checkpoint
@@ -40,6 +39,9 @@ class FlatStage(nn.Module):
                  drop_path: Sequence[float], fuse: bool = False, downsample: bool = False,
                  upsample: bool = False, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
                  attn_drop: float = 0.0):
+        # timm is imported here, not at module level: HEAL-SWIN models do not need it
+        from timm.models.swin_transformer_v2 import PatchMerging, SwinTransformerV2Block
+
         super().__init__()
         self.resolution, self.window_size = resolution, window_size
         self.grad_checkpointing = False
