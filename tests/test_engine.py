@@ -263,3 +263,18 @@ def test_flat_baseline_through_the_same_program(data_root, tmp_path):
     assert flat["fisheye"]["pixels"] == sphere["fisheye"]["pixels"]
     with pytest.raises(ConfigError, match="data.rig=true fuses cameras"):
         trainer.main(_cfg(data_root, tmp_path / "x", "model.name=swin_unet_flat_tiny", "data.rig=true"))
+
+
+@pytest.mark.parametrize("logger, module", [("tensorboard", "tensorboard"), ("mlflow", "mlflow")])
+def test_optional_loggers(data_root, tmp_path, logger, module):
+    import importlib.util
+
+    cfg = _cfg(data_root, tmp_path / "log", f"logging.{logger}=true", "train.max_steps=1",
+               f"logging.mlflow_uri=file://{tmp_path / 'mlruns'}")
+    if importlib.util.find_spec(module) is None:
+        with pytest.raises(ConfigError, match=rf"logging.{logger}=true needs the {logger} extra"):
+            trainer.main(cfg)
+        return
+    trainer.main(cfg)
+    written = tmp_path / ("log/tensorboard" if logger == "tensorboard" else "mlruns")
+    assert any(p.is_file() for p in written.rglob("*"))
