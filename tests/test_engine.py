@@ -274,6 +274,7 @@ def test_optional_loggers(data_root, tmp_path, logger, module):
     if importlib.util.find_spec(module) is None:
         with pytest.raises(ConfigError, match=rf"logging.{logger}=true needs the {logger} extra"):
             trainer.main(cfg)
+        assert not (tmp_path / "log").exists()  # refused before anything was written
         return
     trainer.main(cfg)
     written = tmp_path / ("log/tensorboard" if logger == "tensorboard" else "mlruns")

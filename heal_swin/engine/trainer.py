@@ -445,6 +445,11 @@ def _check_compatible(cfg, dist: Distributed) -> None:
     if is_flat_model(cfg.model.name) and cfg.data.rig:
         raise ConfigError("data.rig=true fuses cameras on the sphere; the flat baseline "
                           f"(model.name={cfg.model.name}) takes one camera image: set data.rig=false")
+    import importlib.util
+
+    for logger in ("tensorboard", "mlflow"):
+        if cfg.logging[logger] and importlib.util.find_spec(logger) is None:
+            raise ConfigError(f"logging.{logger}=true needs the {logger} extra: pip install -e '.[{logger}]'")
     if cfg.task == "depth" and cfg.train.metric in ("miou", "accuracy"):
         raise ConfigError(f"train.metric={cfg.train.metric} is a segmentation metric; for task=depth use e.g. "
                           "train.metric=abs_rel train.metric_mode=min")
