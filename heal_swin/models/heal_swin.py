@@ -29,7 +29,7 @@ from ..grid._windows import (SHIFT_STRATEGIES, check_permutation, check_window_s
                              grid_shift, invert_permutation, is_valid_window_size,
                              nest_roll_shift, original_grid_shift, ring_shift, window_mask)
 from ..layers import (DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge,
-                      WindowAttention)
+                      WindowAttention, init_swin_weights)
 from ._heads import create_head
 from ._registry import register_model
 
@@ -353,20 +353,10 @@ class HealSwinUNet(nn.Module):
         self.head = create_head(task, embed_dim, num_classes, self.patch_size, "nested", log_variance,
                                 head_bias)
         self.num_classes = self.head.out_chs
-        self.apply(self._init_weights)
+        self.apply(init_swin_weights)
         if ape:
             trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.set_grad_checkpointing(grad_checkpointing)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def set_grad_checkpointing(self, enable: bool = True):
         for m in self.modules():

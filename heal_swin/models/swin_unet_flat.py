@@ -17,10 +17,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.nn.init import trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import FlatPatchExpand
+from ..layers import FlatPatchExpand, init_swin_weights
 from ._heads import create_head
 from ._registry import register_model
 
@@ -132,18 +131,8 @@ class SwinUNetFlat(nn.Module):
         self.head = create_head(task, embed_dim, num_classes, self.patch_size, "flat", log_variance,
                                 head_bias)
         self.num_classes = self.head.out_chs
-        self.apply(self._init_weights)  # as timm's Swin V2: the attention's logit scale keeps log(10)
+        self.apply(init_swin_weights)  # as timm's Swin V2: the attention's logit scale keeps log(10)
         self.set_grad_checkpointing(grad_checkpointing)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def set_grad_checkpointing(self, enable: bool = True):
         for m in self.modules():
