@@ -245,11 +245,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 def test_shipped_configs_are_valid(path):
     cfg = load_config(path)
     assert cfg.run.dir.startswith("runs/")
-    # The model of every config builds with its options (at a tiny size, to stay fast).
-    small = ["data.nside=8"] if not cfg.model.name.startswith("swin_unet_flat") else ["data.flat_size=[64,64]"]
-    tiny = load_config(path, small + ["model.name=" + cfg.model.name.replace("paper", "tiny")] +
-                       [f"model.kwargs.{k}={v}" for k, v in cfg.model.kwargs.items()])
-    model = trainer.build_model(tiny, 10 if cfg.task == "segmentation" else 1)
+    # The config's own model, with its options, builds (construction only, at a small size).
+    small = ["data.flat_size=[128,256]"] if cfg.model.name.startswith("swin_unet_flat") else ["data.nside=64"]
+    model = trainer.build_model(load_config(path, small), 10 if cfg.task == "segmentation" else 1)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
