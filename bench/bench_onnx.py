@@ -12,20 +12,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+from _timing import median_ms
 
 
 def main(argv=None) -> int:
@@ -81,7 +72,7 @@ def main(argv=None) -> int:
                         if device.type == "cuda":
                             torch.cuda.synchronize()
                         return out
-                    row["eager_fp32_ms"] = round(_median_ms(eager, args.repeats), 2)
+                    row["eager_fp32_ms"] = round(median_ms(eager, args.repeats), 2)
                 for precision, onnx_path in variants:
                     pred = OnnxPredictor(onnx_path, device=args.device, threads=args.threads, batch_size=batch)
                     row[f"ort_{precision}_ms"] = round(pred.benchmark(x.numpy(), args.repeats)["median_ms"], 2)

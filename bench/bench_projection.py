@@ -12,20 +12,9 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
 
-
-def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+from _timing import median_ms
 
 
 def main(argv=None) -> int:
@@ -71,17 +60,17 @@ def main(argv=None) -> int:
                 projection.clear_memory_cache()
                 return projection.FisheyeToHealpix(cam, nside, faces, cache_dir=tmp)
 
-            load_ms = _median_ms(load_f2h, max(3, args.repeats // 5), warmup=1)
-        build_ms = _median_ms(build_f2h, max(3, args.repeats // 5), warmup=1)
-        back_ms = _median_ms(build_h2f, max(3, args.repeats // 10), warmup=1)
+            load_ms = median_ms(load_f2h, max(3, args.repeats // 5), warmup=1)
+        build_ms = median_ms(build_f2h, max(3, args.repeats // 5), warmup=1)
+        back_ms = median_ms(build_h2f, max(3, args.repeats // 10), warmup=1)
         proj = build_f2h()
         proj._opencv_maps()  # fixed-point maps are built on first use; time frames, not set-up
-        image_ms = _median_ms(lambda: proj.project_image(image), args.repeats)
-        labels_ms = _median_ms(lambda: proj.project_labels(labels), args.repeats)
-        frame_ms = _median_ms(lambda: (proj.project_image(image), proj.project_labels(labels)), args.repeats)
+        image_ms = median_ms(lambda: proj.project_image(image), args.repeats)
+        labels_ms = median_ms(lambda: proj.project_labels(labels), args.repeats)
+        frame_ms = median_ms(lambda: (proj.project_image(image), proj.project_labels(labels)), args.repeats)
         sampler = proj.module()
         with torch.inference_mode():
-            torch_ms = _median_ms(lambda: (sampler(image_t), sampler.labels(labels_t)),
+            torch_ms = median_ms(lambda: (sampler(image_t), sampler.labels(labels_t)),
                                   max(3, args.repeats // 5))
         print(json.dumps({
             "nside": nside, "faces": list(faces), "npix": proj.npix, "image": [cam.width, cam.height],

@@ -16,15 +16,6 @@ FACES_0_7, SPHERE = tuple(range(8)), tuple(range(12))
 SMALL_WIDTH = dict(embed_dim=16, num_heads=(1, 2, 4, 8))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP threads on a shared CPU spin badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_kwargs(name, **extra):
     """Each variant at a size a 2-core CPU runs in well under a second."""
     if name.startswith("swin_unet_flat"):

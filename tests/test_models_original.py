@@ -16,15 +16,6 @@ GOLDENS = Path("/work/shared/reference/goldens")
 NAMES = ["paperlike_ring", "nestroll_v1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP threads on a shared CPU spin badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _golden(name):
     path = GOLDENS / f"{name}.npz"
     if not path.exists():

@@ -4,7 +4,8 @@ from ._attention import REL_POS_BIAS, WindowAttention
 from ._dropout import DropPath, Dropout, dropout
 from ._init import init_swin_weights
 from ._mlp import Mlp
+from ._stage import UNetStage
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 
 __all__ = ["DropPath", "Dropout", "dropout", "FlatPatchExpand", "init_swin_weights", "Mlp", "NestedPatchEmbed",
-           "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "WindowAttention"]
+           "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "UNetStage", "WindowAttention"]

@@ -22,14 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.init import trunc_normal_
-from torch.utils.checkpoint import checkpoint
 
 from ..grid import check_base_pixels, check_nside
 from ..grid._windows import (SHIFT_STRATEGIES, check_permutation, check_window_size,
                              grid_shift, invert_permutation, is_valid_window_size,
                              nest_roll_shift, original_grid_shift, ring_shift, window_mask)
 from ..layers import (DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge,
-                      WindowAttention, init_swin_weights)
+                      UNetStage, WindowAttention, init_swin_weights)
 from ._heads import create_head
 from ._registry import register_model
 
@@ -208,7 +207,7 @@ class HealSwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class HealSwinStage(nn.Module):
+class HealSwinStage(UNetStage):
     """Optional skip fusion (Linear(2C → C) on [x, skip]), `depth` blocks alternating unshifted
     and shifted, then optional patch merging (encoder) or patch expansion (decoder).
     x: (B, N, C) -> (B, N/4, 2C) with downsample, (B, 4N, C/2) with upsample."""
@@ -229,20 +228,6 @@ class HealSwinStage(nn.Module):
 
     def extra_repr(self) -> str:
         return str(self.geometry)
-
-    def forward(self, x, skip=None):
-        if self.fuse is not None:
-            x = self.fuse(torch.cat([x, skip], dim=-1))
-        for blk in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        if self.downsample is not None:
-            x = self.downsample(x)
-        if self.upsample is not None:
-            x = self.upsample(x)
-        return x
 
 
 class HealSwinDecoder(nn.Module):

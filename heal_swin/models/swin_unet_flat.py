@@ -17,9 +17,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..layers import FlatPatchExpand, init_swin_weights
+from ..layers import FlatPatchExpand, UNetStage, init_swin_weights
 from ._heads import create_head
 from ._registry import register_model
 
@@ -30,7 +29,7 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
 
 
-class FlatStage(nn.Module):
+class FlatStage(UNetStage):
     """Optional skip fusion (Linear(2C → C)), `depth` Swin V2 blocks (odd ones shifted by half a
     window), then optional merging or expansion. x: (B, H, W, C)."""
 
@@ -56,20 +55,6 @@ class FlatStage(nn.Module):
 
     def extra_repr(self) -> str:
         return f"resolution={self.resolution}, window={self.window_size}"
-
-    def forward(self, x, skip=None):
-        if self.fuse is not None:
-            x = self.fuse(torch.cat([x, skip], dim=-1))
-        for blk in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        if self.downsample is not None:
-            x = self.downsample(x)
-        if self.upsample is not None:
-            x = self.upsample(x)
-        return x
 
 
 class SwinUNetFlat(nn.Module):
