@@ -194,6 +194,11 @@ def test_sample_cache(flat_tree, tmp_path):
     again = ds[2]
     for key in ("image", "labels", "valid"):
         assert torch.equal(first[key], again[key])
+    # Another class merge is another cache entry, not a stale hit.
+    merged = HealpixDataset(flat_tree, nside=8, split="all", sample_cache=tmp_path / "samples",
+                            class_merge={"traffic_sign": "void"})
+    merged[2]
+    assert len(list((tmp_path / "samples").glob("*.npz"))) == 2
 
 
 def test_dataset_argument_errors(flat_tree):

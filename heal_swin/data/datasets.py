@@ -169,10 +169,13 @@ class HealpixDataset(_WoodScapeDataset):
         if self.sample_cache is None or self.transform is not None:
             return None
         entry = self.items[index]
-        stems = sorted(s.stem for s in entry.values()) if self.rig else [entry.stem]
-        key = "|".join(map(str, [stems, self.task, self.nside, self.base_pixels, self.orientation, self.rig,
-                                 self.outside_fill, self.lut.tobytes().hex()[:64], 1]))
-        name = f"{stems[0]}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+        samples = sorted(entry.values(), key=lambda s: s.stem) if self.rig else [entry]
+        # The files' sizes and modification times: an edited image, label or calibration is re-projected.
+        files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for s in samples
+                 for p in (s.image, s.calibration, s.labels, s.depth) if p is not None and p.exists()]
+        key = "|".join(map(str, [files, self.task, self.nside, self.base_pixels, self.orientation, self.rig,
+                                 self.outside_fill, hashlib.sha256(self.lut.tobytes()).hexdigest(), 2]))
+        name = f"{samples[0].stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
         return self.sample_cache / name
 
     def __getitem__(self, index: int) -> dict:

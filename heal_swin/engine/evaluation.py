@@ -122,7 +122,8 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
         fisheye_pred = p.long().numpy() if seg else p.numpy()
         sphere_pred = None
     else:
-        back = HealpixToFisheye(cam, cfg.data.nside, faces, cfg.data.orientation)
+        # A rig dataset puts every camera on the vehicle-frame sphere, whatever the config says.
+        back = HealpixToFisheye(cam, cfg.data.nside, faces, getattr(dataset, "orientation", cfg.data.orientation))
         fisheye_pred = back.backproject(pred.numpy())
         sphere_pred = pred.numpy()
     fig = Figure(figsize=(16, 4.2), dpi=100, layout="constrained")
