@@ -4,8 +4,9 @@ from ._attention import REL_POS_BIAS, WindowAttention
 from ._dropout import DropPath, Dropout, dropout
 from ._init import init_swin_weights
 from ._mlp import Mlp
-from ._stage import UNetStage
+from ._stage import UNetStage, set_stage_checkpointing
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 
 __all__ = ["DropPath", "Dropout", "dropout", "FlatPatchExpand", "init_swin_weights", "Mlp", "NestedPatchEmbed",
-           "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "UNetStage", "WindowAttention"]
+           "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "UNetStage", "WindowAttention",
+           "set_stage_checkpointing"]

@@ -23,3 +23,10 @@ class UNetStage(nn.Module):
         if self.upsample is not None:
             x = self.upsample(x)
         return x
+
+
+def set_stage_checkpointing(model: nn.Module, enable: bool = True) -> None:
+    """Turn gradient checkpointing on or off in every `UNetStage` of `model`."""
+    for m in model.modules():
+        if isinstance(m, UNetStage):
+            m.grad_checkpointing = enable

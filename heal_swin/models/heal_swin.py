@@ -28,7 +28,7 @@ from ..grid._windows import (SHIFT_STRATEGIES, check_permutation, check_window_s
                              grid_shift, invert_permutation, is_valid_window_size,
                              nest_roll_shift, original_grid_shift, ring_shift, window_mask)
 from ..layers import (DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge,
-                      UNetStage, WindowAttention, init_swin_weights)
+                      UNetStage, WindowAttention, init_swin_weights, set_stage_checkpointing)
 from ._heads import create_head
 from ._registry import register_model
 
@@ -344,9 +344,7 @@ class HealSwinUNet(nn.Module):
         self.set_grad_checkpointing(grad_checkpointing)
 
     def set_grad_checkpointing(self, enable: bool = True):
-        for m in self.modules():
-            if isinstance(m, HealSwinStage):
-                m.grad_checkpointing = enable
+        set_stage_checkpointing(self, enable)
 
     def extra_repr(self) -> str:
         return (f"nside={self.nside}, faces={faces_str(self.faces)}, in_chans={self.in_chans}, "

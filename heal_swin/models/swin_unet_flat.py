@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..layers import FlatPatchExpand, UNetStage, init_swin_weights
+from ..layers import FlatPatchExpand, UNetStage, init_swin_weights, set_stage_checkpointing
 from ._heads import create_head
 from ._registry import register_model
 
@@ -120,9 +120,7 @@ class SwinUNetFlat(nn.Module):
         self.set_grad_checkpointing(grad_checkpointing)
 
     def set_grad_checkpointing(self, enable: bool = True):
-        for m in self.modules():
-            if isinstance(m, FlatStage):
-                m.grad_checkpointing = enable
+        set_stage_checkpointing(self, enable)
 
     def extra_repr(self) -> str:
         return (f"img_size={self.img_size}, in_chans={self.in_chans}, task={self.task}, "
