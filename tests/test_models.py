@@ -317,9 +317,11 @@ def test_dropout_statistics_and_gradient():
 
 
 @pytest.mark.parametrize("cosine", [True, False])
-@pytest.mark.parametrize("p", [0.0, 0.3])
-def test_fused_attention_gradcheck(cosine, p):
+@pytest.mark.parametrize("p, p_out", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.25)])
+@pytest.mark.parametrize("keep_bytes", [0, 1 << 30], ids=["recompute", "keep"])
+def test_fused_attention_gradcheck(cosine, p, p_out, keep_bytes):
     from heal_swin.layers._fused import _Attention
+    from heal_swin.layers._rng import _mask
     torch.manual_seed(0)
     B, nw, ws, H, hd = 2, 3, 16, 2, 3
     C, dt = H * hd, torch.float64
@@ -332,16 +334,24 @@ def test_fused_attention_gradcheck(cosine, p):
     labels = torch.randint(0, 3, (2, ws))
     add = torch.where(labels[:, :, None] == labels[:, None, :], 0.0, -100.0).to(dt).unsqueeze(1)
 
-    def f(x, w_qkv, b_qkv, w_proj, b_proj, scale, bias):  # a fixed seed: the same dropout mask each time
+    def f(x, w_qkv, b_qkv, w_proj, b_proj, scale, bias, out_seed=77 if p_out else 0):  # fixed seeds: fixed masks
         return _Attention.apply(x, w_qkv, b_qkv, w_proj, b_proj, scale, bias, add, H, ws, 0.3, p,
-                                1234 if p else 0, dt)
+                                1234 if p else 0, p_out, out_seed, dt, keep_bytes)
 
     assert torch.autograd.gradcheck(f, (x, *weights, scale, bias), eps=1e-6, atol=1e-5)
+    if p_out:  # output dropout = the undropped output, masked and scaled
+        y = f(x, *weights, scale, bias)
+        y0 = f(x, *weights, scale, bias, out_seed=0)
+        keep = _mask(y.shape, p_out, 77, dt, "cpu")
+        assert 0 < keep.sum() < keep.numel()
+        torch.testing.assert_close(y, y0 * keep / (1 - p_out))
 
 
-@pytest.mark.parametrize("p", [0.0, 0.3])
-def test_fused_mlp_gradcheck(p):
+@pytest.mark.parametrize("p, p_out", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.2), (0.3, 0.2)])
+@pytest.mark.parametrize("keep_bytes", [0, 1 << 30], ids=["recompute", "keep"])
+def test_fused_mlp_gradcheck(p, p_out, keep_bytes):
     from heal_swin.layers._fused import _MlpGelu
+    from heal_swin.layers._rng import _mask
     torch.manual_seed(0)
     dt = torch.float64
     x = torch.randn(2, 10, 6, dtype=dt, requires_grad=True)
@@ -349,10 +359,17 @@ def test_fused_mlp_gradcheck(p):
               torch.randn(6, dtype=dt)]
     params = [t.requires_grad_() for t in params]
 
-    def f(x, w1, b1, w2, b2):
-        return _MlpGelu.apply(x, w1, b1, w2, b2, p, 99 if p else 0, dt)
+    def f(x, w1, b1, w2, b2, out_seed=5 if p_out else 0):
+        return _MlpGelu.apply(x, w1, b1, w2, b2, p, 99 if p else 0, p_out, out_seed, dt, keep_bytes)
 
     assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-5)
+    if p_out:  # output dropout = the undropped output, masked and scaled
+        y, y0 = f(x, *params), f(x, *params, out_seed=0)
+        torch.testing.assert_close(y, y0 * _mask(y.shape, p_out, 5, dt, "cpu") / (1 - p_out))
+    if p:  # hidden dropout as the composition of plain operations
+        h = torch.nn.functional.gelu(x @ params[0].T + params[1])
+        h = h * _mask(h.shape, p, 99, dt, "cpu") / (1 - p)
+        torch.testing.assert_close(f(x, *params, out_seed=0), h @ params[2].T + params[3])
 
 
 def test_training_step_with_dropout_is_reproducible():

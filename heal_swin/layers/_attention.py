@@ -98,9 +98,9 @@ class WindowAttention(nn.Module):
             scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp() if self.cosine else None
             dtype = _compute_dtype(x)
             add = self._mask_add(mask, dtype) if m else None
-            out = window_attention(x, self.qkv, self.proj, H, ws, scale=scale, qk_scale=self.scale,
-                                   bias=self._bias(dtype), add=add, p=self.attn_drop, training=self.training)
-            return self.proj_drop(out)
+            return window_attention(x, self.qkv, self.proj, H, ws, scale=scale, qk_scale=self.scale,
+                                    bias=self._bias(dtype), add=add, p=self.attn_drop, p_out=self.proj_drop.p,
+                                    training=self.training)
         qkv = self.qkv(x)
         q, k, v = qkv.view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
         if self.cosine:

@@ -2,9 +2,9 @@
 
 `nn.Dropout` on a CPU draws one Bernoulli sample per element from a sequential generator, which
 costs several times more than the matrix products of a window-attention block. Here the mask
-comes from `_rng._keep` (four 16-bit integers per 64-bit draw of a generator seeded from
-torch's, so `torch.manual_seed` still makes runs reproducible), and only the seed is kept for the
-backward pass.
+comes from `_rng._mask` (16-bit integers from a fast generator seeded from torch's, so
+`torch.manual_seed` still makes runs reproducible), and only the seed is kept for the backward
+pass.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._rng import _keep, _seed
+from ._rng import _mask, _seed
 
 __all__ = ["Dropout", "dropout", "DropPath"]
 
@@ -23,12 +23,12 @@ class _DropoutFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p, seed):
         ctx.p, ctx.seed = p, seed
-        return torch.where(_keep(x.shape, p, seed, x.device), x, 0).mul_(1.0 / (1.0 - p))
+        return (x * _mask(x.shape, p, seed, x.dtype, x.device)).mul_(1.0 / (1.0 - p))
 
     @staticmethod
     def backward(ctx, grad):
-        keep = _keep(grad.shape, ctx.p, ctx.seed, grad.device)
-        return torch.where(keep, grad, 0).mul_(1.0 / (1.0 - ctx.p)), None, None
+        keep = _mask(grad.shape, ctx.p, ctx.seed, grad.dtype, grad.device)
+        return (grad * keep).mul_(1.0 / (1.0 - ctx.p)), None, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

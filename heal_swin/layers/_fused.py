@@ -8,9 +8,9 @@ pre-activation) and a random seed, and recompute the rest in the backward pass: 
 projection, a few elementwise passes and two small matrix products per window.
 
 Both compute in the dtype their inputs arrive in (bf16 under autocast), with the softmax in
-float32; dropout masks (applied with `torch.where`: multiplying by a bool tensor is several times
-slower on CPUs) are regenerated from a seed drawn from torch's generator, so runs stay
-reproducible under `torch.manual_seed`.
+float32; dropout masks (0/1 in the compute dtype: multiplying by them is several times faster on
+CPUs than `torch.where` with a bool mask) are regenerated from a seed drawn from torch's
+generator, so runs stay reproducible under `torch.manual_seed`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._rng import _keep, _seed
+from ._rng import _mask, _seed
 
-__all__ = ["window_attention", "mlp_gelu"]
+__all__ = ["window_attention", "mlp_gelu", "KEEP_BYTES"]
+
+# Intermediates of one call up to this size are kept for the backward pass instead of being
+# recomputed: at nside 64 that skips most recomputation, at nside 256 the large stages still
+# recompute (their intermediates would take gigabytes).
+KEEP_BYTES = 32 * 2 ** 20
 
 
 def _accurate(dtype):
@@ -38,35 +43,64 @@ class _Attention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_qkv, b_qkv, w_proj, b_proj, scale, bias, add, num_heads, window, qk_scale, p, seed,
-                dtype):
+                p_out, seed_out, dtype, keep_bytes):
         in_dtype = x.dtype
         with torch.autocast(x.device.type, enabled=False):
             x, w_qkv, b_qkv, w_proj, b_proj = (t.to(dtype) if t is not None else None
                                                for t in (x, w_qkv, b_qkv, w_proj, b_proj))
             qkv = F.linear(x, w_qkv, b_qkv)
-            out, _ = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
+            out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
+            so = _inv_keep(p_out, seed_out)
+            if seed_out:  # output dropout: the 1/(1 − p) on the projection's weight and bias
+                w_proj, b_proj = w_proj * so, (b_proj * so if b_proj is not None else None)
             y = F.linear(out, w_proj, b_proj)
+            if seed_out:
+                y.mul_(_mask(y.shape, p_out, seed_out, y.dtype, y.device))
         ctx.save_for_backward(x, w_qkv, b_qkv, w_proj, scale, bias, add)
-        ctx.cfg = (num_heads, window, qk_scale, p, seed, in_dtype)
+        ctx.cfg = (num_heads, window, qk_scale, p, seed, p_out, seed_out, in_dtype)
+        # small intermediates are kept (no recomputation); large ones are recomputed
+        ctx.kept = (qkv, out, saved) if _nbytes(qkv, out, saved) <= keep_bytes else None
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, w_qkv, b_qkv, w_proj, scale, bias, add = ctx.saved_tensors
-        num_heads, window, qk_scale, p, seed, in_dtype = ctx.cfg
+        num_heads, window, qk_scale, p, seed, p_out, seed_out, in_dtype = ctx.cfg
         needs = ctx.needs_input_grad
         with torch.autocast(x.device.type, enabled=False):
             dy = dy.to(x.dtype)
-            qkv = F.linear(x, w_qkv, b_qkv)
-            out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
-            dw_proj = _weight_grad(dy, out) if needs[3] else None
-            db_proj = _bias_grad(dy) if needs[4] else None
+            if seed_out:
+                dy = dy * _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device)
+            so = _inv_keep(p_out, seed_out)
+            if ctx.kept is not None:
+                (qkv, out, saved), ctx.kept = ctx.kept, None
+            else:
+                qkv = F.linear(x, w_qkv, b_qkv)
+                out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
+            dw_proj = _weight_grad(dy, out).mul_(so) if needs[3] else None
+            db_proj = _bias_grad(dy).mul_(so) if needs[4] else None
             dqkv, dscale, dbias = _attention_backward(dy @ w_proj, qkv, scale, bias, num_heads, window,
                                                       qk_scale, p, saved, needs[5], needs[6])
             dw_qkv = _weight_grad(dqkv, x) if needs[1] else None
             db_qkv = _bias_grad(dqkv) if needs[2] and b_qkv is not None else None
             dx = (dqkv @ w_qkv).to(in_dtype) if needs[0] else None
-        return dx, dw_qkv, db_qkv, dw_proj, db_proj, dscale, dbias, None, None, None, None, None, None, None
+        return (dx, dw_qkv, db_qkv, dw_proj, db_proj, dscale, dbias) + (None,) * 10
+
+
+def _nbytes(*tensors) -> int:
+    """Bytes held by the tensors in a nest of tuples (None entries skipped)."""
+    total = 0
+    for t in tensors:
+        if isinstance(t, tuple):
+            total += _nbytes(*t)
+        elif t is not None:
+            total += t.numel() * t.element_size()
+    return total
+
+
+def _inv_keep(p, seed):
+    """1/(1 − p) when dropout with probability p is active (seed ≠ 0), else 1."""
+    return 1.0 / (1.0 - p) if seed else 1.0
 
 
 def _weight_grad(dy, x):
@@ -106,9 +140,9 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     if add is not None:
         logits.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:] += add.to(logits.dtype)
     attn = torch.softmax(logits, -1)  # half-precision kernels accumulate in float32
-    keep = _keep(attn.shape, p, seed, attn.device) if p > 0 and seed else None
+    keep = _mask(attn.shape, p, seed, attn.dtype, attn.device) if p > 0 and seed else None
     # dropout: mask here, and the 1/(1 − p) on the (smaller) output
-    dropped = attn if keep is None else torch.where(keep, attn, 0)
+    dropped = attn if keep is None else attn * keep
     out = torch.matmul(dropped, v)
     if keep is not None:
         out = out * (1.0 / (1.0 - p))
@@ -126,7 +160,7 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
     dv = torch.matmul(dropped.transpose(-1, -2), do)
     da = torch.matmul(do, v.transpose(-1, -2))
     if keep is not None:
-        da = da.masked_fill_(~keep, 0)
+        da = da.mul_(keep)
     dlogits = torch.ops.aten._softmax_backward_data(da, attn, -1, attn.dtype)
     dbias = dlogits.sum(0, keepdim=True).to(bias.dtype) if bias is not None and need_bias else None
     dscale = None
@@ -153,63 +187,82 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
 
 
 def window_attention(x, qkv: torch.nn.Linear, proj: torch.nn.Linear, num_heads, window, *, scale=None,
-                     qk_scale=1.0, bias=None, add=None, p=0.0, training=False):
-    """proj(window attention(qkv(x))), recomputing its intermediates in the backward pass.
+                     qk_scale=1.0, bias=None, add=None, p=0.0, p_out=0.0, training=False,
+                     keep_bytes=KEEP_BYTES):
+    """dropout(proj(window attention(qkv(x)))), recomputing its intermediates in the backward pass.
 
     x: (B, N, C), windows of `window` consecutive tokens. scale: (heads, 1, 1) logit scale for
     cosine attention (None: scaled dot product with `qk_scale`). bias: (1, heads, ws, ws) added to
     every window's logits; add: (m, 1, ws, ws) added to the last m windows of each sequence.
-    p: dropout on the attention probabilities (training only). Returns (B, N, C).
+    p: dropout on the attention probabilities, p_out: on the output (training only).
+    keep_bytes: the intermediates (qkv, probabilities, masks) are kept for the backward pass when
+    they take at most this many bytes, and recomputed there otherwise. Returns (B, N, C).
     """
     return _Attention.apply(x, qkv.weight, qkv.bias, proj.weight, proj.bias, scale, bias, add, num_heads, window,
-                            qk_scale, p, _seed(p, training), _compute_dtype(x))
+                            qk_scale, p, _seed(p, training), p_out, _seed(p_out, training), _compute_dtype(x),
+                            keep_bytes)
 
 
 class _MlpGelu(torch.autograd.Function):
-    """x -> dropout(GELU(x W1ᵀ + b1)) W2ᵀ + b2, keeping x and the pre-activation only."""
+    """x -> dropout(dropout(GELU(x W1ᵀ + b1)) W2ᵀ + b2), keeping x and the pre-activation only."""
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, p, seed, dtype):
+    def forward(ctx, x, w1, b1, w2, b2, p, seed, p_out, seed_out, dtype, keep_bytes):
         in_dtype = x.dtype
         with torch.autocast(x.device.type, enabled=False):
             x, w1c, b1c, w2c, b2c = (t.to(dtype) if t is not None else None for t in (x, w1, b1, w2, b2))
             h = F.linear(x, w1c, b1c)
             a = F.gelu(h)
-            if p > 0 and seed:  # dropout: mask here, the 1/(1 − p) folded into the second weight
-                a = torch.where(_keep(a.shape, p, seed, a.device), a, 0)
-                w2c = w2c * (1.0 / (1.0 - p))
+            keep = None
+            if seed:  # hidden dropout: mask here, the 1/(1 − p) folded into the second weight
+                keep = _mask(a.shape, p, seed, a.dtype, a.device)
+                a = a.mul_(keep)
+            sh, so = _inv_keep(p, seed), _inv_keep(p_out, seed_out)
+            if seed or seed_out:  # output dropout: its 1/(1 − p) folded into the weight and bias
+                w2c = w2c * (sh * so)
+                b2c = b2c * so if b2c is not None and seed_out else b2c
             y = F.linear(a, w2c, b2c)
+            if seed_out:
+                y.mul_(_mask(y.shape, p_out, seed_out, y.dtype, y.device))
         ctx.save_for_backward(x, h, w1c, w2c)
-        ctx.cfg = (p, seed, w1.dtype, b1 is not None, b2 is not None, in_dtype)
+        ctx.cfg = (p, seed, p_out, seed_out, w1.dtype, b1 is not None, b2 is not None, in_dtype)
+        ctx.kept = (a, keep) if _nbytes(a, keep) <= keep_bytes else None  # else recomputed
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, h, w1, w2 = ctx.saved_tensors
-        p, seed, wdtype, has_b1, has_b2, in_dtype = ctx.cfg
+        p, seed, p_out, seed_out, wdtype, has_b1, has_b2, in_dtype = ctx.cfg
+        sh, so = _inv_keep(p, seed), _inv_keep(p_out, seed_out)
         with torch.autocast(x.device.type, enabled=False):
             dy = dy.to(h.dtype)
-            a = F.gelu(h)
-            keep = None
-            if p > 0 and seed:
-                keep = _keep(a.shape, p, seed, a.device)
-                a = torch.where(keep, a, 0)
+            if seed_out:
+                dy = dy * _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device)
+            if ctx.kept is not None:
+                (a, keep), ctx.kept = ctx.kept, None
+            else:
+                a, keep = F.gelu(h), None
+                if seed:
+                    keep = _mask(a.shape, p, seed, a.dtype, a.device)
+                    a = a.mul_(keep)
             dy2 = dy.reshape(-1, dy.shape[-1])
             dw2 = dy2.t() @ a.reshape(-1, a.shape[-1])
-            dw2 = (dw2 if keep is None else dw2 * (1.0 / (1.0 - p))).to(wdtype)
-            db2 = dy2.sum(0).to(wdtype) if has_b2 else None
-            da = dy @ w2  # w2 as saved: scaled by 1/(1 − p) under dropout
+            dw2 = (dw2 if sh * so == 1.0 else dw2.mul_(sh * so)).to(wdtype)
+            db2 = dy2.sum(0).mul_(so).to(wdtype) if has_b2 else None
+            da = dy @ w2  # w2 as saved: scaled by both dropouts' 1/(1 − p)
             if keep is not None:
-                da = torch.where(keep, da, 0)
+                da = da.mul_(keep)
             dh = torch.ops.aten.gelu_backward(da, h)
             dh2 = dh.reshape(-1, dh.shape[-1])
             dw1 = (dh2.t() @ x.reshape(-1, x.shape[-1])).to(wdtype)
             db1 = dh2.sum(0).to(wdtype) if has_b1 else None
             dx = (dh @ w1).to(in_dtype)
-        return dx, dw1, db1, dw2, db2, None, None, None
+        return dx, dw1, db1, dw2, db2, None, None, None, None, None, None
 
 
-def mlp_gelu(x, fc1, fc2, p=0.0, training=False):
-    """fc2(dropout(GELU(fc1(x)))) keeping only x and fc1's output for the backward pass."""
+def mlp_gelu(x, fc1, fc2, p=0.0, training=False, p_out=0.0, keep_bytes=KEEP_BYTES):
+    """dropout(fc2(dropout(GELU(fc1(x))))), with probabilities p (hidden) and p_out (output),
+    keeping x and fc1's output for the backward pass, and the activation and its dropout mask
+    when they take at most `keep_bytes` (recomputed otherwise)."""
     return _MlpGelu.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, p, _seed(p, training),
-                          _compute_dtype(x))
+                          p_out, _seed(p_out, training), _compute_dtype(x), keep_bytes)

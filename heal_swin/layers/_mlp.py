@@ -29,5 +29,5 @@ class Mlp(nn.Module):
 
     def forward(self, x):
         if torch.is_grad_enabled():  # training: keep only x and fc1's output (see _fused)
-            return self.drop(mlp_gelu(x, self.fc1, self.fc2, self.drop.p, self.training))
+            return mlp_gelu(x, self.fc1, self.fc2, self.drop.p, self.training, p_out=self.drop.p)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

