@@ -50,6 +50,9 @@ class _Attention(torch.autograd.Function):
                                                for t in (x, w_qkv, b_qkv, w_proj, b_proj))
             qkv = F.linear(x, w_qkv, b_qkv)
             out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
+            # small intermediates are kept (no recomputation); large ones are recomputed
+            ctx.kept = (qkv, out, saved) if _nbytes(qkv, out, saved) <= keep_bytes else None
+            del saved
             so = _inv_keep(p_out, seed_out)
             if seed_out:  # output dropout: the 1/(1 − p) on the projection's weight and bias
                 w_proj, b_proj = w_proj * so, (b_proj * so if b_proj is not None else None)
@@ -58,8 +61,6 @@ class _Attention(torch.autograd.Function):
                 y.mul_(_mask(y.shape, p_out, seed_out, y.dtype, y.device))
         ctx.save_for_backward(x, w_qkv, b_qkv, w_proj, scale, bias, add)
         ctx.cfg = (num_heads, window, qk_scale, p, seed, p_out, seed_out, in_dtype)
-        # small intermediates are kept (no recomputation); large ones are recomputed
-        ctx.kept = (qkv, out, saved) if _nbytes(qkv, out, saved) <= keep_bytes else None
         return y
 
     @staticmethod
@@ -79,6 +80,7 @@ class _Attention(torch.autograd.Function):
                 out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
             dw_proj = _weight_grad(dy, out).mul_(so) if needs[3] else None
             db_proj = _bias_grad(dy).mul_(so) if needs[4] else None
+            del out
             dqkv, dscale, dbias = _attention_backward(dy @ w_proj, qkv, scale, bias, num_heads, window,
                                                       qk_scale, p, saved, needs[5], needs[6])
             dw_qkv = _weight_grad(dqkv, x) if needs[1] else None
@@ -88,10 +90,10 @@ class _Attention(torch.autograd.Function):
 
 
 def _nbytes(*tensors) -> int:
-    """Bytes held by the tensors in a nest of tuples (None entries skipped)."""
+    """Bytes held by the tensors in a nest of tuples and lists (None skipped; views counted)."""
     total = 0
     for t in tensors:
-        if isinstance(t, tuple):
+        if isinstance(t, (tuple, list)):
             total += _nbytes(*t)
         elif t is not None:
             total += t.numel() * t.element_size()
@@ -140,13 +142,15 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     if add is not None:
         logits.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:] += add.to(logits.dtype)
     attn = torch.softmax(logits, -1)  # half-precision kernels accumulate in float32
+    del logits
     keep = _mask(attn.shape, p, seed, attn.dtype, attn.device) if p > 0 and seed else None
     # dropout: mask here, and the 1/(1 − p) on the (smaller) output
     dropped = attn if keep is None else attn * keep
     out = torch.matmul(dropped, v)
     if keep is not None:
         out = out * (1.0 / (1.0 - p))
-    return out.transpose(1, 2).reshape(B, N, -1), (q, k, v, attn, keep, dropped, extra)
+    # a list, so that the backward pass can release each intermediate as soon as it is used
+    return out.transpose(1, 2).reshape(B, N, -1), [q, k, v, attn, keep, dropped, extra]
 
 
 def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_scale, need_bias):
@@ -154,14 +158,18 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
     B, N, C3 = qkv.shape
     C = C3 // 3
     q, k, v, attn, keep, dropped, extra = saved
+    saved.clear()
     do = dout.to(v.dtype).reshape(B * (N // ws), ws, H, C // H).transpose(1, 2)
     if keep is not None:
         do = do * (1.0 / (1.0 - p))
     dv = torch.matmul(dropped.transpose(-1, -2), do)
+    del dropped
     da = torch.matmul(do, v.transpose(-1, -2))
     if keep is not None:
         da = da.mul_(keep)
+    del keep
     dlogits = torch.ops.aten._softmax_backward_data(da, attn, -1, attn.dtype)
+    del da, attn
     dbias = dlogits.sum(0, keepdim=True).to(bias.dtype) if bias is not None and need_bias else None
     dscale = None
     if scale is not None:
@@ -247,12 +255,15 @@ class _MlpGelu(torch.autograd.Function):
                     a = a.mul_(keep)
             dy2 = dy.reshape(-1, dy.shape[-1])
             dw2 = dy2.t() @ a.reshape(-1, a.shape[-1])
+            del a
             dw2 = (dw2 if sh * so == 1.0 else dw2.mul_(sh * so)).to(wdtype)
             db2 = dy2.sum(0).mul_(so).to(wdtype) if has_b2 else None
             da = dy @ w2  # w2 as saved: scaled by both dropouts' 1/(1 − p)
             if keep is not None:
                 da = da.mul_(keep)
+            del keep
             dh = torch.ops.aten.gelu_backward(da, h)
+            del da
             dh2 = dh.reshape(-1, dh.shape[-1])
             dw1 = (dh2.t() @ x.reshape(-1, x.shape[-1])).to(wdtype)
             db1 = dh2.sum(0).to(wdtype) if has_b1 else None
