@@ -20,7 +20,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--run", required=True, help="run directory (train.py's run.dir)")
     parser.add_argument("--out", required=True, help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset (default: heal_swin.export.DEFAULT_OPSET, 20)")
     parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     parser.add_argument("--fp16", action="store_true", help="half-precision graph (sensitive parts in fp32)")
     parser.add_argument("--with-projection", action="store_true",

@@ -416,3 +416,21 @@ def test_onnx_export_is_exact_when_well_conditioned(strategy):
                                 post_norm=False, cosine_attention=False).eval()
     got, ref = _onnx_roundtrip(model, tiny_input(model, batch=1))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_attention_flushes_subnormal_probabilities():
+    """The original's −100 masks leave probabilities ≈ e^-100 (subnormal in float32, and 20× slower
+    in every later product); the training path flushes them to 0 and keeps the rest."""
+    from heal_swin.layers._fused import _attention_forward
+    torch.manual_seed(0)
+    B, nw, ws, H, hd = 1, 3, 16, 2, 4
+    qkv = torch.randn(B, nw * ws, 3 * H * hd)
+    labels = torch.randint(0, 2, (2, ws))
+    add = torch.where(labels[:, :, None] == labels[:, None, :], 0.0, -100.0).unsqueeze(1)
+    _, saved = _attention_forward(qkv, None, None, add, H, ws, 0.5, 0.0, 0)
+    attn = saved[3]
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((attn > 0) & (attn < tiny)).any()
+    masked = (add < 0).expand(2, H, ws, ws)
+    assert (attn.view(B, nw, H, ws, ws)[0, 1:][masked] == 0).all()
+    torch.testing.assert_close(attn.sum(-1), torch.ones(B * nw, H, ws))

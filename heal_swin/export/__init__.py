@@ -1,9 +1,9 @@
 """ONNX export, parity checks against PyTorch, and the onnxruntime predictor."""
 
-from ._export import (ExportError, ExportReport, compare_onnx, convert_fp16, export_onnx, export_run,
-                      read_metadata)
+from ._export import (DEFAULT_OPSET, ExportError, ExportReport, compare_onnx, convert_fp16, export_onnx,
+                      export_run, read_metadata)
 from ._graphs import FisheyeGraph, SphereGraph
 from ._runtime import OnnxPredictor, ProviderError
 
-__all__ = ["ExportError", "ExportReport", "FisheyeGraph", "OnnxPredictor", "ProviderError", "SphereGraph",
-           "compare_onnx", "convert_fp16", "export_onnx", "export_run", "read_metadata"]
+__all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "FisheyeGraph", "OnnxPredictor", "ProviderError",
+           "SphereGraph", "compare_onnx", "convert_fp16", "export_onnx", "export_run", "read_metadata"]

@@ -26,6 +26,9 @@ __all__ = ["ExportReport", "ExportError", "export_onnx", "export_run", "compare_
 
 METADATA_PREFIX = "heal_swin."
 _TWO_GB = 2**31 - 2**20
+# Opset 20 has a GELU operator, which onnxruntime fuses with the preceding bias (BiasGelu); the
+# opset-18 exporter writes GELU as an Erf pattern that it leaves unfused.
+DEFAULT_OPSET = 20
 
 
 class ExportError(RuntimeError):
@@ -67,8 +70,8 @@ def _dynamic_shapes(example: torch.Tensor, dynamic_batch: bool):
     return ({0: torch.export.Dim("batch", min=1, max=4096)},)
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int = 18, dynamic_batch: bool = True,
-                output_names=("output",), metadata: dict | None = None) -> tuple[str, list[str]]:
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int = DEFAULT_OPSET,
+                dynamic_batch: bool = True, output_names=("output",), metadata: dict | None = None) -> tuple[str, list[str]]:
     """Write `module` as ONNX; returns (exporter used, notes)."""
     import onnx
 
@@ -77,7 +80,8 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int
     module = module.eval()
     notes: list[str] = []
     exporter = "dynamo"
-    with warnings.catch_warnings():
+    # no_grad: trace the inference path (the training path's hand-written backward is not needed)
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
@@ -199,6 +203,7 @@ def _ort_session(path):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as OnnxPredictor runs it
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -237,7 +242,7 @@ def compare_onnx(path, module: torch.nn.Module, inputs: list[torch.Tensor], task
     return worst_abs, worst_rel, agreement, passed, tolerance
 
 
-def export_run(run_dir, out, opset: int = 18, batch="dynamic", fp16: bool = False, calibration=None,
+def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bool = False, calibration=None,
                weights: str = "best", check_inputs: int = 2) -> ExportReport:
     """Export a trained run; `calibration` (a WoodScape JSON) bakes the projection in (fisheye in,
     fisheye out). Compares onnxruntime with PyTorch on real samples of the run's data when
@@ -293,7 +298,8 @@ def export_run(run_dir, out, opset: int = 18, batch="dynamic", fp16: bool = Fals
     meta["precision"] = "fp16" if fp16 else "fp32"
     start = time.perf_counter()
     target = out.with_suffix(".fp32.onnx") if fp16 else out
-    exporter, export_notes = export_onnx(module, inputs[0], target, opset, dynamic, output_names, meta)
+    exporter, export_notes = export_onnx(module, inputs[0], target, opset or DEFAULT_OPSET, dynamic, output_names,
+                                         meta)
     notes += export_notes
     if fp16:
         convert_fp16(target, out)

@@ -58,6 +58,10 @@ class OnnxPredictor:
         # Shared cores (a data loader, a second model): use the cores we are given, not all of them.
         opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
         opts.inter_op_num_threads = 1
+        # Softmax under the paper variant's −100 masks yields subnormal probabilities (≈ e^-100), which
+        # make the following MatMul up to 20× slower on x86 CPUs; flushing them to zero changes no
+        # result above 1.2e-38.
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         self.session = ort.InferenceSession(self.path, opts, providers=providers)
         got = self.session.get_providers()
         if device == "cuda" and not any(p in got for p in _GPU_PROVIDERS):

@@ -51,7 +51,7 @@ class _Attention(torch.autograd.Function):
             qkv = F.linear(x, w_qkv, b_qkv)
             out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
             # small intermediates are kept (no recomputation); large ones are recomputed
-            ctx.kept = (qkv, out, saved) if _nbytes(qkv, out, saved) <= keep_bytes else None
+            ctx.kept = (qkv, out, saved) if _small(keep_bytes, qkv, out, saved) else None
             del saved
             so = _inv_keep(p_out, seed_out)
             if seed_out:  # output dropout: the 1/(1 − p) on the projection's weight and bias
@@ -87,6 +87,14 @@ class _Attention(torch.autograd.Function):
             db_qkv = _bias_grad(dqkv) if needs[2] and b_qkv is not None else None
             dx = (dqkv @ w_qkv).to(in_dtype) if needs[0] else None
         return (dx, dw_qkv, db_qkv, dw_proj, db_proj, dscale, dbias) + (None,) * 10
+
+
+def _small(limit: int, *tensors) -> bool:
+    """Whether the tensors take at most `limit` bytes. Always False while tracing (torch.export,
+    torch.compile): a size test would add a guard on the batch size to the traced program."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return _nbytes(*tensors) <= limit
 
 
 def _nbytes(*tensors) -> int:
@@ -143,6 +151,11 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
         logits.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:] += add.to(logits.dtype)
     attn = torch.softmax(logits, -1)  # half-precision kernels accumulate in float32
     del logits
+    if add is not None:  # a finite mask (the original's −100) leaves subnormal probabilities ≈ e^-100,
+        # which slow every later product with them 20-fold on x86 CPUs: flush them to 0 (a change
+        # below 1.2e-38 per probability)
+        tail = attn.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:]
+        tail.masked_fill_(tail < torch.finfo(attn.dtype).tiny, 0)
     keep = _mask(attn.shape, p, seed, attn.dtype, attn.device) if p > 0 and seed else None
     # dropout: mask here, and the 1/(1 − p) on the (smaller) output
     dropped = attn if keep is None else attn * keep
@@ -234,7 +247,7 @@ class _MlpGelu(torch.autograd.Function):
                 y.mul_(_mask(y.shape, p_out, seed_out, y.dtype, y.device))
         ctx.save_for_backward(x, h, w1c, w2c)
         ctx.cfg = (p, seed, p_out, seed_out, w1.dtype, b1 is not None, b2 is not None, in_dtype)
-        ctx.kept = (a, keep) if _nbytes(a, keep) <= keep_bytes else None  # else recomputed
+        ctx.kept = (a, keep) if _small(keep_bytes, a, keep) else None  # else recomputed
         return y
 
     @staticmethod
