@@ -1,9 +1,11 @@
 """ONNX Runtime vs PyTorch eager: latency of the sphere graph, and of the fisheye-in/fisheye-out graph.
 
     python bench/bench_onnx.py [--models heal_swin_tiny heal_swin_paper] [--nside 64] [--batch 1] [--threads 2]
+    python bench/bench_onnx.py --int8                                             # + int8 MatMuls (CPU)
     python bench/bench_onnx.py --device cuda --nside 256 --batch 1 8 --fp16      # on a GPU machine
 
-Random weights (latency does not depend on them). One JSON line per (model, batch, runtime).
+Random weights (latency does not depend on them; accuracy does, so the int8 agreement of a trained
+model comes from `export.py --int8`). One JSON line per (model, batch, runtime).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--fp16", action="store_true", help="also time a half-precision graph")
+    p.add_argument("--int8", action="store_true", help="also time a graph with int8 MatMul weights (CPU)")
     p.add_argument("--projection", action="store_true", help="also time the fisheye-in/fisheye-out graph (FV sample)")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -35,7 +38,7 @@ def main(argv=None) -> int:
     import torch
 
     from heal_swin import cameras, models
-    from heal_swin.export import FisheyeGraph, OnnxPredictor, SphereGraph, convert_fp16, export_onnx
+    from heal_swin.export import FisheyeGraph, OnnxPredictor, SphereGraph, convert_fp16, export_onnx, quantize_int8
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -60,6 +63,10 @@ def main(argv=None) -> int:
                 half = tmp / f"{name}-{kind}-fp16.onnx"
                 convert_fp16(path, half)
                 variants.append(("fp16", half))
+            if args.int8:
+                quant = tmp / f"{name}-{kind}-int8.onnx"
+                quantize_int8(path, quant)
+                variants.append(("int8", quant))
             for batch in args.batch:
                 x = torch.rand(batch, *shape) * (255 if kind == "fisheye" else 1)
                 row = {"model": name, "graph": kind, "nside": args.nside, "batch": batch, "threads": args.threads,
@@ -77,7 +84,8 @@ def main(argv=None) -> int:
                     pred = OnnxPredictor(onnx_path, device=args.device, threads=args.threads, batch_size=batch)
                     row[f"ort_{precision}_ms"] = round(pred.benchmark(x.numpy(), args.repeats)["median_ms"], 2)
                     row["providers"] = pred.providers
-                row["speedup_ort_fp32"] = round(row["eager_fp32_ms"] / row["ort_fp32_ms"], 2)
+                for precision, _ in variants:
+                    row[f"speedup_ort_{precision}"] = round(row["eager_fp32_ms"] / row[f"ort_{precision}_ms"], 2)
                 row["cpu"] = platform.processor() or platform.machine()
                 row["torch"] = torch.__version__
                 print(json.dumps(row), flush=True)

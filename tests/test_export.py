@@ -106,6 +106,27 @@ def test_fp16_export_report(run, tmp_path):
     assert report.size_mb < export_run(run_dir, tmp_path / "f.onnx").size_mb
 
 
+def test_int8_export_report(run, tmp_path):
+    import onnx
+    run_dir, _ = run
+    report = export_run(run_dir, tmp_path / "q.onnx", int8=True)
+    assert report.precision == "int8" and read_metadata(tmp_path / "q.onnx")["precision"] == "int8"
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    # the verdict follows the stated rule on the measured agreement
+    assert report.tolerance == "int8: argmax agreement >= 99 %"
+    assert report.passed == (report.argmax_agreement >= 0.99) and report.argmax_agreement > 0.9, str(report)
+    out = OnnxPredictor(tmp_path / "q.onnx", batch_size=2)(np.zeros((3, 3, 512), np.float32))
+    assert out[0].shape == (3, 10, 512) and np.isfinite(out[0]).all()
+    with pytest.raises(ValueError, match="exclude each other"):
+        export_run(run_dir, tmp_path / "x.onnx", int8=True, fp16=True)
+
+
+def test_compare_names_the_precisions_it_knows(tmp_path):
+    with pytest.raises(ValueError, match=r"precision='int4' must be one of \['fp16', 'fp32', 'int8'\]"):
+        compare_onnx(tmp_path / "none.onnx", None, [], "segmentation", "int4")
+
+
 def test_predictor_refuses_a_gpu_it_did_not_get(run, tmp_path):
     run_dir, _ = run
     export_run(run_dir, tmp_path / "m.onnx")

@@ -22,7 +22,7 @@ import torch
 from ._graphs import FisheyeGraph, SphereGraph
 
 __all__ = ["ExportReport", "ExportError", "export_onnx", "export_run", "compare_onnx", "convert_fp16",
-           "read_metadata", "METADATA_PREFIX"]
+           "quantize_int8", "read_metadata", "METADATA_PREFIX"]
 
 METADATA_PREFIX = "heal_swin."
 _TWO_GB = 2**31 - 2**20
@@ -153,6 +153,24 @@ def convert_fp16(src, dst) -> None:
     onnx.checker.check_model(str(dst))
 
 
+def quantize_int8(src, dst) -> None:
+    """A CPU deployment copy with int8 weights: every MatMul with a constant weight becomes a
+    dynamically quantised product (activations quantised per call, weights per tensor, signed), run
+    by onnxruntime's VNNI/AMX integer kernels. Everything else stays fp32. Check the result with
+    `compare_onnx(..., precision="int8")`: quantisation error depends on the trained weights."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         per_channel=False)
+    model = onnx.load(str(dst))
+    if not any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in model.graph.node):
+        raise ExportError(f"{src}: no MatMul with a constant weight to quantise")
+    onnx.checker.check_model(str(dst))
+
+
 def _drop_duplicate_casts(graph) -> None:
     """Keep one of several identical nodes writing the same output (the converter's repeated Casts)."""
     seen = {}
@@ -210,6 +228,8 @@ def _ort_session(path):
 def compare_onnx(path, module: torch.nn.Module, inputs: list[torch.Tensor], task: str, precision: str = "fp32"):
     """Runs onnxruntime (CPU) and PyTorch on the same inputs: (max abs diff, max rel diff, argmax
     agreement or None, passed, tolerance text). Only finite values of the first output count."""
+    if precision not in _TOLERANCE:
+        raise ValueError(f"precision={precision!r} must be one of {sorted(_TOLERANCE)}")
     session = _ort_session(path)
     name = session.get_inputs()[0].name
     worst_abs, worst_rel, agree, total = 0.0, 0.0, 0, 0
@@ -231,22 +251,29 @@ def compare_onnx(path, module: torch.nn.Module, inputs: list[torch.Tensor], task
                 agree += int((got.argmax(1) == ref.argmax(1)).sum())
                 total += got.shape[0] * int(np.prod(got.shape[2:]))
     agreement = agree / total if task == "segmentation" else None
-    if precision == "fp32":
-        passed = worst_abs <= 1e-4 if task == "segmentation" else worst_rel <= 1e-4
-        tolerance = "fp32: max |diff| <= 1e-4 on logits" if task == "segmentation" else \
-            "fp32: max relative diff <= 1e-4 on depth"
-    else:
-        passed = agreement >= 0.995 if task == "segmentation" else worst_rel <= 2e-2
-        tolerance = "fp16: argmax agreement >= 99.5 %" if task == "segmentation" else \
-            "fp16: max relative diff <= 2 % on depth"
+    rule, limit = _TOLERANCE[precision][task == "segmentation"]
+    value = {"abs": worst_abs, "rel": worst_rel, "argmax": agreement}[rule]
+    passed = value >= limit if rule == "argmax" else value <= limit
+    text = {"abs": "max |diff| <= {} on logits", "rel": "max relative diff <= {} on depth",
+            "argmax": "argmax agreement >= {} %"}[rule]
+    tolerance = f"{precision}: " + text.format(f"{100 * limit:g}" if rule == "argmax" else f"{limit:g}")
     return worst_abs, worst_rel, agreement, passed, tolerance
 
 
+# precision -> ((rule, limit) for depth, (rule, limit) for segmentation)
+_TOLERANCE = {"fp32": (("rel", 1e-4), ("abs", 1e-4)),
+              "fp16": (("rel", 2e-2), ("argmax", 0.995)),
+              "int8": (("rel", 5e-2), ("argmax", 0.99))}
+
+
 def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bool = False, calibration=None,
-               weights: str = "best", check_inputs: int = 2) -> ExportReport:
+               weights: str = "best", check_inputs: int = 2, int8: bool = False) -> ExportReport:
     """Export a trained run; `calibration` (a WoodScape JSON) bakes the projection in (fisheye in,
-    fisheye out). Compares onnxruntime with PyTorch on real samples of the run's data when
-    available (else random inputs) and raises ExportError beyond the tolerance."""
+    fisheye out); `fp16` writes a half-precision graph, `int8` one with int8 MatMul weights for
+    CPUs (`quantize_int8`). Compares onnxruntime with PyTorch on real samples of the run's data
+    when available (else random inputs); the report says whether the tolerance was met."""
+    if fp16 and int8:
+        raise ValueError("fp16 and int8 exclude each other: choose one precision")
     from ..cameras import load_calibration
     from ..engine import load_model
     from ..engine.evaluation import load_run_config
@@ -295,18 +322,18 @@ def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bo
     inputs = list(samples.split(batch_size))
     if dynamic and len(inputs) > 1:  # a different batch size than the one exported with
         inputs[-1] = inputs[-1][:1]
-    meta["precision"] = "fp16" if fp16 else "fp32"
+    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
+    meta["precision"] = precision
     start = time.perf_counter()
-    target = out.with_suffix(".fp32.onnx") if fp16 else out
+    target = out.with_suffix(".fp32.onnx") if precision != "fp32" else out
     exporter, export_notes = export_onnx(module, inputs[0], target, opset or DEFAULT_OPSET, dynamic, output_names,
                                          meta)
     notes += export_notes
-    if fp16:
-        convert_fp16(target, out)
+    if precision != "fp32":
+        (convert_fp16 if fp16 else quantize_int8)(target, out)
         target.unlink()
     seconds = time.perf_counter() - start
-    max_abs, max_rel, agreement, passed, tolerance = compare_onnx(out, module, inputs, cfg.task,
-                                                                  "fp16" if fp16 else "fp32")
+    max_abs, max_rel, agreement, passed, tolerance = compare_onnx(out, module, inputs, cfg.task, precision)
     with torch.no_grad():
         out_shape = module(inputs[0])
     out_shape = list((out_shape[0] if isinstance(out_shape, tuple) else out_shape).shape)

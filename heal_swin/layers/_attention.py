@@ -124,7 +124,14 @@ class WindowAttention(nn.Module):
         hd = q.shape[-1]
 
         def sdpa(q, k, v, mask, n):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=qk_scale)
+            if torch.compiler.is_exporting():
+                # Written out for export: SDPA's decomposition transposes the keys between two
+                # reshapes, which onnxruntime cannot fold into the product (a slow Transpose per
+                # block); k.transpose(-1, -2) right at the MatMul becomes one fused MatMul.
+                logits = torch.matmul(q if qk_scale == 1.0 else q * qk_scale, k.transpose(-1, -2))
+                out = torch.matmul(torch.softmax(logits if mask is None else logits + mask, -1), v)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=qk_scale)
             out = out.reshape(B, n, H, ws, hd).transpose(2, 3)
             if torch.compiler.is_compiling() or torch.compiler.is_exporting():
                 # The fused CPU kernel returns (…, L, H, E)-strided outputs, which makes the
