@@ -247,6 +247,17 @@ def _slow_attention(attn, x, mask):
     if attn.rel_pos_bias == "flat":
         bias = attn.relative_position_bias_table[attn.relative_position_index]
         bias = bias.view(ws, ws, H).permute(2, 0, 1)
+    elif attn.rel_pos_bias == "log_cpb":  # 16·sigmoid(MLP(log-spaced offset)), token pair by token pair
+        from heal_swin.grid._windows import window_layout
+        row, col = (torch.tensor(a, dtype=torch.float32) for a in window_layout(ws))
+        side = math.isqrt(ws)
+
+        def f(d):
+            d = d * 8.0 / (side - 1)
+            return torch.sign(d) * torch.log2(1 + d.abs()) / 3
+
+        offsets = torch.stack([f(row[:, None] - row[None, :]), f(col[:, None] - col[None, :])], -1)
+        bias = (16 * torch.sigmoid(attn.cpb_mlp(offsets))).permute(2, 0, 1)
     for b in range(B):
         for w in range(nw):
             t = x[b, w * ws:(w + 1) * ws]
@@ -267,12 +278,12 @@ def _slow_attention(attn, x, mask):
 
 
 @pytest.mark.parametrize("cosine", [True, False])
-@pytest.mark.parametrize("bias", [None, "flat"])
+@pytest.mark.parametrize("bias", [None, "flat", "log_cpb"])
 @pytest.mark.parametrize("n_masked", [0, 2, 6])
 def test_window_attention_matches_slow_reference(cosine, bias, n_masked):
     torch.manual_seed(0)
     attn = WindowAttention(16, 2, 16, cosine=cosine, rel_pos_bias=bias, mask_value=-100.0).eval()
-    if bias:
+    if bias == "flat":
         torch.nn.init.normal_(attn.relative_position_bias_table)
     x = torch.randn(2, 6 * 16, 16)
     mask = None
@@ -434,3 +445,34 @@ def test_fused_attention_flushes_subnormal_probabilities():
     masked = (add < 0).expand(2, H, ws, ws)
     assert (attn.view(B, nw, H, ws, ws)[0, 1:][masked] == 0).all()
     torch.testing.assert_close(attn.sum(-1), torch.ones(B * nw, H, ws))
+
+
+def test_log_cpb_offsets_follow_the_bias_index():
+    from heal_swin.grid._windows import relative_position_index, window_layout
+    from heal_swin.layers import log_offsets
+    coords = log_offsets(8)
+    assert coords.shape == (15 * 15, 2)
+    torch.testing.assert_close(coords.abs().max(), torch.log2(torch.tensor(9.0)) / 3)
+    assert torch.equal(coords[112], torch.zeros(2))  # the centre row: offset (0, 0)
+    row, col = window_layout(64)
+    index = relative_position_index(64)
+    i, j = 5, 58  # a pair of tokens: its row of the table holds the signs of its offsets
+    dr, dc = row[i] - row[j], col[i] - col[j]
+    assert torch.equal(torch.sign(coords[index[i, j]]), torch.sign(torch.tensor([dr, dc], dtype=torch.float32)))
+    torch.testing.assert_close(log_offsets(8)[index[i, j]].abs().max(),
+                               torch.log2(torch.tensor(1 + 8 * max(abs(dr), abs(dc)) / 7, dtype=torch.float32)) / 3)
+
+
+def test_log_cpb_model_trains_and_exports():
+    torch.manual_seed(0)
+    model = models.create_model("heal_swin_tiny", nside=16, base_pixels=range(8), rel_pos_bias="log_cpb")
+    assert "rel_pos_bias=log_cpb" in repr(model)
+    assert not any("cpb_coords" in k or "relative_position_index" in k for k in model.state_dict())
+    x = tiny_input(model, batch=2)
+    model.train()
+    model(x).square().mean().backward()
+    cpb = [p for n, p in model.named_parameters() if "cpb_mlp" in n]
+    assert cpb and all(p.grad is not None and p.grad.abs().sum() > 0 for p in cpb)
+    model.eval()
+    got, ref = _onnx_roundtrip(model, x[:1])
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

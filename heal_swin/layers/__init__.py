@@ -1,6 +1,6 @@
 """Building blocks shared by the backbones: window attention, MLP, drop path, patch layers."""
 
-from ._attention import REL_POS_BIAS, WindowAttention
+from ._attention import REL_POS_BIAS, WindowAttention, log_offsets
 from ._dropout import DropPath, Dropout, dropout
 from ._init import init_swin_weights
 from ._mlp import Mlp
@@ -8,5 +8,5 @@ from ._stage import UNetStage, set_stage_checkpointing
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 
 __all__ = ["DropPath", "Dropout", "dropout", "FlatPatchExpand", "init_swin_weights", "Mlp", "NestedPatchEmbed",
-           "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "UNetStage", "WindowAttention",
+           "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "UNetStage", "WindowAttention", "log_offsets",
            "set_stage_checkpointing"]

@@ -20,9 +20,21 @@ from ..grid._windows import check_window_size, relative_position_index
 from ._dropout import Dropout
 from ._fused import _compute_dtype, _inv_norm, window_attention
 
-__all__ = ["WindowAttention", "REL_POS_BIAS"]
+__all__ = ["WindowAttention", "REL_POS_BIAS", "log_offsets"]
 
-REL_POS_BIAS = (None, "flat")
+REL_POS_BIAS = (None, "flat", "log_cpb")
+
+
+def log_offsets(side: int) -> torch.Tensor:
+    """The ((2·side − 1)², 2) row/column offsets of two tokens of a side × side window, in the order
+    of `relative_position_index`, scaled to ±8 at the window's extent and mapped to
+    sign(d)·log2(1 + |d|)/3 (Swin V2's log-spaced coordinates; at most log2(9)/3 ≈ 1.06)."""
+    d = torch.arange(-(side - 1), side, dtype=torch.float32)
+    if side > 1:
+        d = d * (8.0 / (side - 1))
+    d = torch.sign(d) * torch.log2(1.0 + d.abs()) / 3.0
+    dr, dc = torch.meshgrid(d, d, indexing="ij")
+    return torch.stack([dr, dc], dim=-1).reshape(-1, 2)
 
 
 class WindowAttention(nn.Module):
@@ -34,9 +46,13 @@ class WindowAttention(nn.Module):
             attention).
         cosine: cosine attention with a learned per-head logit scale (clamped at
             `logit_scale_max`); otherwise scaled dot product (scale `qk_scale` or head_dim^-½).
-        rel_pos_bias: None or "flat": a learned ((2·side − 1)², heads) table over the 2-D offsets
+        rel_pos_bias: None; "flat": a learned ((2·side − 1)², heads) table over the 2-D offsets
             of two tokens of a window, side = √bias_window_size (the configured window; a smaller
-            window indexes the table's corner, which holds the same offsets).
+            window indexes the table's corner, which holds the same offsets); "log_cpb": the
+            better-conditioned continuous bias of Swin V2, 16·sigmoid(MLP(offset)) with offsets
+            on a log scale: a small shared MLP (2 → 512 → heads) instead of one free parameter
+            per offset, so rarely seen offsets (the corners of the table, which few token pairs
+            share) are not left at their initial values, and one model works at other window sizes.
         mask_value: added to the logits of masked pairs (−inf, or the original's −100).
     """
 
@@ -59,15 +75,20 @@ class WindowAttention(nn.Module):
         if cosine:
             self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
         self.rel_pos_bias = rel_pos_bias
-        if rel_pos_bias == "flat":
+        if rel_pos_bias is not None:
             table_ws = bias_window_size or window_size
             side = check_window_size(table_ws, "bias_window_size")
             if window_size > table_ws:
                 raise ValueError(f"window_size={window_size} exceeds the bias table's {table_ws}")
-            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * side - 1) ** 2, num_heads))
             index = relative_position_index(table_ws)[:window_size, :window_size]
             self.register_buffer("relative_position_index", torch.tensor(index.reshape(-1)),
                                  persistent=False)
+        if rel_pos_bias == "flat":
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * side - 1) ** 2, num_heads))
+        elif rel_pos_bias == "log_cpb":
+            self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True),
+                                         nn.Linear(512, num_heads, bias=False))
+            self.register_buffer("cpb_coords", log_offsets(side), persistent=False)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = Dropout(proj_drop)
 
@@ -80,7 +101,9 @@ class WindowAttention(nn.Module):
         if self.rel_pos_bias is None:
             return None
         ws = self.window_size
-        bias = self.relative_position_bias_table[self.relative_position_index]
+        table = self.relative_position_bias_table if self.rel_pos_bias == "flat" else \
+            16 * torch.sigmoid(self.cpb_mlp(self.cpb_coords))
+        bias = table[self.relative_position_index]
         return bias.view(ws, ws, self.num_heads).permute(2, 0, 1).unsqueeze(0).to(dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
