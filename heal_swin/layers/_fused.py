@@ -137,12 +137,11 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     nw = N // ws
     q, k, v = _split(qkv, H, ws)  # (B·nw, H, ws, hd)
     extra = None
-    if scale is not None:  # cosine: logits = s·q̂·k̂ᵀ, q̂ = q/|q|
+    if scale is not None:  # cosine: logits = (s·q̂)·k̂ᵀ, q̂ = q/|q|; the head's scale s on the queries
         rq, rk = _inv_norm(q), _inv_norm(k)
-        qh, kh = q * rq, k * rk
-        raw = torch.matmul(qh, kh.transpose(-1, -2))
-        logits = raw * scale.to(raw.dtype)
-        extra = (qh, kh, rq, rk, raw)
+        qs, kh = q * (rq * scale.to(q.dtype)), k * rk
+        logits = torch.matmul(qs, kh.transpose(-1, -2))
+        extra = (qs, kh, rq, rk)
     else:
         logits = torch.matmul(q * qk_scale, k.transpose(-1, -2))
     if bias is not None:
@@ -186,15 +185,15 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
     dbias = dlogits.sum(0, keepdim=True).to(bias.dtype) if bias is not None and need_bias else None
     dscale = None
     if scale is not None:
-        qh, kh, rq, rk, raw = extra
-        s = scale.to(qh.dtype)
-        if need_scale:
-            dscale = (dlogits * raw).sum((0, 2, 3), dtype=_accurate(raw.dtype)).view_as(scale).to(scale.dtype)
-        dlogits = dlogits * s
-        dqh = torch.matmul(dlogits, kh)
-        dkh = torch.matmul(dlogits.transpose(-1, -2), qh)
-        # through the normalisation: d(x/|x|) = (dy − y·(y·dy)) / |x|
-        dq = (dqh - qh * (qh * dqh).sum(-1, keepdim=True)) * rq
+        qs, kh, rq, rk = extra
+        s = scale.to(qs.dtype)
+        g = torch.matmul(dlogits, kh)  # d/d(s·q̂)
+        dkh = torch.matmul(dlogits.transpose(-1, -2), qs)
+        u = (qs * g).sum(-1, keepdim=True)  # s·(q̂·g)
+        if need_scale:  # d/ds = Σ q̂·g = Σ u / s
+            dscale = (u.sum((0, 2, 3), dtype=_accurate(u.dtype)).view_as(scale) / scale).to(scale.dtype)
+        # through the normalisation d(x/|x|) = (dy − y·(y·dy)) / |x|, with y = q̂ = qs/s, dy = s·g
+        dq = (g * s - qs * (u / s)) * rq
         dk = (dkh - kh * (kh * dkh).sum(-1, keepdim=True)) * rk
     else:
         dq = torch.matmul(dlogits, k) * qk_scale
