@@ -50,15 +50,17 @@ class _Attention(torch.autograd.Function):
                                                for t in (x, w_qkv, b_qkv, w_proj, b_proj))
             qkv = F.linear(x, w_qkv, b_qkv)
             out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
-            # small intermediates are kept (no recomputation); large ones are recomputed
-            ctx.kept = (qkv, out, saved) if _small(keep_bytes, qkv, out, saved) else None
-            del saved
             so = _inv_keep(p_out, seed_out)
             if seed_out:  # output dropout: the 1/(1 − p) on the projection's weight and bias
                 w_proj, b_proj = w_proj * so, (b_proj * so if b_proj is not None else None)
             y = F.linear(out, w_proj, b_proj)
+            mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device) if seed_out else None
             if seed_out:
-                y.mul_(_mask(y.shape, p_out, seed_out, y.dtype, y.device))
+                y.mul_(mask_out)
+            # small intermediates are kept (no recomputation); large ones are recomputed
+            kept = (qkv, out, saved, mask_out)
+            ctx.kept = kept if _small(keep_bytes, kept) else None
+            del saved, kept
         ctx.save_for_backward(x, w_qkv, b_qkv, w_proj, scale, bias, add)
         ctx.cfg = (num_heads, window, qk_scale, p, seed, p_out, seed_out, in_dtype)
         return y
@@ -70,14 +72,16 @@ class _Attention(torch.autograd.Function):
         needs = ctx.needs_input_grad
         with torch.autocast(x.device.type, enabled=False):
             dy = dy.to(x.dtype)
-            if seed_out:
-                dy = dy * _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device)
             so = _inv_keep(p_out, seed_out)
             if ctx.kept is not None:
-                (qkv, out, saved), ctx.kept = ctx.kept, None
+                (qkv, out, saved, mask_out), ctx.kept = ctx.kept, None
             else:
                 qkv = F.linear(x, w_qkv, b_qkv)
                 out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
+                mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device) if seed_out else None
+            if seed_out:
+                dy = dy * mask_out
+                del mask_out
             dw_proj = _weight_grad(dy, out).mul_(so) if needs[3] else None
             db_proj = _bias_grad(dy).mul_(so) if needs[4] else None
             del out
@@ -242,11 +246,13 @@ class _MlpGelu(torch.autograd.Function):
                 w2c = w2c * (sh * so)
                 b2c = b2c * so if b2c is not None and seed_out else b2c
             y = F.linear(a, w2c, b2c)
+            mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device) if seed_out else None
             if seed_out:
-                y.mul_(_mask(y.shape, p_out, seed_out, y.dtype, y.device))
+                y.mul_(mask_out)
         ctx.save_for_backward(x, h, w1c, w2c)
         ctx.cfg = (p, seed, p_out, seed_out, w1.dtype, b1 is not None, b2 is not None, in_dtype)
-        ctx.kept = (a, keep) if _small(keep_bytes, a, keep) else None  # else recomputed
+        kept = (a, keep, mask_out)
+        ctx.kept = kept if _small(keep_bytes, kept) else None  # else recomputed
         return y
 
     @staticmethod
@@ -256,15 +262,17 @@ class _MlpGelu(torch.autograd.Function):
         sh, so = _inv_keep(p, seed), _inv_keep(p_out, seed_out)
         with torch.autocast(x.device.type, enabled=False):
             dy = dy.to(h.dtype)
-            if seed_out:
-                dy = dy * _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device)
             if ctx.kept is not None:
-                (a, keep), ctx.kept = ctx.kept, None
+                (a, keep, mask_out), ctx.kept = ctx.kept, None
             else:
                 a, keep = F.gelu(h), None
                 if seed:
                     keep = _mask(a.shape, p, seed, a.dtype, a.device)
                     a = a.mul_(keep)
+                mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device) if seed_out else None
+            if seed_out:
+                dy = dy * mask_out
+                del mask_out
             dy2 = dy.reshape(-1, dy.shape[-1])
             dw2 = dy2.t() @ a.reshape(-1, a.shape[-1])
             del a
