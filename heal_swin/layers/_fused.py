@@ -3,9 +3,10 @@
 Autograd would keep every intermediate of a window-attention block for the backward pass: the
 normalised queries and keys, the attention probabilities before and after dropout, the MLP's
 hidden activations before and after GELU and dropout. At nside 256 these dominate training
-memory. The two functions below keep only their input (and, for the MLP, its hidden
-pre-activation) and a random seed, and recompute the rest in the backward pass: the qkv
-projection, a few elementwise passes and two small matrix products per window.
+memory. The two functions below keep their input (and, for the MLP, its hidden pre-activation)
+and random seeds; the other intermediates of a call are kept too when they take at most
+`KEEP_BYTES`, and otherwise recomputed in the backward pass (the qkv projection, a few
+elementwise passes and two small matrix products per window) and released as soon as used.
 
 Both compute in the dtype their inputs arrive in (bf16 under autocast), with the softmax in
 float32; dropout masks (0/1 in the compute dtype: multiplying by them is several times faster on
@@ -39,7 +40,7 @@ def _compute_dtype(t: torch.Tensor):
 
 
 class _Attention(torch.autograd.Function):
-    """x (B, N, C) -> proj(attention(qkv(x))) (B, N, C), keeping only x for the backward pass."""
+    """x (B, N, C) -> dropout(proj(attention(qkv(x)))) (B, N, C); see the module's docstring."""
 
     @staticmethod
     def forward(ctx, x, w_qkv, b_qkv, w_proj, b_proj, scale, bias, add, num_heads, window, qk_scale, p, seed,
@@ -54,8 +55,9 @@ class _Attention(torch.autograd.Function):
             if seed_out:  # output dropout: the 1/(1 − p) on the projection's weight and bias
                 w_proj, b_proj = w_proj * so, (b_proj * so if b_proj is not None else None)
             y = F.linear(out, w_proj, b_proj)
-            mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device) if seed_out else None
+            mask_out = None
             if seed_out:
+                mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device)
                 y.mul_(mask_out)
             # small intermediates are kept (no recomputation); large ones are recomputed
             kept = (qkv, out, saved, mask_out)
@@ -213,7 +215,7 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
 def window_attention(x, qkv: torch.nn.Linear, proj: torch.nn.Linear, num_heads, window, *, scale=None,
                      qk_scale=1.0, bias=None, add=None, p=0.0, p_out=0.0, training=False,
                      keep_bytes=KEEP_BYTES):
-    """dropout(proj(window attention(qkv(x)))), recomputing its intermediates in the backward pass.
+    """dropout(proj(window attention(qkv(x)))) with the memory-lean backward pass above.
 
     x: (B, N, C), windows of `window` consecutive tokens. scale: (heads, 1, 1) logit scale for
     cosine attention (None: scaled dot product with `qk_scale`). bias: (1, heads, ws, ws) added to
@@ -228,7 +230,8 @@ def window_attention(x, qkv: torch.nn.Linear, proj: torch.nn.Linear, num_heads, 
 
 
 class _MlpGelu(torch.autograd.Function):
-    """x -> dropout(dropout(GELU(x W1ᵀ + b1)) W2ᵀ + b2), keeping x and the pre-activation only."""
+    """x -> dropout(dropout(GELU(x W1ᵀ + b1)) W2ᵀ + b2), keeping x and the pre-activation (and the
+    activation and masks when small)."""
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, p, seed, p_out, seed_out, dtype, keep_bytes):
@@ -246,8 +249,9 @@ class _MlpGelu(torch.autograd.Function):
                 w2c = w2c * (sh * so)
                 b2c = b2c * so if b2c is not None and seed_out else b2c
             y = F.linear(a, w2c, b2c)
-            mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device) if seed_out else None
+            mask_out = None
             if seed_out:
+                mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device)
                 y.mul_(mask_out)
         ctx.save_for_backward(x, h, w1c, w2c)
         ctx.cfg = (p, seed, p_out, seed_out, w1.dtype, b1 is not None, b2 is not None, in_dtype)
