@@ -26,7 +26,8 @@ def main(argv=None) -> int:
                         help="ONNX opset (default: heal_swin.export.DEFAULT_OPSET, 20)")
     parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="half-precision graph (sensitive parts in fp32)")
+    precision.add_argument("--fp16", action="store_true",
+                           help="half-precision graph (sensitive parts in fp32)")
     precision.add_argument("--int8", action="store_true",
                            help="int8 weights for the MatMuls (dynamic quantisation, for CPUs; rest fp32)")
     parser.add_argument("--with-projection", action="store_true",

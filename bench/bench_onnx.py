@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     import torch
 
     from heal_swin import cameras, models
-    from heal_swin.export import FisheyeGraph, OnnxPredictor, SphereGraph, convert_fp16, export_onnx, quantize_int8
+    from heal_swin.export import (FisheyeGraph, OnnxPredictor, SphereGraph, convert_fp16, export_onnx,
+                                  quantize_int8)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -85,7 +86,8 @@ def main(argv=None) -> int:
                     row[f"ort_{precision}_ms"] = round(pred.benchmark(x.numpy(), args.repeats)["median_ms"], 2)
                     row["providers"] = pred.providers
                 for precision, _ in variants:
-                    row[f"speedup_ort_{precision}"] = round(row["eager_fp32_ms"] / row[f"ort_{precision}_ms"], 2)
+                    ort_ms = row[f"ort_{precision}_ms"]
+                    row[f"speedup_ort_{precision}"] = round(row["eager_fp32_ms"] / ort_ms, 2)
                 row["cpu"] = platform.processor() or platform.machine()
                 row["torch"] = torch.__version__
                 print(json.dumps(row), flush=True)

@@ -71,7 +71,8 @@ def _dynamic_shapes(example: torch.Tensor, dynamic_batch: bool):
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int = DEFAULT_OPSET,
-                dynamic_batch: bool = True, output_names=("output",), metadata: dict | None = None) -> tuple[str, list[str]]:
+                dynamic_batch: bool = True, output_names=("output",),
+                metadata: dict | None = None) -> tuple[str, list[str]]:
     """Write `module` as ONNX; returns (exporter used, notes)."""
     import onnx
 
@@ -326,8 +327,8 @@ def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bo
     meta["precision"] = precision
     start = time.perf_counter()
     target = out.with_suffix(".fp32.onnx") if precision != "fp32" else out
-    exporter, export_notes = export_onnx(module, inputs[0], target, opset or DEFAULT_OPSET, dynamic, output_names,
-                                         meta)
+    exporter, export_notes = export_onnx(module, inputs[0], target, opset or DEFAULT_OPSET, dynamic,
+                                         output_names, meta)
     notes += export_notes
     if precision != "fp32":
         (convert_fp16 if fp16 else quantize_int8)(target, out)

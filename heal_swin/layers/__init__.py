@@ -7,6 +7,6 @@ from ._mlp import Mlp
 from ._stage import UNetStage, set_stage_checkpointing
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 
-__all__ = ["DropPath", "Dropout", "dropout", "FlatPatchExpand", "init_swin_weights", "Mlp", "NestedPatchEmbed",
-           "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "UNetStage", "WindowAttention", "log_offsets",
-           "set_stage_checkpointing"]
+__all__ = ["DropPath", "Dropout", "dropout", "FlatPatchExpand", "init_swin_weights", "Mlp",
+           "NestedPatchEmbed", "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "UNetStage",
+           "WindowAttention", "log_offsets", "set_stage_checkpointing"]

@@ -4,9 +4,9 @@ A mask element is kept when a uniform 16-bit integer is at or above round(p·2^1
 probability 1 − p to within 2^-17. On the CPU the integers come from numpy's SFC64 generator (four
 per 64-bit draw; about 2.4× faster than torch's Mersenne twister and 12× faster than
 `bernoulli_`; large masks are drawn in two halves on two threads), elsewhere from torch's
-generator on the device. Either is seeded from torch's own
-generator, so `torch.manual_seed` still makes runs reproducible, and the same seed gives the same
-mask again: backward passes regenerate masks instead of keeping them.
+generator on the device. Either is seeded from torch's own generator, so `torch.manual_seed`
+still makes runs reproducible, and the same seed gives the same mask again: backward passes
+regenerate large masks instead of keeping them.
 
 Masks are returned as 0/1 values in the compute dtype: multiplying by them is several times faster
 on CPUs than `torch.where` or `masked_fill` with a bool mask.
