@@ -50,7 +50,9 @@ def _bits(numel: int, seed: int, device: torch.device) -> list[torch.Tensor]:
             later = _helper().submit(_words, seed, 1, words - half)
             pieces = [_words(seed, 0, half), later.result()]
         out = [torch.from_numpy(w.view(np.int16)) for w in pieces]
-        out[-1] = out[-1][:numel - 4 * (words - len(pieces[-1]))]
+        padding = 4 * words - numel  # the last word's unused 16-bit values
+        if padding:
+            out[-1] = out[-1][:-padding]
         return out
     g = torch.Generator(device=device)
     g.manual_seed(seed)
