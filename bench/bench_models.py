@@ -7,8 +7,9 @@
 Per model: parameters, forward time (eval, no grad), forward+backward time (train mode, loss =
 mean square of the output, no optimizer step), peak memory. Each model/dtype runs in a fresh
 subprocess so that its peak resident memory (CPU) or peak allocated memory (CUDA) is its own.
-Times are medians over --repeats after one warm-up call. `--tables` times building every window
-and shift table of the paper architecture on the full sphere at nside 256 (caches cleared);
+Times are medians over --repeats after one warm-up call. On CPUs freed memory is retained for
+reuse as the trainer does (`heal_swin.engine.retain_freed_memory`; --no-retain-memory: glibc's
+default). `--tables` times building every window and shift table of the paper architecture on the full sphere at nside 256 (caches cleared);
 `--checkpoint` writes heal_swin_paper's state_dict and reports the file size.
 """
 
@@ -30,6 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from heal_swin import models  # noqa: E402
+from heal_swin.engine import retain_freed_memory  # noqa: E402
 from heal_swin.grid import parse_base_pixels  # noqa: E402
 
 
@@ -60,6 +62,7 @@ def measure(args) -> dict:
     """Runs inside the child process: one model, one dtype."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    retained = device.type == "cpu" and not args.no_retain_memory and retain_freed_memory()
     kwargs = {}
     if args.model.startswith("swin_unet_flat"):
         if args.img_size:
@@ -72,6 +75,7 @@ def measure(args) -> dict:
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     row = dict(model=args.model, device=str(device), threads=args.threads, dtype=args.dtype, batch=args.batch,
                params=sum(p.numel() for p in model.parameters()), grad_checkpointing=args.grad_checkpointing,
+               retain_memory=retained,
                **({"overrides": args.overrides} if args.overrides else {}))
     if isinstance(model, models.SwinUNetFlat):
         row["img_size"] = list(model.img_size)
@@ -158,6 +162,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--grad-checkpointing", action="store_true",
                    help="recompute each block in the backward pass")
+    p.add_argument("--no-retain-memory", action="store_true",
+                   help="CPU: let malloc return freed memory to the OS (the trainer retains it by default)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="model overrides, e.g. drop_rate=0.0 attn_drop_rate=0.0")
     p.add_argument("--tables", action="store_true", help="time the shift tables at nside 256, full sphere")
@@ -192,6 +198,8 @@ def main(argv=None):
         base += ["--img-size", *map(str, args.img_size)]
     if args.grad_checkpointing:
         base += ["--grad-checkpointing"]
+    if args.no_retain_memory:
+        base += ["--no-retain-memory"]
     if args.set:
         base += ["--set", *args.set]
     for name in args.models:

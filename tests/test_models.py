@@ -323,12 +323,34 @@ def test_dropout_statistics_and_gradient():
     assert torch.equal(dropout(torch.ones(1000, 1000), 0.1) != 0, kept)  # seeded: reproducible
     assert dropout(x, 0.1, training=False) is x
 
+@pytest.mark.parametrize("numel", [1, 4097, 4 * (1 << 16) + 3], ids=["one", "one-piece", "two-pieces"])
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.97, 1.0])
+def test_dropout_masks_agree_across_dtypes(numel, p):
+    """The 16-bit floats take an integer shortcut: the same seed gives the same mask (and
+    multiplier, and penalty) in every dtype, equal to thresholding the raw 16-bit draws, with keep
+    rate 1 − p."""
+    from heal_swin.layers._rng import _bits, _mask, _penalty
+    raw = torch.cat(_bits(numel, 321, torch.device("cpu")))
+    expected = raw.int() >= int(round(p * 65536)) - 32768
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        mask = _mask((numel,), p, 321, dtype, "cpu")
+        assert mask.dtype == dtype
+        assert torch.equal(mask, expected.to(dtype)), dtype
+        scale = torch.tensor(1 / 0.7, dtype=dtype)  # a multiplier with the dropout scale in it
+        assert torch.equal(_mask((numel,), p, 321, dtype, "cpu", 1 / 0.7), expected.to(dtype) * scale)
+        if dtype != torch.float16:  # the penalty: 0 where kept, −1e30 where dropped
+            penalty = _penalty((numel,), p, 321, dtype, "cpu")
+            assert torch.equal(penalty == 0, expected) and (penalty[~expected] == -1e30).all()
+    if numel > 10000:
+        assert abs(expected.double().mean().item() - (1 - p)) < 5e-3
+
+
 
 # --------------------------------------------------------------------------- hand-written backward passes
 
 
 @pytest.mark.parametrize("cosine", [True, False])
-@pytest.mark.parametrize("p, p_out", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.25)])
+@pytest.mark.parametrize("p, p_out", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.25), (0.3, 0.25)])
 @pytest.mark.parametrize("keep_bytes", [0, 1 << 30], ids=["recompute", "keep"])
 def test_fused_attention_gradcheck(cosine, p, p_out, keep_bytes):
     from heal_swin.layers._fused import _Attention
@@ -381,6 +403,38 @@ def test_fused_mlp_gradcheck(p, p_out, keep_bytes):
         h = torch.nn.functional.gelu(x @ params[0].T + params[1])
         h = h * _mask(h.shape, p, 99, dt, "cpu") / (1 - p)
         torch.testing.assert_close(f(x, *params, out_seed=0), h @ params[2].T + params[3])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_fused_mlp_dropout_in_compute_dtypes(dtype):
+    """Both dropouts in the compute dtype (bfloat16/float32: hidden dropout as a −1e30 penalty
+    before GELU; float16: as a mask after it) against plain float64 operations with the same
+    masks: outputs and all gradients."""
+    from heal_swin.layers._fused import _MlpGelu
+    from heal_swin.layers._rng import _mask
+    torch.manual_seed(0)
+    p, p_out, rows = 0.3, 0.2, 64
+    x = torch.randn(1, rows, 16, dtype=torch.float64)
+    params = [torch.randn(64, 16) / 4, torch.randn(64) / 4, torch.randn(16, 64) / 8, torch.randn(16) / 4]
+    params = [t.to(torch.float64) for t in params]
+
+    def leaves():
+        return [t.clone().requires_grad_() for t in (x, *params)]
+
+    fused = leaves()
+    y = _MlpGelu.apply(*fused, p, 99, p_out, 5, dtype, 1 << 30)
+    assert y.dtype == dtype
+    g = torch.randn(y.shape, dtype=torch.float64)
+    y.backward(g)
+
+    ref = leaves()
+    xr, w1, b1, w2, b2 = ref
+    a = torch.nn.functional.gelu(xr @ w1.T + b1) * _mask((1, rows, 64), p, 99, torch.float64, "cpu") / (1 - p)
+    yr = (a @ w2.T + b2) * _mask((1, rows, 16), p_out, 5, torch.float64, "cpu") / (1 - p_out)
+    yr.backward(g)
+    tol = 1e-2 if dtype != torch.float32 else 1e-5  # relative to the norm: a wrong mask gives ~0.3
+    for mine, theirs in [(y.double(), yr)] + [(a.grad, b.grad) for a, b in zip(fused, ref)]:
+        assert ((mine - theirs).norm() / theirs.norm()).item() < tol
 
 
 def test_training_step_with_dropout_is_reproducible():

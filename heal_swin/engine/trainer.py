@@ -28,6 +28,7 @@ from ..tasks import ConfusionMatrix, DepthLoss, DepthMetrics, SegmentationLoss, 
 from .checkpoint import (load_state, load_weights, rng_state, save_state, save_weights, set_rng_state,
                          unwrap)
 from .config import ConfigError, save_config
+from .memory import retain_freed_memory
 
 __all__ = ["main", "build_datasets", "build_model", "build_loss", "build_optimizer", "train_one_epoch",
            "evaluate", "EpochSampler", "Distributed", "is_flat_model"]
@@ -461,6 +462,8 @@ def main(cfg: DictConfig) -> dict:
     _check_compatible(cfg, dist)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
+    if cfg.run.retain_memory and dist.device.type == "cpu":
+        retain_freed_memory()
     run_dir = Path(cfg.run.dir)
     if cfg.data.generate and dist.main:
         ensure_synthetic(cfg.data.root, frames=cfg.data.synthetic_frames, seed=cfg.run.seed,

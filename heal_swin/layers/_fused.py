@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._rng import _mask, _seed
+from ._rng import _mask, _penalty, _seed
 
 __all__ = ["window_attention", "mlp_gelu", "KEEP_BYTES"]
 
@@ -51,13 +51,10 @@ class _Attention(torch.autograd.Function):
                                                for t in (x, w_qkv, b_qkv, w_proj, b_proj))
             qkv = F.linear(x, w_qkv, b_qkv)
             out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
-            so = _inv_keep(p_out, seed_out)
-            if seed_out:  # output dropout: the 1/(1 − p) on the projection's weight and bias
-                w_proj, b_proj = w_proj * so, (b_proj * so if b_proj is not None else None)
             y = F.linear(out, w_proj, b_proj)
             mask_out = None
-            if seed_out:
-                mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device)
+            if seed_out:  # output dropout: a mask of 0 and 1/(1 − p)
+                mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device, _inv_keep(p_out, seed_out))
                 y.mul_(mask_out)
             # small intermediates are kept (no recomputation); large ones are recomputed
             kept = (qkv, out, saved, mask_out)
@@ -74,18 +71,19 @@ class _Attention(torch.autograd.Function):
         needs = ctx.needs_input_grad
         with torch.autocast(x.device.type, enabled=False):
             dy = dy.to(x.dtype)
-            so = _inv_keep(p_out, seed_out)
             if ctx.kept is not None:
                 (qkv, out, saved, mask_out), ctx.kept = ctx.kept, None
             else:
                 qkv = F.linear(x, w_qkv, b_qkv)
                 out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
-                mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device) if seed_out else None
+                mask_out = None
+                if seed_out:
+                    mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device, _inv_keep(p_out, seed_out))
             if seed_out:
                 dy = dy * mask_out
                 del mask_out
-            dw_proj = _weight_grad(dy, out).mul_(so) if needs[3] else None
-            db_proj = _bias_grad(dy).mul_(so) if needs[4] else None
+            dw_proj = _weight_grad(dy, out) if needs[3] else None
+            db_proj = _bias_grad(dy) if needs[4] else None
             del out
             dqkv, dscale, dbias = _attention_backward(dy @ w_proj, qkv, scale, bias, num_heads, window,
                                                       qk_scale, p, saved, needs[5], needs[6])
@@ -112,6 +110,11 @@ def _nbytes(*tensors) -> int:
         elif t is not None:
             total += t.numel() * t.element_size()
     return total
+
+
+def _penalised(dtype) -> bool:
+    """Whether hidden dropout is applied as a −1e30 penalty before GELU (dtypes that hold 1e30)."""
+    return dtype != torch.float16
 
 
 def _inv_keep(p, seed):
@@ -161,12 +164,10 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
         # below 1.2e-38 per probability)
         tail = attn.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:]
         tail.masked_fill_(tail < torch.finfo(attn.dtype).tiny, 0)
-    keep = _mask(attn.shape, p, seed, attn.dtype, attn.device) if p > 0 and seed else None
-    # dropout: mask here, and the 1/(1 − p) on the (smaller) output
+    # dropout: a mask of 0 and 1/(1 − p)
+    keep = _mask(attn.shape, p, seed, attn.dtype, attn.device, _inv_keep(p, seed)) if p > 0 and seed else None
     dropped = attn if keep is None else attn * keep
     out = torch.matmul(dropped, v)
-    if keep is not None:
-        out = out * (1.0 / (1.0 - p))
     # a list, so that the backward pass can release each intermediate as soon as it is used
     return out.transpose(1, 2).reshape(B, N, -1), [q, k, v, attn, keep, dropped, extra]
 
@@ -178,8 +179,6 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
     q, k, v, attn, keep, dropped, extra = saved
     saved.clear()
     do = dout.to(v.dtype).reshape(B * (N // ws), ws, H, C // H).transpose(1, 2)
-    if keep is not None:
-        do = do * (1.0 / (1.0 - p))
     dv = torch.matmul(dropped.transpose(-1, -2), do)
     del dropped
     da = torch.matmul(do, v.transpose(-1, -2))
@@ -239,20 +238,26 @@ class _MlpGelu(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             x, w1c, b1c, w2c, b2c = (t.to(dtype) if t is not None else None for t in (x, w1, b1, w2, b2))
             h = F.linear(x, w1c, b1c)
-            a = F.gelu(h)
             keep = None
-            if seed:  # hidden dropout: mask here, the 1/(1 − p) folded into the second weight
+            if seed and _penalised(dtype):  # hidden dropout inside the GELU (its 1/(1 − p) folded
+                # into the second weight): −1e30 added to the dropped pre-activations, where GELU
+                # and its derivative are exactly 0, so the saved h carries the mask
+                h.add_(_penalty(h.shape, p, seed, h.dtype, h.device))
+            a = F.gelu(h)
+            if seed and not _penalised(dtype):  # float16's range is too small: mask the activation
                 keep = _mask(a.shape, p, seed, a.dtype, a.device)
                 a = a.mul_(keep)
             sh, so = _inv_keep(p, seed), _inv_keep(p_out, seed_out)
-            if seed or seed_out:  # output dropout: its 1/(1 − p) folded into the weight and bias
-                w2c = w2c * (sh * so)
-                b2c = b2c * so if b2c is not None and seed_out else b2c
-            y = F.linear(a, w2c, b2c)
             mask_out = None
-            if seed_out:
-                mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device)
+            if seed_out:  # output dropout: a mask of 0 and both dropouts' 1/(1 − p), so the bias
+                # (not under the hidden dropout) is divided by the hidden one's
+                b2c = b2c / sh if b2c is not None and seed else b2c
+                y = F.linear(a, w2c, b2c)
+                mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device, sh * so)
                 y.mul_(mask_out)
+            else:  # the hidden dropout's 1/(1 − p), if any, on the second weight
+                w2c = w2c * sh if seed else w2c
+                y = F.linear(a, w2c, b2c)
         ctx.save_for_backward(x, h, w1c, w2c)
         ctx.cfg = (p, seed, p_out, seed_out, w1.dtype, b1 is not None, b2 is not None, in_dtype)
         kept = (a, keep, mask_out)
@@ -269,20 +274,20 @@ class _MlpGelu(torch.autograd.Function):
             if ctx.kept is not None:
                 (a, keep, mask_out), ctx.kept = ctx.kept, None
             else:
-                a, keep = F.gelu(h), None
-                if seed:
+                a, keep = F.gelu(h), None  # h carries the hidden dropout when penalised
+                if seed and not _penalised(h.dtype):
                     keep = _mask(a.shape, p, seed, a.dtype, a.device)
                     a = a.mul_(keep)
-                mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device) if seed_out else None
-            if seed_out:
+                mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device, sh * so) if seed_out else None
+            if seed_out:  # the mask carries both scales; the bias had the hidden one divided out
                 dy = dy * mask_out
                 del mask_out
             dy2 = dy.reshape(-1, dy.shape[-1])
             dw2 = dy2.t() @ a.reshape(-1, a.shape[-1])
             del a
-            dw2 = (dw2 if sh * so == 1.0 else dw2.mul_(sh * so)).to(wdtype)
-            db2 = dy2.sum(0).mul_(so).to(wdtype) if has_b2 else None
-            da = dy @ w2  # w2 as saved: scaled by both dropouts' 1/(1 − p)
+            dw2 = (dw2.mul_(sh) if seed and not seed_out else dw2).to(wdtype)
+            db2 = (dy2.sum(0) / sh if seed_out else dy2.sum(0)).to(wdtype) if has_b2 else None
+            da = dy @ w2  # w2 as saved: times the hidden dropout's 1/(1 − p) when there is no output one
             if keep is not None:
                 da = da.mul_(keep)
             del keep
