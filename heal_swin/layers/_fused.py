@@ -136,6 +136,14 @@ def _split(qkv, num_heads, window):
     return qkv.view(B * (N // window), window, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
 
 
+def _dense_mul(a, b, out=None):
+    """a·b written row-major (or into `out`) whatever a's strides: `matmul` copies operands that
+    are neither row- nor column-major, and the split of qkv into heads leaves them neither."""
+    if out is None:
+        out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    return torch.mul(a, b, out=out)
+
+
 def _inv_norm(x):
     """1/max(|x|, 1e-12) over the last axis, as F.normalize."""
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
@@ -148,11 +156,11 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     extra = None
     if scale is not None:  # cosine: logits = (s·q̂)·k̂ᵀ, q̂ = q/|q|; the head's scale s on the queries
         rq, rk = _inv_norm(q), _inv_norm(k)
-        qs, kh = q * (rq * scale.to(q.dtype)), k * rk
+        qs, kh = _dense_mul(q, rq * scale.to(q.dtype)), _dense_mul(k, rk)
         logits = torch.matmul(qs, kh.transpose(-1, -2))
         extra = (qs, kh, rq, rk)
     else:
-        logits = torch.matmul(q * qk_scale, k.transpose(-1, -2))
+        logits = torch.matmul(_dense_mul(q, qk_scale), k.transpose(-1, -2))
     if bias is not None:
         logits = logits + bias.to(logits.dtype)
     if add is not None:
@@ -167,6 +175,7 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     # dropout: a mask of 0 and 1/(1 − p)
     keep = _mask(attn.shape, p, seed, attn.dtype, attn.device, _inv_keep(p, seed)) if p > 0 and seed else None
     dropped = attn if keep is None else attn * keep
+    v = v.contiguous()  # once, for this product and the backward pass's
     out = torch.matmul(dropped, v)
     # a list, so that the backward pass can release each intermediate as soon as it is used
     return out.transpose(1, 2).reshape(B, N, -1), [q, k, v, attn, keep, dropped, extra]
@@ -178,7 +187,7 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
     C = C3 // 3
     q, k, v, attn, keep, dropped, extra = saved
     saved.clear()
-    do = dout.to(v.dtype).reshape(B * (N // ws), ws, H, C // H).transpose(1, 2)
+    do = dout.to(v.dtype).reshape(B * (N // ws), ws, H, C // H).transpose(1, 2).contiguous()
     dv = torch.matmul(dropped.transpose(-1, -2), do)
     del dropped
     da = torch.matmul(do, v.transpose(-1, -2))
@@ -197,16 +206,16 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
         u = (qs * g).sum(-1, keepdim=True)  # s·(q̂·g)
         if need_scale:  # d/ds = Σ q̂·g = Σ u / s
             dscale = (u.sum((0, 2, 3), dtype=_accurate(u.dtype)).view_as(scale) / scale).to(scale.dtype)
-        # through the normalisation d(x/|x|) = (dy − y·(y·dy)) / |x|, with y = q̂ = qs/s, dy = s·g
-        dq = (g * s - qs * (u / s)) * rq
-        dk = (dkh - kh * (kh * dkh).sum(-1, keepdim=True)) * rk
-    else:
-        dq = torch.matmul(dlogits, k) * qk_scale
-        dk = torch.matmul(dlogits.transpose(-1, -2), q * qk_scale)
     dqkv = torch.empty_like(qkv)
-    dq_, dk_, dv_ = _split(dqkv, H, ws)
-    dq_.copy_(dq)
-    dk_.copy_(dk)
+    dq_, dk_, dv_ = _split(dqkv, H, ws)  # the last products write straight into these
+    if scale is not None:
+        # through the normalisation d(x/|x|) = (dy − y·(y·dy)) / |x|, with y = q̂ = qs/s, dy = s·g
+        torch.mul(g.mul_(s).sub_(qs * (u / s)), rq, out=dq_)
+        del g
+        torch.mul(dkh.sub_(kh * (kh * dkh).sum(-1, keepdim=True)), rk, out=dk_)
+    else:
+        torch.mul(torch.matmul(dlogits, k), qk_scale, out=dq_)
+        torch.matmul(dlogits.transpose(-1, -2), _dense_mul(q, qk_scale), out=dk_)
     dv_.copy_(dv)
     return dqkv, dscale, dbias
 
