@@ -501,6 +501,29 @@ def test_fused_attention_flushes_subnormal_probabilities():
     torch.testing.assert_close(attn.sum(-1), torch.ones(B * nw, H, ws))
 
 
+@pytest.mark.parametrize("kind", ["flat", "log_cpb"])
+@pytest.mark.parametrize("window, table_window", [(16, 16), (16, 64)])
+def test_bias_gather_matches_plain_indexing(kind, window, table_window):
+    """The bias is gathered along the table's transpose (a faster backward pass): values and the
+    table's (or the MLP's) gradient equal plain indexing's, also when a smaller window reads the
+    table's corner."""
+    torch.manual_seed(0)
+    attn = WindowAttention(8, 2, window, rel_pos_bias=kind, bias_window_size=table_window).double()
+    for p in attn.parameters():
+        p.data.normal_()
+    params = [p for n, p in attn.named_parameters() if "relative_position" in n or "cpb" in n]
+    fast = attn._bias(torch.float64)
+    g = torch.randn_like(fast)
+    grads = torch.autograd.grad(fast, params, g)
+    table = attn.relative_position_bias_table if kind == "flat" else \
+        16 * torch.sigmoid(attn.cpb_mlp(attn.cpb_coords))
+    side = int(window ** 0.5)
+    plain = table[attn.relative_position_index].view(side * side, side * side, 2).permute(2, 0, 1).unsqueeze(0)
+    torch.testing.assert_close(fast, plain)
+    for mine, theirs in zip(grads, torch.autograd.grad(plain, params, g)):
+        torch.testing.assert_close(mine, theirs)
+
+
 def test_log_cpb_offsets_follow_the_bias_index():
     from heal_swin.grid._windows import relative_position_index, window_layout
     from heal_swin.layers import log_offsets
