@@ -501,6 +501,16 @@ def test_fused_attention_flushes_subnormal_probabilities():
     torch.testing.assert_close(attn.sum(-1), torch.ones(B * nw, H, ws))
 
 
+def test_token_permutation_backward_gathers_with_the_inverse():
+    from heal_swin.models.heal_swin import _permute_tokens
+    torch.manual_seed(0)
+    index = torch.randperm(24)
+    inverse = torch.argsort(index)
+    x = torch.randn(2, 24, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(_permute_tokens(x, index, inverse), x[:, index])
+    assert torch.autograd.gradcheck(lambda t: _permute_tokens(t, index, inverse), (x,))
+
+
 @pytest.mark.parametrize("kind", ["flat", "log_cpb"])
 @pytest.mark.parametrize("window, table_window", [(16, 16), (16, 64)])
 def test_bias_gather_matches_plain_indexing(kind, window, table_window):
