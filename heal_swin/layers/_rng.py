@@ -3,15 +3,17 @@
 A mask element is kept when a uniform 16-bit integer is at or above round(p·2^16) − 2^15, i.e. with
 probability 1 − p to within 2^-17. On the CPU the integers come from numpy's SFC64 generator (four
 per 64-bit draw; about 2.4× faster than torch's Mersenne twister and 12× faster than
-`bernoulli_`; large masks are drawn in two halves on two threads), elsewhere from torch's
-generator on the device. Either is seeded from torch's own generator, so `torch.manual_seed`
-still makes runs reproducible, and the same seed gives the same mask again: backward passes
-regenerate large masks instead of keeping them.
+`bernoulli_`), in chunks small enough that the draws, the comparison and the output value of a
+chunk stay in the core's cache, large masks in two halves on two threads (numpy releases the
+GIL). Elsewhere the integers come from torch's generator on the device. Either is seeded from
+torch's own generator, so `torch.manual_seed` still makes runs reproducible, and the same seed
+gives the same mask again: backward passes regenerate large masks instead of keeping them.
 
-Masks are returned as 0/1 values in the compute dtype: multiplying by them is several times faster
-on CPUs than `torch.where` or `masked_fill` with a bool mask. `_penalty` gives the same draws as
-0 (kept) or a large negative value (dropped), to add before an activation that maps it to 0 with
-zero gradient (GELU), so that the activation applies the dropout and the backward pass needs no mask.
+Masks hold 0 and a value in the compute dtype, usually the dropout's 1/(1 − p): multiplying by
+them is several times faster on CPUs than `torch.where` or `masked_fill` with a bool mask, and
+the scale costs no pass of its own. `_penalty` gives the same draws as 0 (kept) or a large
+negative value (dropped), to add before an activation that maps it to 0 with zero gradient
+(GELU), so that the activation applies the dropout and the backward pass needs no mask.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = ["_mask", "_penalty", "_seed"]
 
 
 _SPLIT_WORDS = 1 << 16  # from this many 64-bit words on, two threads fill the halves of a mask
+_CHUNK = 1 << 16  # 16-bit draws per chunk on the CPU: draws, flags and output stay in the L2 cache
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
@@ -37,27 +40,23 @@ def _helper() -> ThreadPoolExecutor:
     return _pool[1]
 
 
-def _words(seed: int, part: int, n: int) -> np.ndarray:
-    return np.random.SFC64([seed, part]).random_raw(n)
+def _halves(numel: int) -> list[tuple[int, int, int]]:
+    """(stream, start, stop) of the elements drawn from SFC64([seed, stream]): one stream, or two
+    halves (a multiple of four elements in the first) from `_SPLIT_WORDS` 64-bit words on."""
+    words = (numel + 3) // 4
+    if words < _SPLIT_WORDS:
+        return [(0, 0, numel)]
+    return [(0, 0, 4 * (words // 2)), (1, 4 * (words // 2), numel)]
 
 
 def _bits(numel: int, seed: int, device: torch.device) -> list[torch.Tensor]:
     """`numel` uniform int16 values determined by `seed` (and `numel`), in one or two pieces."""
-    words = (numel + 3) // 4
     if device.type == "cpu":
-        if words < _SPLIT_WORDS:
-            pieces = [_words(seed, 0, words)]
-        else:  # numpy releases the GIL while it fills, so the halves are drawn in parallel
-            half = words // 2
-            later = _helper().submit(_words, seed, 1, words - half)
-            pieces = [_words(seed, 0, half), later.result()]
-        out = [torch.from_numpy(w.view(np.int16)) for w in pieces]
-        padding = 4 * words - numel  # the last word's unused 16-bit values
-        if padding:
-            out[-1] = out[-1][:-padding]
-        return out
+        return [torch.from_numpy(np.random.SFC64([seed, stream]).random_raw((stop - start + 3) // 4)
+                                 .view(np.int16)[:stop - start]) for stream, start, stop in _halves(numel)]
     g = torch.Generator(device=device)
     g.manual_seed(seed)
+    words = (numel + 3) // 4
     raw = torch.empty(words, dtype=torch.int64, device=device).random_(-2 ** 63, 2 ** 63 - 1, generator=g)
     return [raw.view(torch.int16)[:numel]]
 
@@ -77,26 +76,25 @@ def _fill(shape, p, seed, dtype, device, kept, dropped):
     """`kept` with probability 1 − p and `dropped` otherwise, from the seed's draws; one of the
     two values is 0."""
     device = torch.device(device)
-    numel = 1
-    for s in shape:
-        numel *= s
     out = torch.empty(shape, dtype=dtype, device=device)
     threshold = int(round(p * 65536)) - 32768
     if not -32768 < threshold <= 32767:  # p below 2^-17 or above 1 − 2^-17: all kept or all dropped
         return out.fill_(kept if threshold <= -32768 else dropped)
-    flat, start = out.view(-1), 0
-    bits = device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
-    if bits:  # on CPUs a comparison that writes a 16-bit float is 3× slower than three int16
-        # passes: clamp to {threshold − 1, threshold}, shift to {0, 1} (kept) or {−1, 0} (dropped),
-        # and multiply by the bit pattern of the non-zero value straight into the output's memory
-        flat = flat.view(torch.int16)
-        pattern = int(torch.tensor(kept or dropped, dtype=dtype).view(torch.int16))
-        shift, factor = (threshold - 1, pattern) if kept else (threshold, -pattern)
-    for piece in _bits(numel, seed, device):
+    flat = out.view(-1)
+    if device.type == "cpu" and dtype in _NUMPY:
+        dest, value = _NUMPY[dtype](flat, kept or dropped)
+        compare = np.greater_equal if kept else np.less
+        jobs = [(seed, stream, dest[start:stop], threshold, compare, value)
+                for stream, start, stop in _halves(flat.numel())]
+        later = _helper().submit(_fill_numpy, *jobs[1]) if len(jobs) > 1 else None
+        _fill_numpy(*jobs[0])
+        if later is not None:
+            later.result()
+        return out
+    start = 0
+    for piece in _bits(flat.numel(), seed, device):
         dest = flat[start:start + piece.numel()]
-        if bits:
-            torch.mul(piece.clamp_(threshold - 1, threshold).sub_(shift), factor, out=dest)
-        elif kept:
+        if kept:
             torch.ge(piece, threshold, out=dest)
             if kept != 1:
                 dest.mul_(kept)
@@ -104,6 +102,30 @@ def _fill(shape, p, seed, dtype, device, kept, dropped):
             torch.lt(piece, threshold, out=dest).mul_(dropped)
         start += piece.numel()
     return out
+
+
+def _fill_numpy(seed, stream, dest, threshold, compare, value):
+    """dest = value where compare(draw, threshold), else 0, chunk by chunk from one stream."""
+    bitgen = np.random.SFC64([seed, stream])
+    flags = np.empty(min(_CHUNK, dest.size), np.bool_)
+    for start in range(0, dest.size, _CHUNK):
+        n = min(_CHUNK, dest.size - start)  # a multiple of 4 but in the stream's last chunk
+        compare(bitgen.random_raw((n + 3) // 4).view(np.int16)[:n], threshold, out=flags[:n])
+        np.multiply(flags[:n], value, out=dest[start:start + n])
+
+
+def _bf16_bits(flat: torch.Tensor, value: float):
+    """bfloat16 memory as int16, and the bit pattern of `value` (numpy has no bfloat16)."""
+    return flat.view(torch.int16).numpy(), np.int16(int(torch.tensor(value, dtype=torch.bfloat16).view(torch.int16)))
+
+
+# the CPU output's memory as a numpy array, and the value in its dtype
+_NUMPY = {
+    torch.bfloat16: _bf16_bits,
+    torch.float16: lambda flat, value: (flat.numpy(), np.float16(value)),
+    torch.float32: lambda flat, value: (flat.numpy(), np.float32(value)),
+    torch.float64: lambda flat, value: (flat.numpy(), np.float64(value)),
+}
 
 
 def _seed(p: float, training: bool) -> int:
