@@ -349,6 +349,20 @@ def test_dropout_masks_agree_across_dtypes(numel, p):
 # --------------------------------------------------------------------------- hand-written backward passes
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("rows", [3, 21846], ids=["one-piece", "two-pieces"])
+def test_penalty_with_a_bias_row(dtype, rows):
+    """The penalty with a bias: the bias where `_mask` keeps an element, −1e30 where it drops it,
+    whatever the phase of chunks and halves in the rows (12 columns do not divide them)."""
+    from heal_swin.layers._rng import _mask, _penalty
+    bias = torch.randn(12).to(dtype)
+    out = _penalty((rows, 12), 0.3, 77, dtype, "cpu", base=bias)
+    kept = _mask((rows, 12), 0.3, 77, torch.float32, "cpu") == 1
+    assert torch.equal(out[kept], bias.expand(rows, 12)[kept])
+    assert (out[~kept] == torch.tensor(-1e30, dtype=dtype)).all()
+    assert 0.25 < (~kept).float().mean() < 0.35
+
+
 @pytest.mark.parametrize("cosine", [True, False])
 @pytest.mark.parametrize("p, p_out", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.25), (0.3, 0.25)])
 @pytest.mark.parametrize("keep_bytes", [0, 1 << 30], ids=["recompute", "keep"])

@@ -246,12 +246,15 @@ class _MlpGelu(torch.autograd.Function):
         in_dtype = x.dtype
         with torch.autocast(x.device.type, enabled=False):
             x, w1c, b1c, w2c, b2c = (t.to(dtype) if t is not None else None for t in (x, w1, b1, w2, b2))
-            h = F.linear(x, w1c, b1c)
             keep = None
-            if seed and _penalised(dtype):  # hidden dropout inside the GELU (its 1/(1 − p) folded
-                # into the second weight): −1e30 added to the dropped pre-activations, where GELU
-                # and its derivative are exactly 0, so the saved h carries the mask
-                h.add_(_penalty(h.shape, p, seed, h.dtype, h.device))
+            if seed and _penalised(dtype):  # hidden dropout inside the GELU (its 1/(1 − p) in the
+                # output mask or the second weight): dropped pre-activations set to −1e30, where GELU
+                # and its derivative are exactly 0, so the saved h carries the mask. The product is
+                # accumulated onto the bias-or-penalty matrix (no pass of its own for either).
+                h = _penalty((*x.shape[:-1], w1c.shape[0]), p, seed, dtype, x.device, base=b1c)
+                h.view(-1, h.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), w1c.t())
+            else:
+                h = F.linear(x, w1c, b1c)
             a = F.gelu(h)
             if seed and not _penalised(dtype):  # float16's range is too small: mask the activation
                 keep = _mask(a.shape, p, seed, a.dtype, a.device)

@@ -67,65 +67,89 @@ def _mask(shape, p: float, seed: int, dtype: torch.dtype, device, value: float =
     return _fill(shape, p, seed, dtype, device, value, 0.0)
 
 
-def _penalty(shape, p: float, seed: int, dtype: torch.dtype, device, value: float = -1e30) -> torch.Tensor:
-    """0 where `_mask` with the same arguments keeps an element, and `value` where it drops it."""
-    return _fill(shape, p, seed, dtype, device, 0.0, value)
+def _penalty(shape, p: float, seed: int, dtype: torch.dtype, device, value: float = -1e30,
+             base: torch.Tensor | None = None) -> torch.Tensor:
+    """`value` where `_mask` with the same arguments drops an element, and 0 where it keeps it; with
+    `base` (a vector along the last axis, e.g. a linear layer's bias) added everywhere (where
+    dropped, a penalty of −1e30 absorbs it)."""
+    return _fill(shape, p, seed, dtype, device, 0.0, value, base)
 
 
-def _fill(shape, p, seed, dtype, device, kept, dropped):
-    """`kept` with probability 1 − p and `dropped` otherwise, from the seed's draws; one of the
-    two values is 0."""
+def _fill(shape, p, seed, dtype, device, kept, dropped, base=None):
+    """`kept` with probability 1 − p and `dropped` otherwise, from the seed's draws, plus `base`
+    along the last axis; one of the two values is 0 (the other one 0 when `base` is given)."""
     device = torch.device(device)
     out = torch.empty(shape, dtype=dtype, device=device)
     threshold = int(round(p * 65536)) - 32768
-    if not -32768 < threshold <= 32767:  # p below 2^-17 or above 1 − 2^-17: all kept or all dropped
-        return out.fill_(kept if threshold <= -32768 else dropped)
     flat = out.view(-1)
-    if device.type == "cpu" and dtype in _NUMPY:
-        dest, value = _NUMPY[dtype](flat, kept or dropped)
+    if -32768 < threshold <= 32767 and device.type == "cpu" and dtype in _NUMPY:
+        dest = _as_numpy(flat)
+        if base is None:
+            fill = (_numpy_value(kept or dropped, dtype), None)
+        else:  # dropped − base where dropped, and + base everywhere, in the dtype's arithmetic
+            row = _as_numpy(base.detach().to(device=device, dtype=dtype).reshape(-1).contiguous())
+            fill = (np.subtract(_numpy_value(dropped, dtype), row), row)  # (bfloat16: bit patterns, wrapping)
         compare = np.greater_equal if kept else np.less
-        jobs = [(seed, stream, dest[start:stop], threshold, compare, value)
+        jobs = [(seed, stream, dest[start:stop], start, threshold, compare, *fill)
                 for stream, start, stop in _halves(flat.numel())]
         later = _helper().submit(_fill_numpy, *jobs[1]) if len(jobs) > 1 else None
         _fill_numpy(*jobs[0])
         if later is not None:
             later.result()
         return out
-    start = 0
-    for piece in _bits(flat.numel(), seed, device):
-        dest = flat[start:start + piece.numel()]
-        if kept:
-            torch.ge(piece, threshold, out=dest)
-            if kept != 1:
-                dest.mul_(kept)
-        else:
-            torch.lt(piece, threshold, out=dest).mul_(dropped)
-        start += piece.numel()
+    if not -32768 < threshold <= 32767:  # p below 2^-17 or above 1 − 2^-17: all kept or all dropped
+        out.fill_(kept if threshold <= -32768 else dropped)
+    else:
+        start = 0
+        for piece in _bits(flat.numel(), seed, device):
+            dest = flat[start:start + piece.numel()]
+            if kept:
+                torch.ge(piece, threshold, out=dest)
+                if kept != 1:
+                    dest.mul_(kept)
+            else:
+                torch.lt(piece, threshold, out=dest).mul_(dropped)
+            start += piece.numel()
+    if base is not None:
+        out.add_(base.to(dtype))
     return out
 
 
-def _fill_numpy(seed, stream, dest, threshold, compare, value):
-    """dest = value where compare(draw, threshold), else 0, chunk by chunk from one stream."""
+def _fill_numpy(seed, stream, dest, offset, threshold, compare, value, base):
+    """dest = value where compare(draw, threshold), else 0, plus `base` along rows (then `value`
+    is a row too), chunk by chunk from one stream; dest starts `offset` elements into the rows."""
     bitgen = np.random.SFC64([seed, stream])
     flags = np.empty(min(_CHUNK, dest.size), np.bool_)
+    if base is not None:  # rows repeated beyond a chunk, so that any phase slices contiguously
+        row = base.size
+        reps = -(-(_CHUNK + row) // row)
+        value, base = np.tile(value, reps), np.tile(base, reps)
     for start in range(0, dest.size, _CHUNK):
         n = min(_CHUNK, dest.size - start)  # a multiple of 4 but in the stream's last chunk
         compare(bitgen.random_raw((n + 3) // 4).view(np.int16)[:n], threshold, out=flags[:n])
-        np.multiply(flags[:n], value, out=dest[start:start + n])
+        out = dest[start:start + n]
+        if base is None:
+            np.multiply(flags[:n], value, out=out)
+        else:
+            phase = (offset + start) % row
+            np.multiply(flags[:n], value[phase:phase + n], out=out)
+            np.add(out, base[phase:phase + n], out=out)
 
 
-def _bf16_bits(flat: torch.Tensor, value: float):
-    """bfloat16 memory as int16, and the bit pattern of `value` (numpy has no bfloat16)."""
-    return flat.view(torch.int16).numpy(), np.int16(int(torch.tensor(value, dtype=torch.bfloat16).view(torch.int16)))
+def _as_numpy(flat: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's memory as numpy (bfloat16, which numpy lacks, as its int16 bit patterns)."""
+    return flat.view(torch.int16).numpy() if flat.dtype == torch.bfloat16 else flat.numpy()
 
 
-# the CPU output's memory as a numpy array, and the value in its dtype
-_NUMPY = {
-    torch.bfloat16: _bf16_bits,
-    torch.float16: lambda flat, value: (flat.numpy(), np.float16(value)),
-    torch.float32: lambda flat, value: (flat.numpy(), np.float32(value)),
-    torch.float64: lambda flat, value: (flat.numpy(), np.float64(value)),
-}
+def _numpy_value(value: float, dtype: torch.dtype):
+    """`value` rounded to `dtype`, as numpy holds it (bfloat16: the int16 bit pattern)."""
+    if dtype == torch.bfloat16:
+        return np.int16(int(torch.tensor(value, dtype=dtype).view(torch.int16)))
+    return _NUMPY[dtype](value)
+
+
+# CPU dtypes that numpy fills
+_NUMPY = {torch.bfloat16: None, torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _seed(p: float, training: bool) -> int:
