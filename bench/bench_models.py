@@ -8,7 +8,7 @@ Per model: parameters, forward time (eval, no grad), forward+backward time (trai
 mean square of the output, no optimizer step), peak memory. Each model/dtype runs in a fresh
 subprocess so that its peak resident memory (CPU) or peak allocated memory (CUDA) is its own.
 Times are medians over --repeats after one warm-up call. On CPUs freed memory is retained for
-reuse as the trainer does (`heal_swin.engine.retain_freed_memory`; --no-retain-memory: glibc's
+reuse as the trainer does (`heal_swin.engine.retain_freed_memory`; --retain-memory none: glibc's
 default). `--tables` times building every window and shift table of the paper architecture on the full sphere at nside 256 (caches cleared);
 `--checkpoint` writes heal_swin_paper's state_dict and reports the file size.
 """
@@ -62,7 +62,9 @@ def measure(args) -> dict:
     """Runs inside the child process: one model, one dtype."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    retained = device.type == "cpu" and not args.no_retain_memory and retain_freed_memory()
+    retained = "none"
+    if device.type == "cpu" and args.retain_memory != "none":
+        retained = args.retain_memory if retain_freed_memory(args.retain_memory == "all") else "none"
     kwargs = {}
     if args.model.startswith("swin_unet_flat"):
         if args.img_size:
@@ -162,8 +164,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--grad-checkpointing", action="store_true",
                    help="recompute each block in the backward pass")
-    p.add_argument("--no-retain-memory", action="store_true",
-                   help="CPU: let malloc return freed memory to the OS (the trainer retains it by default)")
+    p.add_argument("--retain-memory", default="small", choices=["small", "all", "none"],
+                   help="CPU: freed blocks malloc keeps for reuse, as the trainer's run.retain_memory "
+                        "(default small: up to 32 MiB; none: glibc's default)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="model overrides, e.g. drop_rate=0.0 attn_drop_rate=0.0")
     p.add_argument("--tables", action="store_true", help="time the shift tables at nside 256, full sphere")
@@ -198,8 +201,7 @@ def main(argv=None):
         base += ["--img-size", *map(str, args.img_size)]
     if args.grad_checkpointing:
         base += ["--grad-checkpointing"]
-    if args.no_retain_memory:
-        base += ["--no-retain-memory"]
+    base += ["--retain-memory", args.retain_memory]
     if args.set:
         base += ["--set", *args.set]
     for name in args.models:

@@ -462,8 +462,8 @@ def main(cfg: DictConfig) -> dict:
     _check_compatible(cfg, dist)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    if cfg.run.retain_memory and dist.device.type == "cpu":
-        retain_freed_memory()
+    if cfg.run.retain_memory != "none" and dist.device.type == "cpu":
+        retain_freed_memory(large=cfg.run.retain_memory == "all")
     run_dir = Path(cfg.run.dir)
     if cfg.data.generate and dist.main:
         ensure_synthetic(cfg.data.root, frames=cfg.data.synthetic_frames, seed=cfg.run.seed,
