@@ -498,8 +498,9 @@ def test_onnx_export_is_exact_when_well_conditioned(strategy):
 
 
 def test_fused_attention_flushes_subnormal_probabilities():
-    """The original's −100 masks leave probabilities ≈ e^-100 (subnormal in float32, and 20× slower
-    in every later product); the training path flushes them to 0 and keeps the rest."""
+    """The original's −100 masks put logits where exp() is slow and probabilities (≈ e^-100) are
+    subnormal and slow every later product; the training path sets logits more than 78 below
+    their row's maximum to −inf (probabilities below 1e-34 become 0) and keeps the rest."""
     from heal_swin.layers._fused import _attention_forward
     torch.manual_seed(0)
     B, nw, ws, H, hd = 1, 3, 16, 2, 4
@@ -513,6 +514,10 @@ def test_fused_attention_flushes_subnormal_probabilities():
     masked = (add < 0).expand(2, H, ws, ws)
     assert (attn.view(B, nw, H, ws, ws)[0, 1:][masked] == 0).all()
     torch.testing.assert_close(attn.sum(-1), torch.ones(B * nw, H, ws))
+    q, k, _ = qkv.double().view(nw, ws, 3, H, hd).permute(2, 0, 3, 1, 4)
+    logits = 0.5 * q @ k.transpose(-1, -2)
+    logits[1:] += add.double()
+    torch.testing.assert_close(attn.double(), torch.softmax(logits, -1), rtol=1e-5, atol=1e-33)
 
 
 def test_token_permutation_backward_gathers_with_the_inverse():

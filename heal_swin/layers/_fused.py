@@ -149,6 +149,16 @@ def _inv_norm(x):
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
 
 
+def _floor_logits(logits, depth: float = 78.0):
+    """Logits more than `depth` below their row's maximum set to −inf, in place: their
+    probabilities (below e^-78 ≈ 1e-34) become 0. A finite mask (the original's −100) puts many
+    logits there, where x86 CPUs compute exp() on a slow path (its results are subnormal floats;
+    the softmax ran 5× slower), and their subnormal probabilities would slow every later product
+    with them up to 20-fold."""
+    floor = logits.amax(-1, keepdim=True).sub_(depth)
+    logits.masked_fill_(logits < floor, float("-inf"))
+
+
 def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     B, N, _ = qkv.shape
     nw = N // ws
@@ -164,14 +174,11 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     if bias is not None:
         logits = logits + bias.to(logits.dtype)
     if add is not None:
-        logits.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:] += add.to(logits.dtype)
+        tail = logits.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:]
+        tail += add.to(logits.dtype)
+        _floor_logits(tail)
     attn = torch.softmax(logits, -1)  # half-precision kernels accumulate in float32
     del logits
-    if add is not None:  # a finite mask (the original's −100) leaves subnormal probabilities ≈ e^-100,
-        # which slow every later product with them 20-fold on x86 CPUs: flush them to 0 (a change
-        # below 1.2e-38 per probability)
-        tail = attn.view(B, nw, H, ws, ws)[:, nw - add.shape[0]:]
-        tail.masked_fill_(tail < torch.finfo(attn.dtype).tiny, 0)
     # dropout: a mask of 0 and 1/(1 − p)
     keep = _mask(attn.shape, p, seed, attn.dtype, attn.device, _inv_keep(p, seed)) if p > 0 and seed else None
     dropped = attn if keep is None else attn * keep
