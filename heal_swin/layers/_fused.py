@@ -53,9 +53,10 @@ class _Attention(torch.autograd.Function):
             out, saved = _attention_forward(qkv, scale, bias, add, num_heads, window, qk_scale, p, seed)
             y = F.linear(out, w_proj, b_proj)
             mask_out = None
-            if seed_out:  # output dropout: a mask of 0 and 1/(1 − p)
+            if seed_out:  # output dropout: a mask of 0 and 1/(1 − p), applied as the output takes
+                # the caller's dtype (one pass for both)
                 mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device, _inv_keep(p_out, seed_out))
-                y.mul_(mask_out)
+                y = _mul_into(y, mask_out, in_dtype)
             # small intermediates are kept (no recomputation); large ones are recomputed
             kept = (qkv, out, saved, mask_out)
             ctx.kept = kept if _small(keep_bytes, kept) else None
@@ -70,7 +71,6 @@ class _Attention(torch.autograd.Function):
         num_heads, window, qk_scale, p, seed, p_out, seed_out, in_dtype = ctx.cfg
         needs = ctx.needs_input_grad
         with torch.autocast(x.device.type, enabled=False):
-            dy = dy.to(x.dtype)
             if ctx.kept is not None:
                 (qkv, out, saved, mask_out), ctx.kept = ctx.kept, None
             else:
@@ -79,9 +79,8 @@ class _Attention(torch.autograd.Function):
                 mask_out = None
                 if seed_out:
                     mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device, _inv_keep(p_out, seed_out))
-            if seed_out:
-                dy = dy * mask_out
-                del mask_out
+            dy = _mul_into(dy, mask_out, x.dtype) if seed_out else dy.to(x.dtype)
+            del mask_out
             dw_proj = _weight_grad(dy, out) if needs[3] else None
             db_proj = _bias_grad(dy) if needs[4] else None
             del out
@@ -91,6 +90,11 @@ class _Attention(torch.autograd.Function):
             db_qkv = _bias_grad(dqkv) if needs[2] and b_qkv is not None else None
             dx = (dqkv @ w_qkv).to(in_dtype) if needs[0] else None
         return (dx, dw_qkv, db_qkv, dw_proj, db_proj, dscale, dbias) + (None,) * 10
+
+
+def _mul_into(a, b, dtype):
+    """a·b written in `dtype` (a dropout mask applied while changing precision: one pass)."""
+    return torch.mul(a, b, out=torch.empty(a.shape, dtype=dtype, device=a.device))
 
 
 def _small(limit: int, *tensors) -> bool:
@@ -237,7 +241,8 @@ def window_attention(x, qkv: torch.nn.Linear, proj: torch.nn.Linear, num_heads, 
     every window's logits; add: (m, 1, ws, ws) added to the last m windows of each sequence.
     p: dropout on the attention probabilities, p_out: on the output (training only).
     keep_bytes: the intermediates (qkv, probabilities, masks) are kept for the backward pass when
-    they take at most this many bytes, and recomputed there otherwise. Returns (B, N, C).
+    they take at most this many bytes, and recomputed there otherwise. Returns (B, N, C) in the
+    compute dtype, or in x's dtype when an output dropout is applied (it converts in passing).
     """
     return _Attention.apply(x, qkv.weight, qkv.bias, proj.weight, proj.bias, scale, bias, add, num_heads, window,
                             qk_scale, p, _seed(p, training), p_out, _seed(p_out, training), _compute_dtype(x),
@@ -273,7 +278,7 @@ class _MlpGelu(torch.autograd.Function):
                 b2c = b2c / sh if b2c is not None and seed else b2c
                 y = F.linear(a, w2c, b2c)
                 mask_out = _mask(y.shape, p_out, seed_out, y.dtype, y.device, sh * so)
-                y.mul_(mask_out)
+                y = _mul_into(y, mask_out, in_dtype)  # into the caller's dtype in the same pass
             else:  # the hidden dropout's 1/(1 − p), if any, on the second weight
                 w2c = w2c * sh if seed else w2c
                 y = F.linear(a, w2c, b2c)
@@ -289,7 +294,6 @@ class _MlpGelu(torch.autograd.Function):
         p, seed, p_out, seed_out, wdtype, has_b1, has_b2, in_dtype = ctx.cfg
         sh, so = _inv_keep(p, seed), _inv_keep(p_out, seed_out)
         with torch.autocast(x.device.type, enabled=False):
-            dy = dy.to(h.dtype)
             if ctx.kept is not None:
                 (a, keep, mask_out), ctx.kept = ctx.kept, None
             else:
@@ -298,9 +302,9 @@ class _MlpGelu(torch.autograd.Function):
                     keep = _mask(a.shape, p, seed, a.dtype, a.device)
                     a = a.mul_(keep)
                 mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device, sh * so) if seed_out else None
-            if seed_out:  # the mask carries both scales; the bias had the hidden one divided out
-                dy = dy * mask_out
-                del mask_out
+            # the mask carries both scales; the bias had the hidden one divided out
+            dy = _mul_into(dy, mask_out, h.dtype) if seed_out else dy.to(h.dtype)
+            del mask_out
             dy2 = dy.reshape(-1, dy.shape[-1])
             dw2 = dy2.t() @ a.reshape(-1, a.shape[-1])
             del a
@@ -322,6 +326,7 @@ class _MlpGelu(torch.autograd.Function):
 def mlp_gelu(x, fc1, fc2, p=0.0, training=False, p_out=0.0, keep_bytes=KEEP_BYTES):
     """dropout(fc2(dropout(GELU(fc1(x))))), with probabilities p (hidden) and p_out (output),
     keeping x and fc1's output for the backward pass, and the activation and its dropout mask
-    when they take at most `keep_bytes` (recomputed otherwise)."""
+    when they take at most `keep_bytes` (recomputed otherwise). The result is in the compute
+    dtype, or in x's dtype when the output dropout is applied (it converts in passing)."""
     return _MlpGelu.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, p, _seed(p, training),
                           p_out, _seed(p_out, training), _compute_dtype(x), keep_bytes)
