@@ -79,7 +79,9 @@ class _Attention(torch.autograd.Function):
                 mask_out = None
                 if seed_out:
                     mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device, _inv_keep(p_out, seed_out))
-            dy = _mul_into(dy, mask_out, x.dtype) if seed_out else dy.to(x.dtype)
+            dy = dy.to(x.dtype)  # then the mask: mixed-dtype products are slower than the two passes
+            if seed_out:
+                dy = dy * mask_out
             del mask_out
             dw_proj = _weight_grad(dy, out) if needs[3] else None
             db_proj = _bias_grad(dy) if needs[4] else None
@@ -93,7 +95,8 @@ class _Attention(torch.autograd.Function):
 
 
 def _mul_into(a, b, dtype):
-    """a·b written in `dtype` (a dropout mask applied while changing precision: one pass)."""
+    """a·b written in `dtype` (a dropout mask applied while raising precision: one pass; from a
+    wider dtype to a narrower one, mixed-dtype products are slower than converting first)."""
     return torch.mul(a, b, out=torch.empty(a.shape, dtype=dtype, device=a.device))
 
 
@@ -302,8 +305,9 @@ class _MlpGelu(torch.autograd.Function):
                     keep = _mask(a.shape, p, seed, a.dtype, a.device)
                     a = a.mul_(keep)
                 mask_out = _mask(dy.shape, p_out, seed_out, dy.dtype, dy.device, sh * so) if seed_out else None
-            # the mask carries both scales; the bias had the hidden one divided out
-            dy = _mul_into(dy, mask_out, h.dtype) if seed_out else dy.to(h.dtype)
+            dy = dy.to(h.dtype)
+            if seed_out:  # the mask carries both scales; the bias had the hidden one divided out
+                dy = dy * mask_out
             del mask_out
             dy2 = dy.reshape(-1, dy.shape[-1])
             dw2 = dy2.t() @ a.reshape(-1, a.shape[-1])
