@@ -520,6 +520,23 @@ def test_fused_attention_flushes_subnormal_probabilities():
     torch.testing.assert_close(attn.double(), torch.softmax(logits, -1), rtol=1e-5, atol=1e-33)
 
 
+def test_drop_path_residual_in_one_pass():
+    """DropPath.add_to(x, b) is x + DropPath(b): same draws under the same seed, same gradients;
+    in eval mode, a plain sum."""
+    from heal_swin.layers import DropPath
+    dp = DropPath(0.5).train()
+    x, b = torch.randn(16, 5, 3, requires_grad=True), torch.randn(16, 5, 3, requires_grad=True)
+    torch.manual_seed(3)
+    fused = dp.add_to(x, b)
+    torch.manual_seed(3)
+    plain = x + dp(b)
+    assert torch.equal(fused, plain)
+    assert 0 < (plain == x).all(-1).all(-1).sum() < 16  # some samples' branches dropped, not all
+    g = torch.randn_like(fused)
+    torch.testing.assert_close(torch.autograd.grad(fused, (x, b), g), torch.autograd.grad(plain, (x, b), g))
+    assert torch.equal(dp.eval().add_to(x, b), x + b)
+
+
 def test_token_permutation_backward_gathers_with_the_inverse():
     from heal_swin.models.heal_swin import _permute_tokens
     torch.manual_seed(0)

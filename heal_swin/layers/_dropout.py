@@ -23,12 +23,11 @@ class _DropoutFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p, seed):
         ctx.p, ctx.seed = p, seed
-        return (x * _mask(x.shape, p, seed, x.dtype, x.device)).mul_(1.0 / (1.0 - p))
+        return x * _mask(x.shape, p, seed, x.dtype, x.device, 1.0 / (1.0 - p))
 
     @staticmethod
     def backward(ctx, grad):
-        keep = _mask(grad.shape, ctx.p, ctx.seed, grad.dtype, grad.device)
-        return (grad * keep).mul_(1.0 / (1.0 - ctx.p)), None, None
+        return grad * _mask(grad.shape, ctx.p, ctx.seed, grad.dtype, grad.device, 1.0 / (1.0 - ctx.p)), None, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -67,9 +66,17 @@ class DropPath(nn.Module):
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob:.3f}"
 
+    def _mask(self, x):
+        keep = 1.0 - self.drop_prob
+        return x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep).div_(keep)
+
     def forward(self, x):
         if not self.training or self.drop_prob <= 0.0:
             return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep).div_(keep)
-        return x * mask
+        return x * self._mask(x)
+
+    def add_to(self, x, branch):
+        """x + self(branch) in one pass (a residual connection)."""
+        if not self.training or self.drop_prob <= 0.0:
+            return x + branch
+        return torch.addcmul(x, branch, self._mask(branch))

@@ -195,7 +195,7 @@ class HealSwinBlock(nn.Module):
                                     cosine=cosine_attention, rel_pos_bias=rel_pos_bias,
                                     bias_window_size=bias_window_size, mask_value=mask_value,
                                     attn_drop=attn_drop, proj_drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         if self.shift:
@@ -221,11 +221,12 @@ class HealSwinBlock(nn.Module):
         return _permute_tokens(x, self.shift_inverse, self.shift_index)
 
     def forward(self, x):
+        residual = self.drop_path.add_to  # x + drop_path(branch) in one pass
         if self.post_norm:
-            x = x + self.drop_path(self.norm1(self._attend(x)))
-            return x + self.drop_path(self.norm2(self.mlp(x)))
-        x = x + self.drop_path(self._attend(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+            x = residual(x, self.norm1(self._attend(x)))
+            return residual(x, self.norm2(self.mlp(x)))
+        x = residual(x, self._attend(self.norm1(x)))
+        return residual(x, self.mlp(self.norm2(x)))
 
 
 class HealSwinStage(UNetStage):
