@@ -10,7 +10,7 @@ heap and trim the heap only when 2 GiB at its top are free: a freed block is reu
 
 Larger blocks (at nside 256 the first stages' activations) still come from `mmap` and go back
 when freed. `retain_freed_memory(large=True)` keeps them too: nside-256 fp32 steps are then
-about 27 % faster, but heap fragmentation raises their peak by about 1.5 GB (measured in
+about a quarter faster, but heap fragmentation raises their peak by about 2.3 GB (measured in
 bench/README.md). Either way the process keeps its high-water mark until it exits instead of
 returning memory between steps. The trainer calls this on CPU runs (`run.retain_memory`: small,
 the default; all; none); call it yourself in your own CPU training loop. Only glibc is
