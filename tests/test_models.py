@@ -363,6 +363,21 @@ def test_penalty_with_a_bias_row(dtype, rows):
     assert 0.25 < (~kept).float().mean() < 0.35
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_torch_mask_path_matches_numpy_path(dtype, monkeypatch):
+    """Devices other than the CPU build masks with torch operations from the same draws: forced
+    on the CPU, that path gives the numpy path's masks, multipliers and penalties."""
+    from heal_swin.layers import _rng
+    shape, bias = (300, 12), torch.randn(12).to(dtype)
+    fast = [_rng._mask(shape, 0.3, 9, dtype, "cpu", 1 / 0.7), _rng._penalty(shape, 0.3, 9, dtype, "cpu"),
+            _rng._penalty(shape, 0.3, 9, dtype, "cpu", base=bias)]
+    monkeypatch.setattr(_rng, "_NUMPY", {})
+    slow = [_rng._mask(shape, 0.3, 9, dtype, "cpu", 1 / 0.7), _rng._penalty(shape, 0.3, 9, dtype, "cpu"),
+            _rng._penalty(shape, 0.3, 9, dtype, "cpu", base=bias)]
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("cosine", [True, False])
 @pytest.mark.parametrize("p, p_out", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.25), (0.3, 0.25)])
 @pytest.mark.parametrize("keep_bytes", [0, 1 << 30], ids=["recompute", "keep"])
