@@ -9,9 +9,11 @@ and random seeds; the other intermediates of a call are kept too when they take 
 elementwise passes and two small matrix products per window) and released as soon as used.
 
 Both compute in the dtype their inputs arrive in (bf16 under autocast), with the softmax in
-float32; dropout masks (0/1 in the compute dtype: multiplying by them is several times faster on
-CPUs than `torch.where` with a bool mask) are regenerated from a seed drawn from torch's
-generator, so runs stay reproducible under `torch.manual_seed`.
+float32. Dropout masks hold 0 and 1/(1 − p) in the compute dtype (multiplying by them is several
+times faster on CPUs than `torch.where` with a bool mask, and carries the scale); the MLP's hidden
+dropout is instead a −1e30 penalty on its pre-activation, which GELU maps to 0 with zero gradient.
+All are regenerated from seeds drawn from torch's generator (`_rng`), so runs stay reproducible
+under `torch.manual_seed`.
 """
 
 from __future__ import annotations
