@@ -96,10 +96,12 @@ class _Attention(torch.autograd.Function):
         return (dx, dw_qkv, db_qkv, dw_proj, db_proj, dscale, dbias) + (None,) * 10
 
 
-def _mul_into(a, b, dtype):
-    """a·b written in `dtype` (a dropout mask applied while raising precision: one pass; from a
-    wider dtype to a narrower one, mixed-dtype products are slower than converting first)."""
-    return torch.mul(a, b, out=torch.empty(a.shape, dtype=dtype, device=a.device))
+def _mul_into(a, b, dtype=None):
+    """a·b in a new row-major tensor of `dtype` (default a's), whatever a's strides. Row-major:
+    `matmul` copies operands that are neither row- nor column-major, and the split of qkv into
+    heads leaves them neither. `dtype`: a dropout mask applied while raising precision costs one
+    pass (towards a narrower dtype, mixed-dtype products are slower than converting first)."""
+    return torch.mul(a, b, out=torch.empty(a.shape, dtype=dtype or a.dtype, device=a.device))
 
 
 def _small(limit: int, *tensors) -> bool:
@@ -145,14 +147,6 @@ def _split(qkv, num_heads, window):
     return qkv.view(B * (N // window), window, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-def _dense_mul(a, b, out=None):
-    """a·b written row-major (or into `out`) whatever a's strides: `matmul` copies operands that
-    are neither row- nor column-major, and the split of qkv into heads leaves them neither."""
-    if out is None:
-        out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
-    return torch.mul(a, b, out=out)
-
-
 def _inv_norm(x):
     """1/max(|x|, 1e-12) over the last axis, as F.normalize."""
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
@@ -175,11 +169,11 @@ def _attention_forward(qkv, scale, bias, add, H, ws, qk_scale, p, seed):
     extra = None
     if scale is not None:  # cosine: logits = (s·q̂)·k̂ᵀ, q̂ = q/|q|; the head's scale s on the queries
         rq, rk = _inv_norm(q), _inv_norm(k)
-        qs, kh = _dense_mul(q, rq * scale.to(q.dtype)), _dense_mul(k, rk)
+        qs, kh = _mul_into(q, rq * scale.to(q.dtype)), _mul_into(k, rk)
         logits = torch.matmul(qs, kh.transpose(-1, -2))
         extra = (qs, kh, rq, rk)
     else:
-        logits = torch.matmul(_dense_mul(q, qk_scale), k.transpose(-1, -2))
+        logits = torch.matmul(_mul_into(q, qk_scale), k.transpose(-1, -2))
     if bias is not None:
         logits = logits + bias.to(logits.dtype)
     if add is not None:
@@ -231,7 +225,7 @@ def _attention_backward(dout, qkv, scale, bias, H, ws, qk_scale, p, saved, need_
         torch.mul(dkh.sub_(kh * (kh * dkh).sum(-1, keepdim=True)), rk, out=dk_)
     else:
         torch.mul(torch.matmul(dlogits, k), qk_scale, out=dq_)
-        torch.matmul(dlogits.transpose(-1, -2), _dense_mul(q, qk_scale), out=dk_)
+        torch.matmul(dlogits.transpose(-1, -2), _mul_into(q, qk_scale), out=dk_)
     dv_.copy_(dv)
     return dqkv, dscale, dbias
 
