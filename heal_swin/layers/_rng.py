@@ -77,7 +77,7 @@ def _penalty(shape, p: float, seed: int, dtype: torch.dtype, device, value: floa
 
 def _fill(shape, p, seed, dtype, device, kept, dropped, base=None):
     """`kept` with probability 1 − p and `dropped` otherwise, from the seed's draws, plus `base`
-    along the last axis; one of the two values is 0 (the other one 0 when `base` is given)."""
+    along the last axis. One of the two values is 0; with `base`, the kept one."""
     device = torch.device(device)
     out = torch.empty(shape, dtype=dtype, device=device)
     threshold = int(round(p * 65536)) - 32768
