@@ -343,6 +343,12 @@ def test_dropout_masks_agree_across_dtypes(numel, p):
             assert torch.equal(penalty == 0, expected) and (penalty[~expected] == -1e30).all()
     if numel > 10000:
         assert abs(expected.double().mean().item() - (1 - p)) < 5e-3
+        threads = torch.get_num_threads()
+        try:  # with one thread the two halves are drawn one after the other: the same mask
+            torch.set_num_threads(1)
+            assert torch.equal(_mask((numel,), p, 321, torch.bfloat16, "cpu"), expected.to(torch.bfloat16))
+        finally:
+            torch.set_num_threads(threads)
 
 
 

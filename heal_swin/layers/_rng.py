@@ -4,10 +4,11 @@ A mask element is kept when a uniform 16-bit integer is at or above round(p·2^1
 probability 1 − p to within 2^-17. On the CPU the integers come from numpy's SFC64 generator (four
 per 64-bit draw; about 2.4× faster than torch's Mersenne twister and 12× faster than
 `bernoulli_`), in chunks small enough that the draws, the comparison and the output value of a
-chunk stay in the core's cache, large masks in two halves on two threads (numpy releases the
-GIL). Elsewhere the integers come from torch's generator on the device. Either is seeded from
-torch's own generator, so `torch.manual_seed` still makes runs reproducible, and the same seed
-gives the same mask again: backward passes regenerate large masks instead of keeping them.
+chunk stay in the core's cache, large masks in two halves on two threads when torch may use
+more than one (numpy releases the GIL). Elsewhere the integers come from torch's generator on
+the device. Either is seeded from torch's own generator, so `torch.manual_seed` still makes runs
+reproducible, and the same seed gives the same mask again: backward passes regenerate large
+masks instead of keeping them.
 
 Masks hold 0 and a value in the compute dtype, usually the dropout's 1/(1 − p): multiplying by
 them is several times faster on CPUs than `torch.where` or `masked_fill` with a bool mask, and
@@ -92,10 +93,13 @@ def _fill(shape, p, seed, dtype, device, kept, dropped, base=None):
         compare = np.greater_equal if kept else np.less
         jobs = [(seed, stream, dest[start:stop], start, threshold, compare, *fill)
                 for stream, start, stop in _halves(flat.numel())]
-        later = _helper().submit(_fill_numpy, *jobs[1]) if len(jobs) > 1 else None
-        _fill_numpy(*jobs[0])
-        if later is not None:
+        if len(jobs) > 1 and torch.get_num_threads() > 1:  # the halves side by side
+            later = _helper().submit(_fill_numpy, *jobs[1])
+            _fill_numpy(*jobs[0])
             later.result()
+        else:  # one thread allowed: the same streams one after the other
+            for job in jobs:
+                _fill_numpy(*job)
         return out
     if not -32768 < threshold <= 32767:  # p below 2^-17 or above 1 − 2^-17: all kept or all dropped
         out.fill_(kept if threshold <= -32768 else dropped)
