@@ -287,6 +287,7 @@ if mode != "none":
     assert retain_freed_memory(large=mode == "all")
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+torch.ones(1 << 16).sum()  # torch's own first-use allocations, before measuring
 before = rss()
 for numel in (4 << 20, 16 << 20):  # 16 MiB and 64 MiB of float32, each touched and freed
     x = torch.ones(numel)
@@ -305,9 +306,9 @@ def test_retain_freed_memory_keeps_blocks_resident():
 
     kept = {mode: int(subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE, mode], capture_output=True, text=True,
                                      check=True).stdout) for mode in ("none", "small", "all")}
-    assert kept["none"] < 8
-    assert 14 <= kept["small"] < 40
-    assert kept["all"] >= 60
+    assert kept["none"] < 12  # MiB still resident after freeing 80 MiB
+    assert kept["small"] - kept["none"] >= 12
+    assert kept["all"] - kept["small"] >= 40
 
 
 def test_retain_memory_choice_is_checked(tmp_path):
