@@ -176,26 +176,37 @@ def test_bf16_autocast_is_accurate_where_the_network_is_well_conditioned():
     assert _rel(low, ref) < 0.02
 
 
+def _attention_case(dim, windows, n_masked, **kwargs):
+    """Seeded: a WindowAttention (2 heads, window 16; a flat bias table is filled at random), an
+    input (2, windows·16, dim), and a bool mask (None when n_masked is 0) that lets the tokens of
+    one random group attend to each other in the last n_masked windows."""
+    torch.manual_seed(0)
+    attn = WindowAttention(dim, 2, 16, **kwargs).eval()
+    if kwargs.get("rel_pos_bias") == "flat":
+        torch.nn.init.normal_(attn.relative_position_bias_table)
+    x = torch.randn(2, windows * 16, dim)
+    mask = None
+    if n_masked:
+        labels = torch.randint(0, 3, (n_masked, 16))
+        mask = labels[:, :, None] == labels[:, None, :]
+    return attn, x, mask
+
+
 @pytest.mark.parametrize("cosine", [True, False])
 def test_bf16_attention_keeps_masks_exact(cosine):
-    torch.manual_seed(0)
-    attn = WindowAttention(32, 2, 16, cosine=cosine, rel_pos_bias="flat").eval()
-    torch.nn.init.normal_(attn.relative_position_bias_table)
-    x = torch.randn(2, 4 * 16, 32)
-    labels = torch.randint(0, 3, (2, 16))
-    mask = labels[:, :, None] == labels[:, None, :]
+    attn, x, mask = _attention_case(32, 4, 2, cosine=cosine, rel_pos_bias="flat")
     with torch.no_grad():
         ref = attn(x, mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = attn(x, mask)
         # a token whose group differs does not leak: perturbing it leaves the others unchanged
         x2 = x.clone()
-        w0 = 2 * 16 + torch.nonzero(labels[0] != labels[0, 0])[0, 0]
+        w0 = 2 * 16 + torch.nonzero(~mask[0, 0])[0, 0]  # grouped apart from token 0
         x2[:, w0] += 100.0
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low2 = attn(x2, mask)
     assert _rel(low, ref) < 0.02
-    same = 2 * 16 + torch.nonzero(labels[0] == labels[0, 0])[:, 0]
+    same = 2 * 16 + torch.nonzero(mask[0, 0])[:, 0]
     torch.testing.assert_close(low2[:, same], low[:, same])
 
 
@@ -281,15 +292,7 @@ def _slow_attention(attn, x, mask):
 @pytest.mark.parametrize("bias", [None, "flat", "log_cpb"])
 @pytest.mark.parametrize("n_masked", [0, 2, 6])
 def test_window_attention_matches_slow_reference(cosine, bias, n_masked):
-    torch.manual_seed(0)
-    attn = WindowAttention(16, 2, 16, cosine=cosine, rel_pos_bias=bias, mask_value=-100.0).eval()
-    if bias == "flat":
-        torch.nn.init.normal_(attn.relative_position_bias_table)
-    x = torch.randn(2, 6 * 16, 16)
-    mask = None
-    if n_masked:
-        labels = torch.randint(0, 3, (n_masked, 16))
-        mask = labels[:, :, None] == labels[:, None, :]
+    attn, x, mask = _attention_case(16, 6, n_masked, cosine=cosine, rel_pos_bias=bias, mask_value=-100.0)
     with torch.no_grad():
         torch.testing.assert_close(attn(x, mask), _slow_attention(attn, x, mask), rtol=1e-5, atol=1e-5)
 
@@ -297,12 +300,7 @@ def test_window_attention_matches_slow_reference(cosine, bias, n_masked):
 @pytest.mark.parametrize("cosine", [True, False])
 def test_training_path_equals_inference_path(cosine):
     """With gradients the attention is written out; without, it runs in SDPA: same numbers."""
-    torch.manual_seed(0)
-    attn = WindowAttention(16, 2, 16, cosine=cosine, rel_pos_bias="flat").eval()
-    torch.nn.init.normal_(attn.relative_position_bias_table)
-    x = torch.randn(2, 5 * 16, 16)
-    labels = torch.randint(0, 3, (3, 16))
-    mask = labels[:, :, None] == labels[:, None, :]
+    attn, x, mask = _attention_case(16, 5, 3, cosine=cosine, rel_pos_bias="flat")
     with torch.no_grad():
         fast = attn(x, mask)
     explicit = attn(x.requires_grad_(), mask)
