@@ -13,28 +13,17 @@ from heal_swin import models
 from heal_swin.layers import WindowAttention
 
 FACES_0_7, SPHERE = tuple(range(8)), tuple(range(12))
-SMALL_WIDTH = dict(embed_dim=16, num_heads=(1, 2, 4, 8))
+HEALPIX_MODELS = models.list_models(domain="healpix")
 
 
 def tiny_kwargs(name, **extra):
-    """Each variant at a size a 2-core CPU runs in well under a second."""
-    if name.startswith("swin_unet_flat"):
-        kw = dict(img_size=(32, 64))
-        if name != "swin_unet_flat_tiny":
-            kw.update(SMALL_WIDTH, window_size=4)
-    else:
-        kw = dict(nside=16)
-        if name != "heal_swin_tiny":
-            kw.update(SMALL_WIDTH)
-        if name == "heal_swin_base":
-            kw.update(depths=(2, 2, 4, 2))
-    kw.update(extra)
-    return kw
+    """Each variant at the registered test size (a 2-core CPU runs it in well under a second)."""
+    return {**models.model_info(name).test_kwargs, **extra}
 
 
 def tiny_input(model, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
-    if isinstance(model, models.SwinUNetFlat):
+    if hasattr(model, "img_size"):
         return torch.randn(batch, model.in_chans, *model.img_size, generator=g)
     return torch.randn(batch, model.in_chans, len(model.faces) * model.nside ** 2, generator=g)
 
@@ -58,8 +47,31 @@ def test_registry_lists_the_variants():
                      "swin_unet_flat_tiny", "swin_unet_flat_paper"):
         assert required in names
     assert models.list_models("swin_unet_flat_*") == ["swin_unet_flat_paper", "swin_unet_flat_tiny"]
+    assert models.list_models(domain="flat") == ["swin_unet_flat_paper", "swin_unet_flat_tiny"]
+    assert models.list_models(family="heal_swin") == ["heal_swin_base", "heal_swin_paper", "heal_swin_small",
+                                                      "heal_swin_tiny"]
     with pytest.raises(ValueError, match="model='nope' is unknown"):
         models.create_model("nope")
+    with pytest.raises(ValueError, match="model='nope' is unknown"):
+        models.model_info("nope")
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_registry_metadata(name):
+    info = models.model_info(name)
+    assert info.name == name and info.domain in models.DOMAINS
+    assert info.family and models.model_info(name).build.__module__ == f"heal_swin.models.{info.family}"
+    geometry = "img_size" if info.domain == "flat" else "nside"
+    assert geometry in info.test_kwargs, f"{name}: test_kwargs must fix the resolution ({geometry})"
+    model = models.create_model(name, **info.test_kwargs)
+    assert hasattr(model, "img_size") == (info.domain == "flat")
+
+
+def test_register_model_rejects_bad_metadata_and_duplicates():
+    with pytest.raises(ValueError, match="domain='cube' must be one of"):
+        models.register_model(domain="cube")
+    with pytest.raises(ValueError, match="registered twice"):
+        models.register_model(family="heal_swin")(models.model_info("heal_swin_tiny").build)
 
 
 @pytest.mark.parametrize("name", models.list_models())
@@ -78,23 +90,42 @@ def test_zoo_forward_backward(name):
 
 @pytest.mark.parametrize("name", models.list_models())
 def test_zoo_forward_features_and_feature_info(name):
+    """The backbone surface: channels-first stage maps (finest first, bottleneck last) that
+    `feature_info` describes, each the output of the module it names; the decoder and the head
+    consume them and give forward's result."""
     model = models.create_model(name, **tiny_kwargs(name)).eval()
     x = tiny_input(model, batch=1)
+    produced = {}
+    modules = dict(model.named_modules())
+    hooks = [modules[fi["module"]].register_forward_hook(lambda m, i, o, k=k: produced.setdefault(k, o))
+             for k, fi in enumerate(model.feature_info)]
     with torch.no_grad():
-        bottleneck, skips = model.forward_features(x)
+        features = model.forward_features(x)
+        decoded = model.forward_decoder(features)
+        out = model(x)
+    for h in hooks:
+        h.remove()
     info = model.feature_info
-    assert len(skips) == len(info) - 1
-    for t, fi in zip(skips + [bottleneck], info):
+    assert isinstance(features, list) and len(features) == len(info)
+    pixels = x.shape[2:].numel()
+    for k, (t, fi) in enumerate(zip(features, info)):
         assert t.shape[:2] == (1, fi["num_chs"])
         if "nside" in fi:
             assert t.shape[2] == len(model.faces) * fi["nside"] ** 2
         else:
             assert tuple(t.shape[2:]) == fi["resolution"]
+        assert t.shape[2:].numel() * fi["reduction"] ** 2 == pixels  # a stride along both axes
+        made = produced[k]
+        if made.shape != t.shape:  # a module inside the backbone may work channels-last
+            made = made.movedim(-1, 1)
+        torch.testing.assert_close(made, t, rtol=0, atol=0, msg=f"map {k} is not {fi['module']}'s output")
+    assert decoded.shape[:2] == (1, model.embed_dim)
+    torch.testing.assert_close(model.head(decoded), out, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("strategy", ["grid_shift", "ring_shift", "nest_roll", "nest_grid_shift", None])
 @pytest.mark.parametrize("faces", [FACES_0_7, SPHERE, (1, 5, 9)], ids=["faces0-7", "sphere", "faces1,5,9"])
-@pytest.mark.parametrize("name", [n for n in models.list_models() if n.startswith("heal_swin")])
+@pytest.mark.parametrize("name", models.list_models(family="heal_swin"))
 def test_heal_swin_faces_and_shift_strategies(name, faces, strategy):
     if name == "heal_swin_paper" and strategy in ("grid_shift", "nest_grid_shift"):
         pytest.skip("the paper variant keeps the original's windows across faces; grid shifts need "

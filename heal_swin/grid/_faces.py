@@ -13,8 +13,8 @@ import numpy as np
 from ._backend import host_function
 from ._pixelfunc import check_nside, check_pixels
 
-__all__ = ["check_base_pixels", "parse_base_pixels", "base_pixel_indices", "global_to_local",
-           "local_to_global", "n_pixels"]
+__all__ = ["check_base_pixels", "parse_base_pixels", "format_base_pixels", "base_pixel_indices",
+           "global_to_local", "local_to_global", "n_pixels"]
 
 
 def check_base_pixels(base_pixels: Iterable[int], name: str = "base_pixels") -> tuple[int, ...]:
@@ -30,6 +30,18 @@ def check_base_pixels(base_pixels: Iterable[int], name: str = "base_pixels") -> 
     if not faces or not ascending or faces[0] < 0 or faces[-1] > 11:
         raise ValueError(f"{name}={faces} must be distinct faces 0–11 in ascending order, at least one")
     return tuple(faces)
+
+
+def format_base_pixels(base_pixels: Iterable[int]) -> str:
+    """The inverse of `parse_base_pixels`: (0, 1, 2, 3, 5) -> '0-3,5'; (0, 1, 4) -> '0,1,4';
+    all twelve -> '0-11'. Runs of three or more faces are written as ranges."""
+    runs: list[list[int]] = []
+    for f in check_base_pixels(base_pixels):
+        if runs and f == runs[-1][-1] + 1:
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs)
 
 
 def parse_base_pixels(text: str, name: str = "faces") -> tuple[int, ...]:

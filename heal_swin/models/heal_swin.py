@@ -23,10 +23,9 @@ import torch
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from ..grid import check_base_pixels, check_nside
-from ..grid._windows import (SHIFT_STRATEGIES, check_permutation, check_window_size,
-                             grid_shift, invert_permutation, is_valid_window_size,
-                             nest_roll_shift, original_grid_shift, ring_shift, window_mask)
+from ..grid import (SHIFT_STRATEGIES, check_base_pixels, check_nside, check_permutation, check_window_size,
+                    format_base_pixels, grid_shift, invert_permutation, is_valid_window_size, nest_roll_shift,
+                    original_grid_shift, ring_shift, window_mask)
 from ..layers import (DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge,
                       UNetStage, WindowAttention, init_swin_weights, set_stage_checkpointing)
 from ._heads import create_head
@@ -39,18 +38,6 @@ WINDOW_SPANS = ("face", "sequence")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def faces_str(faces: Sequence[int]) -> str:
-    """(0, 1, 2, 3, 5) -> '0-3,5'."""
-    out, start = [], None
-    for i, f in enumerate(faces):
-        if start is None:
-            start = f
-        if i + 1 == len(faces) or faces[i + 1] != f + 1:
-            out.append(str(start) if start == f else f"{start}-{f}")
-            start = None
-    return ",".join(out)
 
 
 @dataclass(frozen=True)
@@ -76,7 +63,7 @@ class StageGeometry:
             win = f"{self.window} ({side}×{side})" if side * side == self.window else str(self.window)
         shift = "none" if self.shift is None else (
             f"{self.shift} (half window)" if "grid" in self.shift else f"{self.shift} ({self.shift_size})")
-        return (f"nside={self.nside}, faces={faces_str(self.faces)}, tokens={self.tokens}, window={win}, "
+        return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, tokens={self.tokens}, window={win}, "
                 f"shift={shift}")
 
 
@@ -108,7 +95,7 @@ def stage_geometry(nside: int, faces: Sequence[int], window_size: int, shift_str
     if shift_strategy == "nest_grid_shift":
         if faces != tuple(range(8)) or window > nside ** 2 or window < 4:
             raise ValueError(f"shift_strategy='nest_grid_shift' (the original's) needs faces 0–7 and "
-                             f"4 ≤ window ≤ nside² (got faces={faces_str(faces)}, window={window}, "
+                             f"4 ≤ window ≤ nside² (got faces={format_base_pixels(faces)}, window={window}, "
                              f"nside={nside}); grid_shift works on any faces")
         return StageGeometry(nside, faces, window, "nest_grid_shift", math.isqrt(window) // 2)
     size = window // 2 if shift_size is None else int(shift_size)
@@ -185,7 +172,7 @@ class HealSwinBlock(nn.Module):
                  bias_window_size: int | None = None, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  qk_scale: float | None = None, cosine_attention: bool = True, post_norm: bool = True,
                  rel_pos_bias: str | None = "flat", mask_value: float = float("-inf"),
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, fused: bool = True):
         super().__init__()
         self.geometry = geometry
         self.shift = bool(shift and geometry.shift)
@@ -194,10 +181,10 @@ class HealSwinBlock(nn.Module):
         self.attn = WindowAttention(dim, num_heads, geometry.window, qkv_bias=qkv_bias, qk_scale=qk_scale,
                                     cosine=cosine_attention, rel_pos_bias=rel_pos_bias,
                                     bias_window_size=bias_window_size, mask_value=mask_value,
-                                    attn_drop=attn_drop, proj_drop=drop)
+                                    attn_drop=attn_drop, proj_drop=drop, fused=fused)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, fused=fused)
         if self.shift:
             index, inverse, mask = shift_buffers(geometry)
             self.register_buffer("shift_index", torch.tensor(index), persistent=False)
@@ -290,7 +277,13 @@ class HealSwinUNet(nn.Module):
     window; odd blocks of a stage shift by `shift_strategy` ("grid_shift", "ring_shift",
     "nest_roll" or None). Attention: cosine (Swin V2) or scaled; norms post (Swin V2) or pre;
     relative-position bias "flat" or None. `window_span="sequence"` and `mask_value=-100` give
-    the original implementation's behaviour (see `load_original`).
+    the original implementation's behaviour (see `load_original`). `fused=False` trains the
+    attention and MLP blocks with plain autograd instead of the hand-written kernels of
+    `layers._fused` (same function; the reference they are tested against).
+
+    Backbone surface (see `heal_swin.models`): `forward_features(x)` returns the stage maps
+    `[(B, C_i, N_i)]`, finest first, bottleneck last, described by `feature_info`;
+    `forward_decoder(features)` returns `(B, embed_dim, N_0)`; the head maps that to the output.
     """
 
     def __init__(self, nside: int = 64, base_pixels: Sequence[int] | str = tuple(range(8)),
@@ -303,7 +296,7 @@ class HealSwinUNet(nn.Module):
                  rel_pos_bias: str | None = "flat", drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, ape: bool = False, patch_norm: bool = False,
                  window_span: str = "face", mask_value: float = float("-inf"), head_bias: bool = False,
-                 grad_checkpointing: bool = False):
+                 grad_checkpointing: bool = False, fused: bool = True):
         super().__init__()
         self.nside = check_nside(nside)
         self.faces = check_base_pixels(base_pixels)
@@ -336,10 +329,13 @@ class HealSwinUNet(nn.Module):
                                           shift_size, window_span) for i in range(L)]
         self.window_size, self.shift_strategy, self.window_span = window_size, shift_strategy, window_span
         self.embed_dim, self.num_features = embed_dim, dims[-1]
-        self.feature_info = [dict(num_chs=dims[i], nside=g.nside, reduction=self.patch_size * 4 ** i,
-                                  module=f"layers.{i}") for i, g in enumerate(self.geometries[:-1])]
+        # stage i's map enters stage i: made by the patch embedding, then by stage i − 1's merging;
+        # reduction is the stride along a face's axes (timm's), nside / nside_i
+        self.feature_info = [dict(num_chs=dims[i], nside=g.nside, reduction=self.nside // g.nside,
+                                  module="patch_embed" if i == 0 else f"layers.{i - 1}")
+                             for i, g in enumerate(self.geometries[:-1])]
         self.feature_info.append(dict(num_chs=dims[-1], nside=self.geometries[-1].nside,
-                                      reduction=self.patch_size * 4 ** (L - 1), module="norm"))
+                                      reduction=self.nside // self.geometries[-1].nside, module="norm"))
 
         self.patch_embed = NestedPatchEmbed(in_chans, embed_dim, self.patch_size, norm=patch_norm)
         n_tokens = self.geometries[0].tokens
@@ -350,7 +346,7 @@ class HealSwinUNet(nn.Module):
         block_kwargs = dict(bias_window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                             qk_scale=qk_scale, cosine_attention=cosine_attention, post_norm=post_norm,
                             rel_pos_bias=rel_pos_bias, mask_value=mask_value, drop=drop_rate,
-                            attn_drop=attn_drop_rate)
+                            attn_drop=attn_drop_rate, fused=fused)
         self.layers = nn.ModuleList([
             HealSwinStage(dims[i], depths[i], num_heads[i], self.geometries[i], drop_path=drop_paths[i],
                           downsample=i < L - 1, **block_kwargs) for i in range(L)])
@@ -369,7 +365,7 @@ class HealSwinUNet(nn.Module):
         set_stage_checkpointing(self, enable)
 
     def extra_repr(self) -> str:
-        return (f"nside={self.nside}, faces={faces_str(self.faces)}, in_chans={self.in_chans}, "
+        return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, in_chans={self.in_chans}, "
                 f"task={self.task}, out_chans={self.num_classes}, patch_size={self.patch_size}, "
                 f"window_size={self.window_size}, shift={self.shift_strategy}, "
                 f"window_span={self.window_span}")
@@ -382,34 +378,40 @@ class HealSwinUNet(nn.Module):
         n = len(self.faces) * self.nside ** 2
         if x.dim() != 3 or x.shape[1] != self.in_chans or x.shape[2] != n:
             raise ValueError(f"expected x of shape (B, {self.in_chans}, {n}) (in_chans, "
-                             f"len(faces)·nside² for nside={self.nside}, faces={faces_str(self.faces)}), "
+                             f"len(faces)·nside² for nside={self.nside}, faces={format_base_pixels(self.faces)}), "
                              f"got {tuple(x.shape)}")
 
     def _encode(self, x):
+        """Token-major stage maps [(B, N_i, C_i)], finest first, bottleneck (normalised) last."""
         self._check_input(x)
         x = self.patch_embed(x)
         if self.absolute_pos_embed is not None:
             x = x + self.absolute_pos_embed
         x = self.pos_drop(x)
-        skips = []
+        features = []
         for layer in self.layers:
-            skips.append(x)
+            features.append(x)
             x = layer(x)
-        return self.norm(x), skips[:-1]
+        return features[:-1] + [self.norm(x)]
+
+    def _decode(self, features):
+        """Token-major stage maps -> (B, N_0, embed_dim)."""
+        if self.decoder is None:
+            return features[-1]
+        return self.decoder(features[-1], features[:-1])
 
     def forward_features(self, x):
-        """x: (B, in_chans, N) -> (bottleneck (B, C_L, N_L), [skip_i (B, C_i, N_i), i = 0 … L−2]);
-        channels and nside per entry are in `feature_info` (skips first, bottleneck last)."""
-        x, skips = self._encode(x)
-        return x.transpose(1, 2), [s.transpose(1, 2) for s in skips]
+        """x: (B, in_chans, N) -> [(B, C_i, N_i) for each stage], finest first, bottleneck last;
+        `feature_info[i]` gives channels, nside, reduction and the producing module of map i."""
+        return [f.transpose(1, 2) for f in self._encode(x)]
 
-    def forward_decoder(self, x, skips):
-        """Token-major (B, N_L, C_L) bottleneck and skips -> (B, N_0, embed_dim)."""
-        return self.decoder(x, skips) if self.decoder is not None else x
+    def forward_decoder(self, features):
+        """The stage maps of `forward_features` -> (B, embed_dim, N_0) at the first stage's nside."""
+        return self._decode([f.transpose(1, 2) for f in features]).transpose(1, 2)
 
     def forward(self, x):
-        x, skips = self._encode(x)
-        return self.head(self.forward_decoder(x, skips).transpose(1, 2))
+        # token-major inside; the transposes of the surface are views, so none is taken here
+        return self.head(self._decode(self._encode(x)).transpose(1, 2))
 
 
 # --------------------------------------------------------------------------- original checkpoints
@@ -524,21 +526,25 @@ def _create(defaults: dict, overrides: dict) -> HealSwinUNet:
     return HealSwinUNet(**{**defaults, **overrides})
 
 
-@register_model
+_register = functools.partial(register_model, family="heal_swin", domain="healpix")
+_NARROW = dict(nside=16, embed_dim=16, num_heads=(1, 2, 4, 8))  # test builds of the four-stage variants
+
+
+@_register(test_kwargs=dict(nside=16))
 def heal_swin_tiny(**kwargs) -> HealSwinUNet:
     """Small and fast on a CPU (tests, demo): embed 32, depths 2-2-2, window 16 (4×4), grid shift."""
     return _create(dict(nside=64, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=16,
                         patch_size=4, shift_strategy="grid_shift"), kwargs)
 
 
-@register_model
+@_register(test_kwargs=_NARROW)
 def heal_swin_small(**kwargs) -> HealSwinUNet:
     """Swin-T widths (embed 96, depths 2-2-6-2), window 64 (8×8), seam-exact grid shift."""
     return _create(dict(nside=256, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
                         window_size=64, patch_size=4, shift_strategy="grid_shift"), kwargs)
 
 
-@register_model
+@_register(test_kwargs=dict(_NARROW, depths=(2, 2, 4, 2)))
 def heal_swin_base(**kwargs) -> HealSwinUNet:
     """Swin-B widths (embed 128, depths 2-2-18-2), window 64 (8×8), seam-exact grid shift."""
     return _create(dict(nside=256, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
@@ -546,7 +552,7 @@ def heal_swin_base(**kwargs) -> HealSwinUNet:
                    kwargs)
 
 
-@register_model
+@_register(test_kwargs=_NARROW)
 def heal_swin_paper(**kwargs) -> HealSwinUNet:
     """The original's WoodScape architecture (41,279,688 parameters for 10 classes): nside 256,
     faces 0–7, window 64, patch 4, embed 96, depths 2-2-6-2, heads 3-6-12-24, cosine attention,

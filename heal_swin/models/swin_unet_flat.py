@@ -92,7 +92,7 @@ class SwinUNetFlat(nn.Module):
         dims = [embed_dim * 2 ** i for i in range(L)]
         self.embed_dim, self.num_features = embed_dim, dims[-1]
         self.feature_info = [dict(num_chs=dims[i], resolution=res[i], reduction=self.patch_size << i,
-                                  module=f"layers.{i}") for i in range(L - 1)]
+                                  module="patch_embed" if i == 0 else f"layers.{i - 1}") for i in range(L - 1)]
         self.feature_info.append(dict(num_chs=dims[-1], resolution=res[-1],
                                       reduction=self.patch_size << (L - 1), module="norm"))
 
@@ -127,47 +127,52 @@ class SwinUNetFlat(nn.Module):
                 f"out_chans={self.num_classes}, patch_size={self.patch_size}, window_size={self.window_size}")
 
     def _encode(self, x):
+        """Channels-last stage maps [(B, H_i, W_i, C_i)], finest first, bottleneck (normalised) last."""
         if x.dim() != 4 or x.shape[1] != self.in_chans or tuple(x.shape[2:]) != self.img_size:
             raise ValueError(f"expected x of shape (B, {self.in_chans}, {self.img_size[0]}, "
                              f"{self.img_size[1]}), "
                              f"got {tuple(x.shape)}")
         x = self.pos_drop(self.patch_embed(x).permute(0, 2, 3, 1))
-        skips = []
+        features = []
         for layer in self.layers:
-            skips.append(x)
+            features.append(x)
             x = layer(x)
-        return self.norm(x), skips[:-1]
+        return features[:-1] + [self.norm(x)]
 
-    def forward_features(self, x):
-        """x: (B, C, H, W) -> (bottleneck (B, C_L, H_L, W_L), [skip_i (B, C_i, H_i, W_i)])."""
-        x, skips = self._encode(x)
-        return x.permute(0, 3, 1, 2), [s.permute(0, 3, 1, 2) for s in skips]
-
-    def forward_decoder(self, x, skips):
-        """Channels-last (B, H_L, W_L, C_L) bottleneck and skips -> (B, H_0, W_0, embed_dim)."""
+    def _decode(self, features):
+        """Channels-last stage maps -> (B, H_0, W_0, embed_dim)."""
+        x = features[-1]
         if self.expand is not None:
             x = self.expand(x)
-            for stage, skip in zip(self.decoder, reversed(skips)):
+            for stage, skip in zip(self.decoder, reversed(features[:-1])):
                 x = stage(x, skip)
         return self.decoder_norm(x)
 
+    def forward_features(self, x):
+        """x: (B, C, H, W) -> [(B, C_i, H_i, W_i) for each stage], finest first, bottleneck last."""
+        return [f.permute(0, 3, 1, 2) for f in self._encode(x)]
+
+    def forward_decoder(self, features):
+        """The stage maps of `forward_features` -> (B, embed_dim, H_0, W_0)."""
+        return self._decode([f.permute(0, 2, 3, 1) for f in features]).permute(0, 3, 1, 2)
+
     def forward(self, x):
-        x, skips = self._encode(x)
-        return self.head(self.forward_decoder(x, skips).permute(0, 3, 1, 2))
+        return self.head(self._decode(self._encode(x)).permute(0, 3, 1, 2))
 
 
 def _create(defaults: dict, overrides: dict) -> SwinUNetFlat:
     return SwinUNetFlat(**{**defaults, **overrides})
 
 
-@register_model
+@register_model(family="swin_unet_flat", domain="flat", test_kwargs=dict(img_size=(32, 64)))
 def swin_unet_flat_tiny(**kwargs) -> SwinUNetFlat:
     """Flat counterpart of heal_swin_tiny: embed 32, depths 2-2-2, window 4 (16 tokens)."""
     return _create(dict(img_size=(64, 128), embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8),
                         window_size=4, patch_size=2), kwargs)
 
 
-@register_model
+@register_model(family="swin_unet_flat", domain="flat",
+                test_kwargs=dict(img_size=(32, 64), embed_dim=16, num_heads=(1, 2, 4, 8), window_size=4))
 def swin_unet_flat_paper(**kwargs) -> SwinUNetFlat:
     """Flat counterpart of heal_swin_paper: embed 96, depths 2-2-6-2, heads 3-6-12-24, window 8×8,
     512 × 1024 pixels (as many as nside 256 over 8 faces)."""
