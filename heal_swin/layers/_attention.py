@@ -3,9 +3,11 @@
 Windows are consecutive blocks of `window_size` tokens of a (B, N, C) sequence. A shift's
 incomplete windows, which need a mask, are the last ones of each sequence (the shift tables put
 them there); all others share one (1, heads, ws, ws) bias. Without gradients the attention runs
-in `scaled_dot_product_attention`; with gradients it runs `_fused.window_attention`, whose
-hand-written backward pass keeps only the block's input (SDPA's CPU kernels fall back to a
-slower, memory-hungry path when the bias is learned).
+in `scaled_dot_product_attention`. With gradients and `fused=True` (the default) it runs
+`_fused.window_attention`, whose hand-written backward pass keeps only the block's input (SDPA's
+CPU kernels fall back to a slower, memory-hungry path when the bias is learned); `fused=False`
+trains through the same SDPA path with autograd, the plain reference the fused kernel is tested
+against.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..grid._windows import check_window_size, relative_position_index
+from ..grid import check_window_size, relative_position_index
 from ._dropout import Dropout
 from ._fused import _compute_dtype, _inv_norm, window_attention
 
@@ -54,12 +56,16 @@ class WindowAttention(nn.Module):
             per offset, so rarely seen offsets (the corners of the table, which few token pairs
             share) are not left at their initial values, and one model works at other window sizes.
         mask_value: added to the logits of masked pairs (−inf, or the original's −100).
+        fused: train with the memory-lean hand-written backward pass (`_fused`); False: plain
+            autograd through `scaled_dot_product_attention` (the reference; same function, its
+            dropout masks drawn by torch).
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, *, qkv_bias: bool = True,
                  qk_scale: float | None = None, cosine: bool = False, rel_pos_bias: str | None = None,
                  bias_window_size: int | None = None, mask_value: float = float("-inf"),
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, logit_scale_max: float = 100.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, logit_scale_max: float = 100.0,
+                 fused: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
@@ -70,6 +76,7 @@ class WindowAttention(nn.Module):
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.mask_value = mask_value
         self.attn_drop = attn_drop
+        self.fused = bool(fused)
         self.log_scale_max = math.log(logit_scale_max)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         if cosine:
@@ -95,7 +102,7 @@ class WindowAttention(nn.Module):
     def extra_repr(self) -> str:
         kind = "cosine" if self.cosine else "scaled"
         return (f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
-                f"attention={kind}, rel_pos_bias={self.rel_pos_bias}, attn_drop={self.attn_drop}")
+                f"attention={kind}, rel_pos_bias={self.rel_pos_bias}, attn_drop={self.attn_drop}, fused={self.fused}")
 
     def _bias(self, dtype):
         if self.rel_pos_bias is None:
@@ -118,7 +125,8 @@ class WindowAttention(nn.Module):
             raise ValueError(f"{N} tokens do not split into windows of {ws}")
         nw = N // ws
         m = 0 if mask is None else mask.shape[0]
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+        if self.fused and torch.is_grad_enabled() and (x.requires_grad or
+                                                       any(p.requires_grad for p in self.parameters())):
             # training: the hand-written backward keeps only x (see _fused)
             scale = torch.clamp(self.logit_scale, max=self.log_scale_max).exp() if self.cosine else None
             dtype = _compute_dtype(x)
@@ -148,6 +156,8 @@ class WindowAttention(nn.Module):
         ws, H = self.window_size, self.num_heads
         hd = q.shape[-1]
 
+        drop = self.attn_drop if self.training else 0.0
+
         def sdpa(q, k, v, mask, n):
             if torch.compiler.is_exporting():
                 # Written out for export: SDPA's decomposition transposes the keys between two
@@ -156,7 +166,7 @@ class WindowAttention(nn.Module):
                 logits = torch.matmul(q if qk_scale == 1.0 else q * qk_scale, k.transpose(-1, -2))
                 out = torch.matmul(torch.softmax(logits if mask is None else logits + mask, -1), v)
             else:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=qk_scale)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, scale=qk_scale)
             out = out.reshape(B, n, H, ws, hd).transpose(2, 3)
             if torch.compiler.is_compiling() or torch.compiler.is_exporting():
                 # The fused CPU kernel returns (…, L, H, E)-strided outputs, which makes the
