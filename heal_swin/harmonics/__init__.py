@@ -1,0 +1,25 @@
+"""Spherical harmonic transforms on (partial) NESTED HEALPix maps, and Wigner small-d tables.
+
+    from heal_swin import harmonics
+    sht  = harmonics.RealSHT(nside, lmax, base_pixels=range(12), iterations=0)   # (..., N) -> (..., n_alm, 2)
+    isht = harmonics.InverseRealSHT(nside, lmax, base_pixels=range(12))          # (..., n_alm, 2) -> (..., N)
+    harmonics.alm_size(lmax)                 # healpy.Alm.getsize(lmax)
+    harmonics.alm_index(lmax, l, m)          # healpy.Alm.getidx(lmax, l, m)
+    harmonics.legendre(lmax, theta)          # orthonormal lambda_lm(theta), (n_alm, len(theta)), float64
+    harmonics.wigner_d(lmax, beta)           # [d^l(beta) for l <= lmax], d^l[m' + l, m + l] = d^l_{m'm}(beta)
+    harmonics.rotate_alm(a, alpha, beta, gamma)   # ZYZ, active: the map f(R^-1 x), R = Rz(alpha) Ry(beta) Rz(gamma)
+
+Conventions (healpy's): `a[..., i, 0]`, `a[..., i, 1]` are the real and imaginary parts of healpy's
+`alm[i]`, i = healpy.Alm.getidx(lmax, l, m), m-major, 0 <= m <= l <= lmax; orthonormal complex spherical
+harmonics with the Condon-Shortley phase, Y_lm = lambda_lm(cos theta) e^{i m phi}. A map over a partial
+face set is a map on the whole sphere that is zero on the absent faces. Everything in the torch graph is
+real arithmetic (matmul, gather, elementwise), so it exports to ONNX and runs in onnxruntime; tables are
+built once in float64 by memoised pure functions and held as non-persistent buffers.
+"""
+
+from ._sht import InverseRealSHT, RealSHT, table_bytes
+from ._tables import alm_index, alm_size, legendre
+from ._wigner import rotate_alm, wigner_d
+
+__all__ = ["InverseRealSHT", "RealSHT", "alm_index", "alm_size", "legendre", "rotate_alm", "table_bytes",
+           "wigner_d"]

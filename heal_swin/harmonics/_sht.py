@@ -1,0 +1,231 @@
+"""RealSHT / InverseRealSHT: the transform as torch modules (real arithmetic only; see _tables for the layout)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import grid
+from ._tables import (alm_size, fourier_tables, legendre_tables, pixel_tables, ring_order, weights_m,
+                      _check_lmax)
+
+__all__ = ["RealSHT", "InverseRealSHT", "table_bytes"]
+
+
+class _Transform(nn.Module):
+    """Tables and the three stages (gather, Fourier, Legendre), each with its transpose."""
+
+    def __init__(self, nside: int, lmax: int, base_pixels=range(12)):
+        super().__init__()
+        self.nside = grid.check_nside(nside)
+        self.lmax = _check_lmax(lmax)
+        self.base_pixels = grid.check_base_pixels(base_pixels)
+        self.n_pix = grid.n_pixels(self.nside, self.base_pixels)
+        self.n_alm = alm_size(self.lmax)
+        dtype = torch.get_default_dtype()
+        four, q = fourier_tables(self.nside, self.lmax)
+        gathers, scatter = pixel_tables(self.nside, self.base_pixels)
+        leg, alm_gather, alm_scatter = legendre_tables(self.nside, self.lmax)
+        north, south, eq, inv = ring_order(self.nside)
+
+        self._sources = {}                     # float tables as built (float64), to restore on .double()
+
+        def buf(name, array, dt=dtype):
+            if dt is not torch.int64:
+                self._sources[name] = array
+            self.register_buffer(name, torch.from_numpy(np.array(array)).to(dt), persistent=False)
+
+        buf("q", q)
+        self._fourier = []
+        for c, ((tw_c, tw_s, z), idx) in enumerate(zip(four, gathers)):
+            buf(f"tw_c{c}", tw_c), buf(f"tw_s{c}", tw_s), buf(f"z{c}", z), buf(f"gather{c}", idx.reshape(-1),
+                                                                                  torch.int64)
+            self._fourier.append(tuple(idx.shape))
+        buf("scatter", scatter, torch.int64)
+        buf("north", north, torch.int64), buf("south", south, torch.int64), buf("eq", eq, torch.int64)
+        buf("ring_inv", inv, torch.int64)
+        self._legendre = []
+        for c, (m0, m1, te, to) in enumerate(leg):
+            buf(f"te{c}", te), buf(f"to{c}", to)
+            self._legendre.append((m0, m1, te.shape[1], to.shape[1]))
+        buf("alm_gather", alm_gather, torch.int64), buf("alm_scatter", alm_scatter, torch.int64)
+        buf("w_m", weights_m(self.lmax))
+        self.n_rings_north = 2 * self.nside - 1
+        self.scale = 4.0 * math.pi / grid.nside2npix(self.nside)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Converting float32 tables to float64 would keep their float32 rounding: take the float64 originals.
+        out = super()._apply(fn, *args, **kwargs)
+        for name, source in self._sources.items():
+            t = getattr(self, name)
+            if t.dtype == torch.float64:
+                setattr(self, name, torch.from_numpy(np.array(source)).to(t.device))
+        return out
+
+    def extra_repr(self) -> str:
+        faces = self.base_pixels
+        return f"nside={self.nside}, lmax={self.lmax}, base_pixels={faces if len(faces) < 12 else 'all'}"
+
+    def _t(self, name, like):
+        t = getattr(self, name)
+        return t if t.dtype == like.dtype else t.to(like.dtype)
+
+    # ---- stage 1: NESTED map <-> rings (list of (k, g*B, 4, i) blocks)
+    def _to_rings(self, x):                                       # x (B, N)
+        b = x.shape[0]
+        x = torch.cat([x, x.new_zeros(b, 1)], dim=1)
+        out = []
+        for c, (k, g, four, i) in enumerate(self._fourier):
+            v = torch.index_select(x, 1, getattr(self, f"gather{c}")).reshape(b, k, g, four, i)
+            out.append(v.permute(1, 2, 0, 3, 4).reshape(k, g * b, four, i))
+        return out
+
+    def _from_rings(self, rings, b):
+        flat = []
+        for (k, g, four, i), v in zip(self._fourier, rings):
+            flat.append(v.reshape(k, g, b, four, i).permute(2, 0, 1, 3, 4).reshape(b, -1))
+        return torch.index_select(torch.cat(flat, dim=1), 1, self.scatter)
+
+    # ---- stage 2: rings <-> F_r(m) (R, B, M, 2) in the order the chunks emit the rings
+    def _fourier_fwd(self, rings, b):
+        m_count = self.lmax + 1
+        q = self._t("q", rings[0])
+        out = []
+        for c, ((k, g, four, i), v) in enumerate(zip(self._fourier, rings)):
+            gq = torch.matmul(q, v).reshape(k, g * b, 4, 2, i)          # butterfly: sum_q (-i)^{uq} f_q
+            cw, sw = self._t(f"tw_c{c}", v), self._t(f"tw_s{c}", v)          # (k, 1, 4, i)
+            g_re, g_im = gq[:, :, :, 0], gq[:, :, :, 1]
+            h = torch.stack([cw * g_re + sw * g_im, cw * g_im - sw * g_re], dim=3)   # e^{-i u psi} G
+            f = torch.bmm(h.reshape(k, g * b * 4, 2 * i), self._t(f"z{c}", v))       # (k, gB4, 2S)
+            n_s = f.shape[-1] // 2
+            f = f.reshape(k, g * b, 4, n_s, 2).permute(0, 1, 3, 2, 4).reshape(k, g * b, 4 * n_s, 2)
+            out.append(f[:, :, :m_count].reshape(k * g, b, m_count, 2))
+        return torch.cat(out, dim=0)
+
+    def _fourier_adj(self, f, b):                                 # f (R, B, M, 2) -> rings
+        m_count = self.lmax + 1
+        q = self._t("q", f)
+        out, r0 = [], 0
+        for c, (k, g, four, i) in enumerate(self._fourier):
+            z = self._t(f"z{c}", f)
+            n_s = z.shape[-1] // 2
+            v = f[r0:r0 + k * g].reshape(k, g * b, m_count, 2)
+            r0 += k * g
+            if 4 * n_s > m_count:
+                v = torch.cat([v, v.new_zeros(k, g * b, 4 * n_s - m_count, 2)], dim=2)
+            v = v.reshape(k, g * b, n_s, 4, 2).permute(0, 1, 3, 2, 4).reshape(k, g * b * 4, 2 * n_s)
+            h = torch.bmm(v, z.transpose(1, 2)).reshape(k, g * b, 4, 2, i)
+            cw, sw = self._t(f"tw_c{c}", f), self._t(f"tw_s{c}", f)
+            h_re, h_im = h[:, :, :, 0], h[:, :, :, 1]
+            gq = torch.stack([cw * h_re - sw * h_im, sw * h_re + cw * h_im], dim=3).reshape(k, g * b, 8, i)
+            out.append(torch.matmul(q.t(), gq))
+        return out
+
+    # ---- stage 3: F_r(m) <-> a_lm
+    def _legendre_fwd(self, f, b):                                # f (R, B, M, 2) -> (B, n_alm, 2)
+        fn, fs = torch.index_select(f, 0, self.north), torch.index_select(f, 0, self.south)
+        even = torch.cat([fn + fs, torch.index_select(f, 0, self.eq)], dim=0)
+        odd = fn - fs
+        m_count = self.lmax + 1
+        even = even.permute(2, 0, 1, 3).reshape(m_count, -1, 2 * b)
+        odd = odd.permute(2, 0, 1, 3).reshape(m_count, -1, 2 * b)
+        out = []
+        for c, (m0, m1, le, lo) in enumerate(self._legendre):
+            out.append(torch.bmm(self._t(f"te{c}", f), even[m0:m1]).reshape(-1, 2 * b))
+            if lo:
+                out.append(torch.bmm(self._t(f"to{c}", f), odd[m0:m1]).reshape(-1, 2 * b))
+        a = torch.index_select(torch.cat(out, dim=0), 0, self.alm_gather)
+        return a.reshape(self.n_alm, b, 2).permute(1, 0, 2)
+
+    def _legendre_adj(self, a, b):                                # a (B, n_alm, 2) -> (R, B, M, 2)
+        a = a.permute(1, 0, 2).reshape(self.n_alm, 2 * b)
+        a = torch.index_select(torch.cat([a, a.new_zeros(1, 2 * b)], dim=0), 0, self.alm_scatter)
+        evens, odds, p = [], [], 0
+        rn = self.n_rings_north
+        for c, (m0, m1, le, lo) in enumerate(self._legendre):
+            te = self._t(f"te{c}", a)
+            evens.append(torch.bmm(te.transpose(1, 2), a[p:p + (m1 - m0) * le].reshape(m1 - m0, le, 2 * b)))
+            p += (m1 - m0) * le
+            if lo:
+                to = self._t(f"to{c}", a)
+                odds.append(torch.bmm(to.transpose(1, 2), a[p:p + (m1 - m0) * lo].reshape(m1 - m0, lo, 2 * b)))
+                p += (m1 - m0) * lo
+            else:
+                odds.append(a.new_zeros(m1 - m0, rn, 2 * b))
+        even, odd = torch.cat(evens, dim=0), torch.cat(odds, dim=0)   # (M, R+1, 2B), (M, R, 2B)
+        en = even[:, :rn]
+        g = torch.cat([en + odd, en - odd, even[:, rn:]], dim=1)      # north, south, equator
+        g = g * self._t("w_m", a).reshape(-1, 1, 1)
+        g = g.reshape(self.lmax + 1, -1, b, 2).permute(1, 2, 0, 3)
+        return torch.index_select(g, 0, self.ring_inv)
+
+    # ---- whole transforms on rings
+    def _analysis_rings(self, rings, b):
+        return self._legendre_fwd(self._fourier_fwd(rings, b), b) * self.scale
+
+    def _synthesis_rings(self, a, b):
+        return self._fourier_adj(self._legendre_adj(a, b), b)
+
+
+class RealSHT(_Transform):
+    """Spherical harmonic analysis of NESTED HEALPix maps: x (..., N) -> a (..., n_alm, 2).
+
+    N = len(base_pixels) * nside^2, the faces' nested pixels concatenated (faces ascending). The map is the
+    whole-sphere map that is zero on the absent faces. `a[..., i, 0]` / `a[..., i, 1]` are the real and
+    imaginary parts of healpy's `alm[i]`, i = healpy.Alm.getidx(lmax, l, m), m-major, 0 <= m <= l <= lmax:
+    a_lm = (4 pi / Npix) sum_p f(p) conj(Y_lm(p)) (quadrature with equal pixel weights, healpy's
+    `use_weights=False`), followed by `iterations` Jacobi steps a += analysis(f - synthesis(a)) on the
+    whole sphere: RealSHT(nside, lmax, iterations=k) equals healpy.map2alm(m, lmax, iter=k,
+    use_weights=False) on the RING-reordered, zero-extended map. Any batch shape, float32 / float64
+    (tables are held in the default dtype; `.double()` for float64), any device; differentiable.
+    """
+
+    def __init__(self, nside: int, lmax: int, base_pixels=range(12), iterations: int = 0):
+        super().__init__(nside, lmax, base_pixels)
+        if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+        self.iterations = int(iterations)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", iterations={self.iterations}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.n_pix:
+            raise ValueError(f"expected (..., {self.n_pix}) for nside {self.nside} over {len(self.base_pixels)} "
+                             f"faces, got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.n_pix)
+        b = x.shape[0]
+        rings = self._to_rings(x)
+        a = self._analysis_rings(rings, b)
+        for _ in range(self.iterations):
+            back = self._synthesis_rings(a, b)
+            a = a + self._analysis_rings([r - s for r, s in zip(rings, back)], b)
+        return a.reshape(*lead, self.n_alm, 2)
+
+
+class InverseRealSHT(_Transform):
+    """Spherical harmonic synthesis onto NESTED HEALPix maps: a (..., n_alm, 2) -> x (..., N).
+
+    f(p) = sum_{l, |m| <= l} a_lm Y_lm(p) for the real map whose a_lm (m >= 0) are given in healpy's layout
+    (see RealSHT), i.e. f = sum_{m >= 0} w_m Re(e^{i m phi} sum_l a_lm lambda_lm(theta)), w_0 = 1, w_m = 2;
+    the imaginary part of a_l0 is ignored. Equals healpy.alm2map(alm, nside, lmax) restricted to the faces
+    `base_pixels` and reordered to NESTED. It is the transpose of RealSHT's first step (up to 4 pi / Npix
+    and the weights w_m), built from the same tables.
+    """
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if a.shape[-2:] != (self.n_alm, 2):
+            raise ValueError(f"expected (..., {self.n_alm}, 2) for lmax {self.lmax}, got {tuple(a.shape)}")
+        lead = a.shape[:-2]
+        a = a.reshape(-1, self.n_alm, 2)
+        b = a.shape[0]
+        return self._from_rings(self._synthesis_rings(a, b), b).reshape(*lead, self.n_pix)
+
+
+def table_bytes(module: nn.Module) -> int:
+    """Bytes held by a module's buffers (the transform's tables)."""
+    return sum(t.numel() * t.element_size() for t in module.buffers())

@@ -1,0 +1,280 @@
+"""The tables of the transform: pure functions of their arguments, float64 / int64 numpy, memoised.
+
+Layout of the transform (analysis; synthesis runs the same stages transposed):
+
+1. gather: the NESTED map over the chosen faces -> every HEALPix ring, ring pixel j at
+   phi_j = (j + shift/2) 2 pi / n_ring. A ring of n = 4 i pixels is held as (4, i): j = q i + t.
+   Absent faces read a zero appended to the map.
+2. Fourier: F_r(m) = sum_j f_j e^{-i m phi_j} for 0 <= m <= lmax, in real arithmetic as one radix-4 step:
+   with m = 4 s + u and phi_{q,t} = q pi/2 + psi_t,
+   F(4 s + u) = sum_t e^{-i 4 s psi_t} e^{-i u psi_t} sum_q (-i)^{u q} f_{q,t}
+   (a 4-point butterfly, a twiddle, and one real matmul of size 2 i x 2 S per ring, S = ceil((lmax+1)/4)).
+   Cap rings (i < nside, one table each, shared by a ring and its southern mirror) are grouped into
+   chunks padded to the chunk's widest ring; the belt rings share two tables (shifted and not).
+3. Legendre: a_lm = (4 pi / Npix) sum_r lambda_lm(theta_r) F_r(m). Rings r and 4 nside - r are mirrors:
+   lambda_lm(pi - theta) = (-1)^{l+m} lambda_lm(theta), so the even l+m use F_r + F_r' (and the
+   equator), the odd ones F_r - F_r', over the northern rings only. Per chunk of m, a batched matmul
+   with the l+m-even and the l+m-odd rows of each m padded to the chunk's longest row; a final gather
+   puts the a_lm in healpy's m-major order.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from .. import grid
+
+__all__ = ["alm_size", "alm_index", "legendre", "fourier_tables", "pixel_tables", "legendre_tables"]
+
+_SCALE = 600  # the Legendre recurrence keeps values as v * 2**(_SCALE * e)
+_BIG = 2.0 ** 300
+
+
+def alm_size(lmax: int) -> int:
+    """Number of a_lm with 0 <= m <= l <= lmax (= healpy.Alm.getsize(lmax))."""
+    lmax = _check_lmax(lmax)
+    return (lmax + 1) * (lmax + 2) // 2
+
+
+def alm_index(lmax: int, l, m):
+    """healpy's index of (l, m) (= healpy.Alm.getidx(lmax, l, m)): m-major, m(2 lmax + 1 - m)/2 + l."""
+    l, m = np.asarray(l, dtype=np.int64), np.asarray(m, dtype=np.int64)
+    return m * (2 * lmax + 1 - m) // 2 + l
+
+
+def _check_lmax(lmax) -> int:
+    if isinstance(lmax, bool) or int(lmax) != lmax or lmax < 0:
+        raise ValueError(f"lmax must be an integer >= 0, got {lmax!r}")
+    return int(lmax)
+
+
+def _readonly(*arrays):
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays if len(arrays) > 1 else arrays[0]
+
+
+# --------------------------------------------------------------------------- Legendre
+
+
+def legendre(lmax: int, theta) -> np.ndarray:
+    """Orthonormal associated Legendre functions lambda_lm(theta), float64, shape (alm_size(lmax), len(theta)),
+    rows in healpy's order; Y_lm(theta, phi) = lambda_lm(theta) e^{i m phi}, Condon-Shortley phase included:
+    lambda_lm = (-1)^m sqrt((2l+1)/(4 pi) (l-m)!/(l+m)!) P_l^m(cos theta), P_l^m without the phase.
+
+    Three-term recurrence in l for all m at once, started from lambda_mm computed in log space; values are
+    carried as v 2^(600 e) with v rescaled whenever it passes 2^300, so nothing overflows or underflows
+    prematurely (lmax 2048 and beyond, any theta); only values below ~2^-1200 come out as zero.
+    """
+    lmax = _check_lmax(lmax)
+    theta = np.atleast_1d(np.asarray(theta, dtype=np.float64))
+    if theta.ndim != 1:
+        raise ValueError("theta must be one-dimensional")
+    x, y = np.cos(theta), np.sin(theta)
+    n = lmax + 1
+    out = np.zeros((alm_size(lmax), theta.size))
+    m = np.arange(n, dtype=np.float64)
+    # log2 lambda_mm = 0.5 log2((2m+1)/(4 pi)) + 0.5 sum_{k<=m} log2((2k-1)/(2k)) + m log2 sin(theta)
+    cum = np.concatenate([[0.0], np.cumsum(np.log2((2 * m[1:] - 1) / (2 * m[1:])))])
+    with np.errstate(divide="ignore"):
+        log_y = np.log2(np.abs(y))
+    l2 = (0.5 * np.log2((2 * m + 1) / (4 * np.pi)) + 0.5 * cum)[:, None] + m[:, None] * log_y[None, :]
+    l2 = np.where(np.isfinite(l2), l2, -np.inf)
+    e = np.minimum(0, np.ceil(np.where(np.isfinite(l2), l2, -1e6) / _SCALE)).astype(np.int64)
+    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)[:, None]
+    p1 = sign * np.exp2(np.where(np.isfinite(l2), l2 - _SCALE * e, -np.inf))   # lambda_{m, m}
+    if (y == 0).any():  # poles: only m = 0 survives
+        p1[1:, y == 0] = 0.0
+    p2 = np.zeros_like(p1)                                                     # lambda_{m-1, m} = 0
+    mi = np.arange(n, dtype=np.int64)
+    base = mi * (2 * lmax + 1 - mi) // 2 + mi                                    # index of (m, m)
+    out[base] = np.ldexp(p1, _SCALE * e)
+    for k in range(1, n):
+        cnt = n - k                                      # m = 0 .. lmax - k
+        mm, l = m[:cnt], m[:cnt] + k
+        a = np.sqrt((4 * l * l - 1) / ((l - mm) * (l + mm)))
+        b = np.sqrt(((l - 1) ** 2 - mm * mm) / (4 * (l - 1) ** 2 - 1))
+        p1, p2, e = p1[:cnt], p2[:cnt], e[:cnt]
+        new = a[:, None] * (x[None, :] * p1 - b[:, None] * p2)
+        big = (np.abs(new) > _BIG) & (e < 0)
+        if big.any():
+            new = np.where(big, new * 2.0 ** -_SCALE, new)
+            p1 = np.where(big, p1 * 2.0 ** -_SCALE, p1)
+            e = e + big
+        out[base[:cnt] + k] = np.ldexp(new, _SCALE * e)
+        p1, p2 = new, p1
+    return out
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+def _chunks(lengths, slack: float = 1.15):
+    """Split consecutive items into runs whose padded size (count x longest) stays within `slack` of
+    their summed size; returns [(start, stop), ...]."""
+    lengths = list(lengths)
+    out, start = [], 0
+    while start < len(lengths):
+        stop, total, longest = start + 1, lengths[start], lengths[start]
+        while stop < len(lengths):
+            lo = max(longest, lengths[stop])
+            if lo * (stop + 1 - start) > slack * (total + lengths[stop]):
+                break
+            longest, total, stop = lo, total + lengths[stop], stop + 1
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+# --------------------------------------------------------------------------- rings and Fourier
+
+
+@functools.lru_cache(maxsize=32)
+def _ring_groups(nside: int):
+    """Groups of rings that share one Fourier table: [(quarter ring length i, shift, [[rings sharing the
+    table], ...] per table)] per chunk, plus the ring numbers in the order the chunks emit them."""
+    nside = grid.check_nside(nside)
+    rings = np.arange(1, 4 * nside)
+    start, count, theta, shifted = grid.ring_info(nside, rings)
+    chunks = []
+    for a, b in _chunks(range(1, nside)):             # cap rings i = a+1 .. b, padded to the widest
+        i_list = list(range(a + 1, b + 1))
+        chunks.append(dict(i=i_list, shift=[1] * len(i_list), members=[[i, 4 * nside - i] for i in i_list]))
+    belt = rings[(rings >= nside) & (rings <= 3 * nside)]
+    for sh in (1, 0):
+        sel = [int(r) for r in belt if bool(shifted[r - 1]) == bool(sh)]
+        if sel:
+            north = [r for r in sel if r < 2 * nside]
+            south = [4 * nside - r for r in north]
+            eq = [r for r in sel if r == 2 * nside]
+            chunks.append(dict(i=[nside], shift=[sh], members=[north + south + eq]))
+    order = np.array([r for c in chunks for mem in c["members"] for r in mem], dtype=np.int64)
+    assert np.array_equal(np.sort(order), rings)
+    return chunks, order
+
+
+@functools.lru_cache(maxsize=32)
+def fourier_tables(nside: int, lmax: int):
+    """Per Fourier chunk: (tw_cos, tw_sin, Z): twiddles cos/sin(u psi_t) of shape (k, 1, 4, i_pad) and the
+    matrix Z (k, 2 i_pad, 2 S) mapping (re/im, t) -> (s, re/im) of sum_t e^{-i 4 s psi_t} H(t); zero on
+    the padding. Also the butterfly Q (8, 4): rows (u, re/im), Q = (-i)^{u q}. Float64."""
+    lmax = _check_lmax(lmax)
+    chunks, _ = _ring_groups(nside)
+    n_s = (lmax + 4) // 4
+    s = np.arange(n_s)
+    u = np.arange(4)
+    out = []
+    for c in chunks:
+        k, i_pad = len(c["i"]), max(c["i"])
+        tw_c = np.zeros((k, 1, 4, i_pad))
+        tw_s = np.zeros((k, 1, 4, i_pad))
+        z = np.zeros((k, 2, i_pad, n_s, 2))
+        for j, (i, sh) in enumerate(zip(c["i"], c["shift"])):
+            t = np.arange(i)
+            psi = (t + 0.5 * sh) * (2 * np.pi / (4 * i))
+            tw_c[j, 0, :, :i] = np.cos(u[:, None] * psi[None, :])
+            tw_s[j, 0, :, :i] = np.sin(u[:, None] * psi[None, :])
+            ang = 4 * psi[:, None] * s[None, :]
+            c4, s4 = np.cos(ang), np.sin(ang)
+            z[j, 0, :i, :, 0], z[j, 1, :i, :, 0] = c4, s4
+            z[j, 0, :i, :, 1], z[j, 1, :i, :, 1] = -s4, c4
+        out.append(_readonly(tw_c, tw_s, z.reshape(k, 2 * i_pad, 2 * n_s)))
+    uq = np.outer(u, u) * (np.pi / 2)
+    q = np.stack([np.cos(uq), -np.sin(uq)], axis=1).reshape(8, 4)
+    q[np.abs(q) < 1e-12] = 0.0
+    q = np.round(q)
+    return tuple(out), _readonly(q)
+
+
+@functools.lru_cache(maxsize=32)
+def pixel_tables(nside: int, base_pixels: tuple):
+    """Per Fourier chunk the gather index (k, g, 4, i_pad) into the map with a zero appended (index N =
+    absent face or padding), and `scatter` (N,): where each map pixel sits in the flattened concatenation
+    of the chunks' (k, g, 4, i_pad) blocks. Int64."""
+    nside = grid.check_nside(nside)
+    faces = grid.check_base_pixels(base_pixels)
+    n_map = grid.n_pixels(nside, faces)
+    chunks, _ = _ring_groups(nside)
+    rings = np.arange(1, 4 * nside)
+    start, count, _, _ = grid.ring_info(nside, rings)
+    gathers, scatter, offset = [], np.full(n_map, -1, dtype=np.int64), 0
+    for c in chunks:
+        k, g, i_pad = len(c["members"]), len(c["members"][0]), max(c["i"])
+        idx = np.full((k, g, 4, i_pad), n_map, dtype=np.int64)
+        for a, (i, mem) in enumerate(zip(c["i"], c["members"])):
+            for b, r in enumerate(mem):
+                j = np.arange(4 * i)
+                nest = np.asarray(grid.ring2nest(nside, start[r - 1] + j), dtype=np.int64)
+                local = np.asarray(grid.global_to_local(nside, faces, nest), dtype=np.int64)
+                ok = local >= 0
+                idx[a, b, j[ok] // i, j[ok] % i] = local[ok]
+                flat = offset + ((a * g + b) * 4 + j[ok] // i) * i_pad + j[ok] % i
+                scatter[local[ok]] = flat
+        gathers.append(_readonly(idx))
+        offset += idx.size
+    assert (scatter >= 0).all()
+    return tuple(gathers), _readonly(scatter)
+
+
+@functools.lru_cache(maxsize=32)
+def ring_order(nside: int):
+    """Positions, in the rings as the Fourier chunks emit them, of the northern rings 1 .. 2 nside - 1,
+    of their mirrors 4 nside - r, and of the equator; and the inverse (the emitted order as positions in
+    the concatenation [north, south, equator]). Int64."""
+    _, order = _ring_groups(nside)
+    pos = np.empty(4 * nside, dtype=np.int64)
+    pos[order] = np.arange(order.size)
+    north = np.arange(1, 2 * nside)
+    cat = np.concatenate([pos[north], pos[4 * nside - north], pos[[2 * nside]]])
+    inv = np.empty_like(cat)
+    inv[cat] = np.arange(cat.size)
+    return _readonly(pos[north], pos[4 * nside - north], pos[[2 * nside]], inv)
+
+
+# --------------------------------------------------------------------------- Legendre tables
+
+
+@functools.lru_cache(maxsize=8)
+def legendre_tables(nside: int, lmax: int):
+    """The Legendre stage per chunk of m: (m0, m1, Te, To) with Te (m1-m0, Le, R+1) the rows l = m, m+2, ...
+    over the northern rings 1 .. 2 nside - 1 and the equator, To (m1-m0, Lo, R) the rows l = m+1, m+3, ...
+    over the northern rings, zero-padded to the chunk's first m. Then `gather` (n_alm,): each healpy index's
+    row in the concatenated, flattened (Te outputs, To outputs) of all chunks, and `scatter` (P,): the
+    inverse, n_alm for padding rows. Float64 / int64."""
+    nside, lmax = grid.check_nside(nside), _check_lmax(lmax)
+    rings = np.arange(1, 2 * nside + 1)
+    _, _, theta, _ = grid.ring_info(nside, rings)
+    lam = legendre(lmax, theta)                        # (n_alm, 2 nside): northern rings, equator last
+    n = lmax + 1
+    n_alm = alm_size(lmax)
+    gather = np.full(n_alm, -1, dtype=np.int64)
+    chunks, offset = [], 0
+    for m0, m1 in _chunks([n - m for m in range(n)]):
+        le, lo = (n - m0 + 1) // 2, (n - m0) // 2
+        te = np.zeros((m1 - m0, le, rings.size))
+        to = np.zeros((m1 - m0, lo, rings.size - 1))
+        for m in range(m0, m1):
+            le_m, lo_m = (n - m + 1) // 2, (n - m) // 2
+            ev = alm_index(lmax, m + 2 * np.arange(le_m), m)
+            od = alm_index(lmax, m + 1 + 2 * np.arange(lo_m), m)
+            te[m - m0, :le_m] = lam[ev]
+            to[m - m0, :lo_m] = lam[od, :-1]
+            gather[ev] = offset + (m - m0) * le + np.arange(le_m)
+            gather[od] = offset + te.shape[0] * le + (m - m0) * lo + np.arange(lo_m)
+        offset += te.shape[0] * (le + lo)
+        chunks.append((m0, m1) + _readonly(te, to))
+    del lam
+    assert (gather >= 0).all()
+    scatter = np.full(offset, n_alm, dtype=np.int64)
+    scatter[gather] = np.arange(n_alm)
+    return tuple(chunks), _readonly(gather), _readonly(scatter)
+
+
+def weights_m(lmax: int) -> np.ndarray:
+    """Synthesis weight of each m >= 0: 1 for m = 0, 2 otherwise (a real map holds m and -m)."""
+    w = np.full(lmax + 1, 2.0)
+    w[0] = 1.0
+    return w
