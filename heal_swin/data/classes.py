@@ -42,12 +42,29 @@ PAPER_SYNWOODSCAPE_8 = ("void", "building", "road line", "road", "sidewalk", "fo
                         "ego-vehicle")
 
 
+# Entries of a dataset's lookup table: every id a 16-bit label file can hold.
+LUT_SIZE = 2**16
+
+
+def unknown_label_ids(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The distinct ids in `labels` that are not class ids 0 … num_classes − 1 (sorted)."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = labels.min(), labels.max()
+    if lo >= 0 and hi < num_classes:  # the common case, without a sort of the whole map
+        return np.zeros(0, dtype=np.int64)
+    ids = np.unique(labels)
+    return ids[(ids < 0) | (ids >= num_classes)].astype(np.int64)
+
+
 def class_lut(source: tuple[str, ...], target: tuple[str, ...], mapping: dict[str, str] | None = None,
-              default: str = "void", ignore_index: int = 255) -> np.ndarray:
-    """A lookup table (256,) int64 from source class ids to target class ids.
+              default: str = "void", ignore_index: int = 255, size: int = 256) -> np.ndarray:
+    """A lookup table (size,) int64 from source class ids to target class ids.
 
     A source class goes to `mapping[name]` if given, else to the target class of the same name,
-    else to `default`. Ids beyond the source table map to `ignore_index`. Errors name the class."""
+    else to `default`. Ids beyond the source table map to `ignore_index` (datasets check for them
+    first: `unknown_label_ids`). Errors name the class."""
     mapping = dict(mapping or {})
     for src, dst in mapping.items():
         if src not in source:
@@ -56,7 +73,9 @@ def class_lut(source: tuple[str, ...], target: tuple[str, ...], mapping: dict[st
             raise ValueError(f"class merge: {src!r} -> {dst!r}, but {dst!r} is not one of {list(target)}")
     if default not in target:
         raise ValueError(f"class merge: default class {default!r} is not one of {list(target)}")
-    lut = np.full(256, ignore_index, dtype=np.int64)
+    if size < len(source):
+        raise ValueError(f"class table: size={size} is smaller than the {len(source)} source classes")
+    lut = np.full(size, ignore_index, dtype=np.int64)
     for i, name in enumerate(source):
         lut[i] = target.index(mapping.get(name, name if name in target else default))
     return lut

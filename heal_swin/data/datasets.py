@@ -12,8 +12,7 @@ convention); depth outside the image or not finite is NaN and not valid.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +20,35 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import grid
-from ..projection import FisheyeToHealpix, RigToHealpix
+from ..projection import FisheyeToHealpix, RigToHealpix, load_checked_arrays, save_checked_arrays
 from .augment import Augment, quarter_turn_permutation
-from .classes import class_lut
+from .classes import LUT_SIZE, class_lut, unknown_label_ids
 from .splits import SPLITS, split_frames
 from .woodscape import DatasetError, WoodScapeTree
 
-__all__ = ["HealpixDataset", "FlatDataset", "IMAGENET_MEAN", "IMAGENET_STD", "TASKS"]
+__all__ = ["HealpixDataset", "FlatDataset", "IMAGENET_MEAN", "IMAGENET_STD", "TASKS", "UNKNOWN_LABELS"]
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 TASKS = ("segmentation", "depth")
+# What a label id beyond the dataset's class table does: stop with a DatasetError naming the file,
+# or become ignore_index (counted in the log, once per file).
+UNKNOWN_LABELS = ("error", "ignore")
+_log = logging.getLogger(__name__)
 
 
 class _WoodScapeDataset(Dataset):
     """What the HEALPix and flat datasets share: the tree, the split, classes, augmentation seeds."""
 
     def __init__(self, root, task, split, cameras, transform, split_fractions, split_seed, group_size,
-                 test_set, class_names, class_merge, ignore_index, mean, std, seed, rig=False):
+                 test_set, class_names, class_merge, ignore_index, mean, std, seed, rig=False,
+                 unknown_labels="error"):
         if task not in TASKS:
             raise ValueError(f"task={task!r} must be one of {TASKS}")
+        if unknown_labels not in UNKNOWN_LABELS:
+            raise ValueError(f"unknown_labels={unknown_labels!r} must be one of {UNKNOWN_LABELS}")
+        self.unknown_labels = unknown_labels
+        self._reported: set[str] = set()
         if split not in SPLITS + ("all",):
             raise ValueError(f"split={split!r} must be one of {SPLITS + ('all',)}")
         self.task = task
@@ -69,7 +77,11 @@ class _WoodScapeDataset(Dataset):
             raise DatasetError(f"{self.tree.root}: split {split!r} has no samples (cameras "
                                f"{list(self.tree.cameras)}, {len(frames)} frames in the tree)")
         self.class_names = tuple(class_names or self.tree.class_names)
-        self.lut = class_lut(self.tree.class_names, self.class_names, class_merge, ignore_index=ignore_index)
+        # Every id a 16-bit label file can hold has an entry: ids beyond the class table are caught
+        # (or ignored, as asked) before the table is applied, never an IndexError.
+        self.lut = class_lut(self.tree.class_names, self.class_names, class_merge, ignore_index=ignore_index,
+                             size=LUT_SIZE)
+        self._lut_digest = hashlib.sha256(self.lut.tobytes()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -81,10 +93,29 @@ class _WoodScapeDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
 
+    def map_labels(self, labels: np.ndarray, path) -> np.ndarray:
+        """Source class ids of the label file `path` -> target ids (int64), by the class table; ids
+        beyond the table raise DatasetError, or with unknown_labels="ignore" become ignore_index
+        (logged once per file with their pixel count)."""
+        names = self.tree.class_names
+        unknown = unknown_label_ids(labels, len(names))
+        if len(unknown):
+            shown = ", ".join(str(int(i)) for i in unknown[:8]) + (", …" if len(unknown) > 8 else "")
+            table = f"the {len(names)} classes of {self.tree.root} (ids 0–{len(names) - 1}: {', '.join(names)})"
+            if self.unknown_labels == "error":
+                raise DatasetError(f"{path}: label ids {shown} are not in the class table, {table}; fix the file, "
+                                   "or set data.unknown_labels=ignore to train with them as ignore_index")
+            if str(path) not in self._reported:
+                self._reported.add(str(path))
+                count = int(np.count_nonzero((labels < 0) | (labels >= len(names))))
+                _log.warning("%s: %d pixels with label ids %s beyond %s set to ignore_index=%d "
+                             "(data.unknown_labels=ignore)", path, count, shown, table, self.ignore_index)
+        return self.lut[np.clip(labels, 0, len(self.lut) - 1)] if len(unknown) else self.lut[labels]
+
     def _load(self, sample, rng):
         item = self.tree.load(sample, labels=self.task == "segmentation", depth=self.task == "depth")
         if "labels" in item:
-            item["labels"] = self.lut[item["labels"]]
+            item["labels"] = self.map_labels(item["labels"], sample.labels)
         if self.transform is not None:
             item = self.transform.fisheye(item, rng)
         return item
@@ -105,9 +136,9 @@ class HealpixDataset(_WoodScapeDataset):
                  rig: bool = False, split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0, group_size: int = 1,
                  test_set: bool = False, class_names=None, class_merge=None, ignore_index: int = 255,
                  outside: str = "ignore", mean=IMAGENET_MEAN, std=IMAGENET_STD, max_depth: float | None = None,
-                 cache_dir=None, sample_cache=None, seed: int = 0):
+                 cache_dir=None, sample_cache=None, seed: int = 0, unknown_labels: str = "error"):
         super().__init__(root, task, split, cameras, transform, split_fractions, split_seed, group_size,
-                         test_set, class_names, class_merge, ignore_index, mean, std, seed, rig)
+                         test_set, class_names, class_merge, ignore_index, mean, std, seed, rig, unknown_labels)
         self.nside = grid.check_nside(nside)
         if rig and orientation != "vehicle":
             orientation = "vehicle"
@@ -174,25 +205,33 @@ class HealpixDataset(_WoodScapeDataset):
         files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for s in samples
                  for p in (s.image, s.calibration, s.labels, s.depth) if p is not None and p.exists()]
         key = "|".join(map(str, [files, self.task, self.nside, self.base_pixels, self.orientation, self.rig,
-                                 self.outside_fill, hashlib.sha256(self.lut.tobytes()).hexdigest(), 2]))
+                                 self.outside_fill, self._lut_digest, 3]))
         name = f"{samples[0].stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
         return self.sample_cache / name
+
+    def _cached_shapes(self) -> dict:
+        """{name: (shape, dtype)} of a projected sample as the sample cache holds it."""
+        n = self.npix
+        out = {"image": ((3, n), np.float32), "valid": ((n,), np.bool_)}
+        if self.task == "segmentation":
+            out["labels"] = ((n,), np.int64)
+        else:
+            out["depth"] = ((n,), np.float32)
+        return out
 
     def __getitem__(self, index: int) -> dict:
         entry = self.items[index]
         cache = self._cache_path(index)
-        out = None
-        if cache is not None and cache.is_file():
-            try:
-                with np.load(cache) as f:
-                    out = {k: f[k] for k in f.files}
-            except (OSError, ValueError):
-                out = None
+        # A damaged, edited or foreign cache file is reported, re-projected and replaced.
+        out = load_checked_arrays(cache, self._cached_shapes()) if cache is not None else None
         rng = self._rng(index)
         if out is None:
             out = self._project_rig(entry, rng) if self.rig else self._project_one(entry, rng)
             if cache is not None:
-                _atomic_savez(cache, out)
+                try:
+                    save_checked_arrays(cache, out)
+                except OSError:
+                    pass  # a read-only or full cache folder only costs re-projection
         valid = out["valid"]
         if self.task == "depth":
             ok = np.isfinite(out["depth"])
@@ -216,14 +255,6 @@ class HealpixDataset(_WoodScapeDataset):
         return tensors
 
 
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
 class FlatDataset(_WoodScapeDataset):
     """The same tree for the flat baseline: images, labels and depth resized to `size` = (H, W)
     (the original's flat baseline used 640×768), labels and depth with nearest neighbours; the
@@ -234,9 +265,11 @@ class FlatDataset(_WoodScapeDataset):
     def __init__(self, root, task: str = "segmentation", size=(640, 768), split: str = "train", cameras=None,
                  transform=None, *, split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0, group_size: int = 1,
                  test_set: bool = False, class_names=None, class_merge=None, ignore_index: int = 255,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, max_depth: float | None = None, seed: int = 0):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, max_depth: float | None = None, seed: int = 0,
+                 unknown_labels: str = "error"):
         super().__init__(root, task, split, cameras, transform, split_fractions, split_seed, group_size,
-                         test_set, class_names, class_merge, ignore_index, mean, std, seed)
+                         test_set, class_names, class_merge, ignore_index, mean, std, seed,
+                         unknown_labels=unknown_labels)
         h, w = (int(v) for v in size)
         if h < 8 or w < 8:
             raise ValueError(f"size={list(size)} must be (height, width), each at least 8")

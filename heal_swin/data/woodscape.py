@@ -24,7 +24,7 @@ from ..cameras import CalibrationError, load_calibration
 from .classes import WOODSCAPE_CLASSES, WOODSCAPE_COLORS
 
 __all__ = ["CAMERAS", "Sample", "WoodScapeTree", "DatasetError", "FrameFiles", "find_frame_files", "frame_stem",
-           "resolve_folder", "read_image", "read_labels", "read_depth"]
+           "resolve_folder", "read_image", "read_labels", "read_depth", "image_size", "check_dataset"]
 
 CAMERAS = ("FV", "RV", "MVL", "MVR")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -165,6 +165,43 @@ def read_depth(path) -> np.ndarray:
     return depth.astype(np.float32, copy=False)
 
 
+def image_size(path) -> tuple[int, int]:
+    """(width, height) of a PNG or JPEG from its header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+                return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+            if head.startswith(b"\xff\xd8"):
+                return _jpeg_size(f, path)
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the file ({err})") from None
+    what = "empty" if not head else "not a PNG or JPEG file (or its header is damaged)"
+    raise DatasetError(f"{path}: {what}")
+
+
+def _jpeg_size(f, path: Path) -> tuple[int, int]:
+    """Walks the JPEG markers to the first start-of-frame segment, which holds the size."""
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            raise DatasetError(f"{path}: damaged JPEG header (no frame size before the data)")
+        kind = marker[1]
+        if kind in (0xD8, 0x01) or 0xD0 <= kind <= 0xD7:  # markers without a length
+            continue
+        length = int.from_bytes(f.read(2), "big")
+        if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
+            body = f.read(5)
+            if len(body) < 5:
+                raise DatasetError(f"{path}: truncated JPEG header")
+            return int.from_bytes(body[3:5], "big"), int.from_bytes(body[1:3], "big")
+        if length < 2:
+            raise DatasetError(f"{path}: damaged JPEG header")
+        f.seek(length - 2, 1)
+
+
 def _index(folder: Path | None, suffixes) -> dict[str, Path]:
     if folder is None:
         return {}
@@ -300,6 +337,69 @@ class WoodScapeTree:
                 problems.append(f"{s.stem}: {s.labels} holds class id {int(item['labels'].max())}, beyond the "
                                 f"{len(self.class_names)} classes of this dataset")
         return problems
+
+
+    def check_fast(self, labels: bool = True, depth: bool = False) -> list[str]:
+        """The problems `check` finds without decoding any image: missing files, empty files,
+        unreadable headers, calibrations that do not parse, and image / label / depth sizes (from
+        the file headers) that differ from the calibration. One message per problem; [] when clean."""
+        problems = list(self.unmatched)
+        if not self.samples:
+            problems.append(f"{self.root}: no samples for cameras {list(self.cameras)}")
+        for s in self.samples:
+            if not s.calibration.is_file():
+                problems.append(f"{s.stem}: calibration file {s.calibration} is missing")
+                continue
+            try:
+                cam = self.camera(s)
+            except DatasetError as err:
+                problems.append(str(err))
+                continue
+            files = [("image", s.image)]
+            if labels:
+                if s.labels is None:
+                    problems.append(f"{s.stem}: label file {self._expected('labels', s.stem, '.png')} is missing")
+                else:
+                    files.append(("labels", s.labels))
+            if depth:
+                if s.depth is None:
+                    problems.append(f"{s.stem}: depth file {self._expected('depth', s.stem, '.npy')} is missing")
+                else:
+                    files.append(("depth", s.depth))
+            for kind, path in files:
+                try:
+                    if kind == "depth":
+                        shape = np.squeeze(np.load(path, mmap_mode="r", allow_pickle=False)).shape
+                        if len(shape) != 2:
+                            raise DatasetError(f"{path}: depth map has shape {shape}; expected (H, W)")
+                        w, h = shape[1], shape[0]
+                    else:
+                        w, h = image_size(path)
+                except DatasetError as err:
+                    problems.append(f"{s.stem}: {err}")
+                    continue
+                except (OSError, ValueError) as err:
+                    problems.append(f"{s.stem}: {path}: cannot read the depth map ({err})")
+                    continue
+                if (w, h) != (cam.width, cam.height):
+                    problems.append(f"{s.stem}: {path} is {w}×{h} but {s.calibration.name} says "
+                                    f"{cam.width}×{cam.height}")
+        return problems
+
+
+def check_dataset(root, cameras=None, task: str = "segmentation", test_set: bool = False, limit: int = 10) -> int:
+    """A fast start-up check of a tree (`WoodScapeTree.check_fast`: files, headers, calibrations,
+    sizes; no pixels decoded): the number of samples, or a DatasetError listing the first `limit`
+    problems, the count, and the full check to run."""
+    tree = WoodScapeTree(root, cameras, test_set=test_set)
+    problems = tree.check_fast(labels=task == "segmentation", depth=task == "depth")
+    if problems:
+        shown = "\n  ".join(problems[:limit])
+        more = f"\n  … and {len(problems) - limit} more" if len(problems) > limit else ""
+        flags = " --depth --no-labels" if task == "depth" else ""
+        raise DatasetError(f"{tree.root}: {len(problems)} problem(s) in the dataset:\n  {shown}{more}\n"
+                           f"List them all with: python -m heal_swin.data.woodscape {tree.root} --check{flags}")
+    return len(tree)
 
 
 def main(argv=None) -> int:
