@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from heal_swin.tasks import ConfusionMatrix, DepthLoss, DepthMetrics, SegmentationLoss, from_prediction, to_target
+from heal_swin.tasks import (TASK_METRICS, ConfusionMatrix, DepthLoss, DepthMetrics, SegmentationLoss,
+                             from_prediction, to_target)
 
 
 def test_confusion_matrix_by_hand():
@@ -93,3 +94,16 @@ def test_depth_losses():
     assert empty.item() == 0.0
     with pytest.raises(ValueError, match="depth loss='huber'"):
         DepthLoss("huber")
+
+
+def test_task_metrics_are_the_scalar_figures_of_each_summary():
+    """train.metric is checked against TASK_METRICS: it must list exactly what evaluation reports."""
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))
+    dm = DepthMetrics()
+    dm.update(torch.tensor([1.0, 2.0]), torch.tensor([1.1, 2.5]))
+    for task, summary in (("segmentation", cm.summary()), ("depth", dm.summary())):
+        scalars = {k for k, v in summary.items() if isinstance(v, float)}
+        assert set(TASK_METRICS[task]) == scalars, task
+        assert set(TASK_METRICS[task].values()) <= {"max", "min"}
+    assert TASK_METRICS["segmentation"]["miou"] == "max" and TASK_METRICS["depth"]["abs_rel"] == "min"

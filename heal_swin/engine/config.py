@@ -8,6 +8,7 @@ resolved config is saved in the run directory (`config.yaml`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -15,9 +16,11 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-__all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "save_config", "TASKS"]
+from .. import grid
+from ..data import TASKS
 
-TASKS = ("segmentation", "depth")
+__all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "save_config", "config_faces",
+           "resume_differences", "resume_changes", "resume_error_message", "TASKS", "MAX_NSIDE"]
 
 
 class ConfigError(ValueError):
@@ -57,6 +60,7 @@ class DataConfig:
     mean: list = field(default_factory=lambda: [123.675, 116.28, 103.53])
     std: list = field(default_factory=lambda: [58.395, 57.12, 57.375])
     max_depth: Optional[float] = None
+    unknown_labels: str = "error"         # label ids beyond the class table: error | ignore (counted in the log)
     batch_size: int = 4
     num_workers: int = 0
     sample_cache: Optional[str] = None
@@ -136,6 +140,7 @@ _CHOICES = {
     "task": TASKS,
     "data.orientation": ("camera", "vehicle"),
     "data.outside": ("ignore", "void"),
+    "data.unknown_labels": ("error", "ignore"),
     "loss.depth": ("l1", "l2", "silog"),
     "loss.depth_target": ("depth", "log", "inverse"),
     "train.optimizer": ("adamw", "adam"),
@@ -145,12 +150,52 @@ _CHOICES = {
     "train.metric_mode": ("max", "min"),
     "eval.split": ("train", "val", "test", "all"),
 }
-_POSITIVE = ("data.nside", "data.batch_size", "train.epochs", "train.accumulate", "data.synthetic_frames",
-             "run.log_every")
+# key -> (smallest value, whether null is allowed, what 0 / null means when that needs saying)
+_INTEGERS = {
+    "run.seed": (0, False, ""),
+    "run.log_every": (1, False, ""),
+    "run.threads": (0, True, " (0 or null: torch's default)"),
+    "data.synthetic_frames": (1, False, ""),
+    "data.nside": (1, False, ""),
+    "data.split_seed": (0, False, ""),
+    "data.group_size": (1, False, ""),
+    "data.ignore_index": (0, False, ""),
+    "data.batch_size": (1, False, ""),
+    "data.num_workers": (0, False, " (0: load in the training process)"),
+    "train.max_steps": (1, True, " (null: train.epochs counts)"),
+    "train.epochs": (1, False, ""),
+    "train.warmup_steps": (0, False, ""),
+    "train.accumulate": (1, False, ""),
+    "train.eval_every": (0, False, " (0: once per epoch)"),
+    "train.checkpoint_every": (0, False, " (0: at every evaluation)"),
+    "eval.figures": (0, False, ""),
+    "eval.batch_size": (1, True, " (null: data.batch_size)"),
+}
+# The largest nside a run may ask for: 8 faces at 1024 already hold 8.4 M pixels, about seven times
+# the pixels of a 1280×966 WoodScape image, and the sampling maps alone need ~0.6 GiB.
+MAX_NSIDE = 1024
+# Bytes per sphere pixel of one sample that every run holds whatever the model: the float32 RGB
+# map, the int64 label map, the mask, the float32 sampling map (u, v) and the bilinear tables
+# (4 int64 indices + 4 float32 weights).
+_BYTES_PER_PIXEL = 3 * 4 + 8 + 1 + 2 * 4 + 4 * (8 + 4)
 
 
 def _get(cfg, dotted: str):
     return OmegaConf.select(cfg, dotted)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def config_faces(cfg) -> tuple[int, ...]:
+    """`data.base_pixels` ("0-7", "all" or a list of faces) as the sorted tuple of faces."""
+    faces = cfg.data.base_pixels
+    return grid.check_base_pixels(faces if isinstance(faces, str) else list(faces), "data.base_pixels")
 
 
 def _validate(cfg: DictConfig, source: str) -> None:
@@ -161,30 +206,109 @@ def _validate(cfg: DictConfig, source: str) -> None:
     for key, choices in _CHOICES.items():
         if _get(cfg, key) not in choices:
             fail(key, f"must be one of {list(choices)}")
-    for key in _POSITIVE:
-        if _get(cfg, key) is None or _get(cfg, key) < 1:
-            fail(key, "must be a positive integer")
-    if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
-        fail("train.max_steps", "must be a positive integer or null (then train.epochs counts)")
-    if cfg.train.lr <= 0:
-        fail("train.lr", "must be positive")
-    if cfg.data.num_workers < 0:
-        fail("data.num_workers", "must be >= 0")
-    if len(cfg.data.mean) != 3 or len(cfg.data.std) != 3 or min(cfg.data.std) <= 0:
-        fail("data.std", "and data.mean must be three numbers each, std positive (0–255 units)")
-    from .. import grid
-
+    for key, (low, nullable, meaning) in _INTEGERS.items():
+        value = _get(cfg, key)
+        if value is None and nullable:
+            continue
+        if not _is_int(value) or value < low:
+            what = "a positive integer" if low == 1 else f"an integer >= {low}"
+            fail(key, f"must be {what}{' or null' if nullable else ''}{meaning}")
+    _validate_numbers(cfg, fail, source)
     try:
         grid.check_nside(cfg.data.nside, "data.nside")
-        faces = cfg.data.base_pixels
-        grid.check_base_pixels(faces if isinstance(faces, str) else list(faces), "data.base_pixels")
+        faces = config_faces(cfg)
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
+    if cfg.data.nside > MAX_NSIDE:
+        pixels = len(faces) * cfg.data.nside**2
+        gib = pixels * _BYTES_PER_PIXEL * cfg.data.batch_size / 2**30
+        fail("data.nside", f"must be at most {MAX_NSIDE}: {len(faces)} faces × nside² = {pixels:,} sphere pixels "
+                           f"per sample would need ≈ {gib:,.1f} GiB for one batch of {cfg.data.batch_size} "
+                           "input maps and sampling tables alone, before the model's activations")
     from ..models import is_model, list_models
 
     if not is_model(cfg.model.name):
         raise ConfigError(f"{source}: model.name={cfg.model.name!r} is not a registered model; choose from "
                           f"{list_models()}")
+    _validate_metric(cfg, fail)
+
+
+def _validate_numbers(cfg: DictConfig, fail, source: str) -> None:
+    """The real-valued keys and the lists of numbers."""
+    def number_list(key, length, rule):
+        value = _get(cfg, key)
+        if value is None or len(value) != length or not all(_is_number(v) for v in value):
+            fail(key, f"must be {length} finite numbers{rule}")
+        return list(value)
+
+    size = number_list("data.synthetic_size", 2, " (width, height), whole pixels >= 16")
+    if not all(_is_int(v) and v >= 16 for v in size):
+        fail("data.synthetic_size", "must be (width, height), whole pixels >= 16")
+    flat = number_list("data.flat_size", 2, " (height, width), whole pixels >= 8")
+    if not all(_is_int(v) and v >= 8 for v in flat):
+        fail("data.flat_size", "must be (height, width), whole pixels >= 8")
+    fractions = number_list("data.split_fractions", 3, " (train, val, test) in [0, 1] that sum to 1")
+    if min(fractions) < 0 or max(fractions) > 1 or abs(sum(fractions) - 1.0) > 1e-6:
+        fail("data.split_fractions", "must be (train, val, test), each in [0, 1], summing to 1")
+    number_list("data.mean", 3, " (RGB, 0–255 units)")
+    if min(number_list("data.std", 3, " (RGB, 0–255 units), each positive")) <= 0:
+        fail("data.std", "must be 3 positive numbers (RGB, 0–255 units)")
+    if cfg.data.max_depth is not None and not (_is_number(cfg.data.max_depth) and cfg.data.max_depth > 0):
+        fail("data.max_depth", "must be a positive number of metres or null (no limit)")
+    if cfg.data.class_names is not None:
+        names = list(cfg.data.class_names)
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            fail("data.class_names", "must be a non-empty list of distinct class names, or null (the dataset's)")
+        if cfg.data.ignore_index < len(names):
+            fail("data.ignore_index", f"must not be a class id: data.class_names has {len(names)} classes "
+                                      f"(ids 0–{len(names) - 1})")
+
+    if not (_is_number(cfg.augment.rotate_deg) and 0 <= cfg.augment.rotate_deg <= 180):
+        fail("augment.rotate_deg", "must be in [0, 180] degrees (the largest random turn about the optical axis)")
+    if not (_is_number(cfg.augment.hflip) and 0 <= cfg.augment.hflip <= 1):
+        fail("augment.hflip", "must be a probability in [0, 1]")
+    for i, entry in enumerate(cfg.augment.photometric or []):
+        p = entry.get("p", 0.5) if hasattr(entry, "get") else None
+        if not (_is_number(p) and 0 <= p <= 1):
+            raise ConfigError(f"{source}: augment.photometric[{i}].p={p!r} must be a probability in [0, 1]")
+
+    if not (_is_number(cfg.loss.label_smoothing) and 0 <= cfg.loss.label_smoothing < 1):
+        fail("loss.label_smoothing", "must be in [0, 1)")
+    if cfg.loss.class_weights is not None:
+        weights = list(cfg.loss.class_weights)
+        if not weights or not all(_is_number(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            fail("loss.class_weights", "must be non-negative numbers, one per class, not all 0 (or null)")
+
+    t = cfg.train
+    if not (_is_number(t.lr) and t.lr > 0):
+        fail("train.lr", "must be positive")
+    if not (_is_number(t.weight_decay) and t.weight_decay >= 0):
+        fail("train.weight_decay", "must be >= 0")
+    betas = number_list("train.betas", 2, " (beta1, beta2), each in [0, 1)")
+    if not all(0 <= b < 1 for b in betas):
+        fail("train.betas", "must be (beta1, beta2), each in [0, 1)")
+    if t.grad_clip is not None and not (_is_number(t.grad_clip) and t.grad_clip >= 0):
+        fail("train.grad_clip", "must be >= 0 (the largest gradient norm; 0 or null: no clipping)")
+
+
+def _validate_metric(cfg: DictConfig, fail) -> None:
+    """train.metric must be a figure the task's evaluation reports, and metric_mode its better direction."""
+    from ..tasks import TASK_METRICS
+
+    metrics = TASK_METRICS[cfg.task]
+    metric = cfg.train.metric
+    if metric not in metrics:
+        other = next((task for task, names in TASK_METRICS.items() if metric in names), None)
+        hint = (f"is a {other} metric; task={cfg.task} reports" if other is not None
+                else f"is not a metric of task={cfg.task}; choose from")
+        example = next(iter(metrics))
+        fail("train.metric", f"{hint} {list(metrics)} (e.g. train.metric={example} "
+                             f"train.metric_mode={metrics[example]})")
+    better = metrics[metric]
+    if cfg.train.metric_mode != better:
+        way = "smaller" if better == "min" else "larger"
+        fail("train.metric_mode", f"would keep the worst checkpoint: train.metric={metric} is better when {way}; "
+                                  f"set train.metric_mode={better}")
 
 
 def _merge(base: DictConfig, other, source: str) -> DictConfig:
@@ -235,3 +359,71 @@ def save_config(cfg: DictConfig, path) -> None:
     from .checkpoint import atomic_write_text
 
     atomic_write_text(Path(path), OmegaConf.to_yaml(cfg, resolve=True))
+
+
+# ----------------------------------------------------------------------------- resuming with another config
+
+# Keys that may change when a run is resumed: how long it runs, how often it evaluates, logs and
+# checkpoints, where it runs and how its data is read. Every other key changes what is computed
+# (data, model, task, loss, augmentation, optimiser, schedule, precision, seed) and is refused.
+RESUME_ALLOWED = ("train.max_steps", "train.epochs", "train.resume", "train.eval_every", "train.checkpoint_every",
+                  "run.dir", "run.log_every", "run.device", "run.threads", "run.retain_memory",
+                  "data.root", "data.generate", "data.num_workers", "data.sample_cache",
+                  "eval.figures", "eval.batch_size", "logging.*")
+
+
+def _flat_config(cfg) -> dict:
+    """Dotted key -> value of a config (DictConfig, dict or YAML text), on top of the schema defaults
+    (a run saved before a key existed had that key's default)."""
+    if isinstance(cfg, str):
+        cfg = OmegaConf.create(cfg)
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    out: dict = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                walk(value, dotted + ".")
+            else:
+                out[dotted] = value
+
+    walk(OmegaConf.to_container(OmegaConf.structured(Config)), "")
+    walk(dict(cfg), "")
+    return out
+
+
+def _resume_allowed(key: str) -> bool:
+    return any(key == rule or (rule.endswith(".*") and key.startswith(rule[:-1])) for rule in RESUME_ALLOWED)
+
+
+def resume_differences(saved_cfg, new_cfg) -> tuple[list[str], list[str]]:
+    """The dotted keys whose values differ between the config a run was saved with and the config it
+    is resumed with, as (forbidden, allowed): forbidden keys change what is computed, allowed ones
+    (RESUME_ALLOWED: length, cadence, logging, device, data location) may change on resume. Each
+    config: a DictConfig, a plain dict or YAML text (the `config` entry of a resume state)."""
+    old, new = _flat_config(saved_cfg), _flat_config(new_cfg)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    forbidden = [k for k in changed if not _resume_allowed(k)]
+    allowed = [k for k in changed if _resume_allowed(k)]
+    return forbidden, allowed
+
+
+def resume_changes(saved_cfg, new_cfg, keys) -> dict:
+    """{key: [saved value, new value]} for `keys` (e.g. the allowed differences, to record the resume)."""
+    old, new = _flat_config(saved_cfg), _flat_config(new_cfg)
+    return {k: [old.get(k), new.get(k)] for k in keys}
+
+
+def resume_error_message(state_path, saved_cfg, new_cfg, forbidden) -> str:
+    """Why a resume is refused: every forbidden difference as `key: old -> new`, and the two fixes."""
+    old, new = _flat_config(saved_cfg), _flat_config(new_cfg)
+    def show(flat, k):
+        return repr(flat[k]) if k in flat else "(not set)"
+
+    lines = [f"  {k}: {show(old, k)} -> {show(new, k)}" for k in forbidden]
+    return (f"{state_path} was saved with another config; these settings change what the run computes and "
+            f"cannot change on resume:\n" + "\n".join(lines) + "\n"
+            "Resume with the saved values (the run's config.yaml), or start a new run with another run.dir. "
+            f"Only {', '.join(RESUME_ALLOWED)} may change on resume.")

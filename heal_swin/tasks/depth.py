@@ -15,10 +15,14 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["DepthLoss", "DepthMetrics", "to_target", "from_prediction"]
+__all__ = ["DepthLoss", "DepthMetrics", "to_target", "from_prediction", "METRICS"]
 
 TARGETS = ("depth", "log", "inverse")
 LOSSES = ("l1", "l2", "silog")
+# The scalar figures of `DepthMetrics.summary()` that can select a checkpoint, with the direction
+# that is better (errors down, δ-accuracies up).
+METRICS = {"abs_rel": "min", "sq_rel": "min", "rmse": "min", "rmse_log": "min", "d1": "max", "d2": "max",
+           "d3": "max"}
 
 
 def to_target(depth: torch.Tensor, target: str) -> torch.Tensor:

@@ -12,7 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SegmentationLoss", "ConfusionMatrix", "PAPER_WOODSCAPE_CLASS_WEIGHTS"]
+__all__ = ["SegmentationLoss", "ConfusionMatrix", "PAPER_WOODSCAPE_CLASS_WEIGHTS", "METRICS"]
+
+# The scalar figures of `ConfusionMatrix.summary()` that can select a checkpoint, with the
+# direction that is better.
+METRICS = {"miou": "max", "accuracy": "max"}
 
 # The original paper's WoodScape class weights (void … traffic_sign).
 PAPER_WOODSCAPE_CLASS_WEIGHTS = (0.349, 0.444, 0.899, 1.154, 1.319, 1.706, 0.731, 1.244, 1.689, 2.364)
