@@ -28,7 +28,9 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.max_steps=100")
     args = parser.parse_args(argv)
 
-    from heal_swin.engine import ConfigError, evaluate_run, load_config
+    from heal_swin.cameras import CalibrationError
+    from heal_swin.data import DatasetError
+    from heal_swin.engine import CheckpointError, ConfigError, evaluate_run, load_config
     from heal_swin.engine.trainer import main as train
 
     try:
@@ -36,7 +38,8 @@ def main(argv=None) -> int:
             evaluate_run(args.evaluate, args.overrides)
         else:
             train(load_config(args.config, args.overrides))
-    except ConfigError as err:
+    except (ConfigError, DatasetError, CalibrationError, CheckpointError) as err:
+        # Each names the file, the value and the fix: the message is the whole story, not a traceback.
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
     return 0

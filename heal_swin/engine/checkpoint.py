@@ -15,34 +15,29 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "save_weights", "load_weights", "save_state",
-           "load_state", "rng_state", "set_rng_state", "unwrap"]
+from ..projection import atomic_write
+
+__all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_text", "save_weights", "load_weights",
+           "save_state", "load_state", "rng_state", "set_rng_state", "unwrap", "remove_stale_temporaries",
+           "weights_step", "check_pair", "sync_weights_with_state"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the file, what is wrong and what to do."""
 
 
 def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    _atomic(Path(path), lambda f: f.write(data))
+    atomic_write(path, data)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -65,16 +60,43 @@ def save_weights(model: torch.nn.Module, path, metadata: dict | None = None) -> 
     atomic_write_bytes(path, save(state, metadata=meta))
 
 
-def load_weights(model: torch.nn.Module, path, strict: bool = True) -> torch.nn.Module:
+def _weights_fix(path: Path) -> str:
+    """What to do about a damaged weights file: the other weights of the run, or its resume state."""
+    others = [p.name for p in sorted(path.parent.glob("*.safetensors")) if p != path]
+    fix = f"use {', '.join(others)} (e.g. --weights / weights=...) instead, " if others else ""
+    state = path.parent.parent / "state" / "last.pt"
+    if state.is_file():
+        fix += f"or resume the run (train.resume=true) to rewrite it from {state}, "
+    return fix + "or retrain; export and evaluation need an intact file"
+
+
+def _read_safetensors(path: Path) -> dict:
     from safetensors.torch import load_file
 
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the weights file is empty (0 bytes; a write was cut short): "
+                              f"{_weights_fix(path)}")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises SafetensorError, OSError or ValueError on damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err}); it is "
+                              f"truncated or overwritten: {_weights_fix(path)}") from None
+
+
+def load_weights(model: torch.nn.Module, path, strict: bool = True) -> torch.nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
-    state = load_file(str(path))
-    missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
+    state = _read_safetensors(path)
+    fix = "they belong to another model or config (check model.name and model.kwargs in the run's config.yaml)"
+    try:
+        missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes that differ
+        detail = "; ".join(line.strip() for line in str(err).splitlines()[1:4])
+        raise CheckpointError(f"{path}: weights do not fit the model ({detail}); {fix}") from None
     if strict and (missing or unexpected):
-        raise ValueError(f"{path}: weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise CheckpointError(f"{path}: weights do not fit the model: missing {missing[:5]}, unexpected "
+                              f"{unexpected[:5]}; {fix}")
     return model
 
 
@@ -117,8 +139,102 @@ def save_state(path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _state_fix(path: Path) -> str:
+    run = path.parent.parent
+    weights = [p.name for p in sorted((run / "weights").glob("*.safetensors"))]
+    keep = (f"its weights ({', '.join(weights)} in {run / 'weights'}) still serve --evaluate and export.py; "
+            if weights else "")
+    return (f"the run cannot be resumed from it: {keep}move {path} aside and start a new run (another run.dir), "
+            "or restore the file from a backup")
+
+
 def load_state(path) -> dict:
+    """A resume state written by `save_state`; a damaged file raises CheckpointError with the fix."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no resume state")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the resume state is empty (0 bytes; a write was cut short): "
+                              f"{_state_fix(path)}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign files: RuntimeError, EOFError, UnpicklingError, …
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path}: not a readable resume state ({type(err).__name__}: {first[:200]}); it is "
+                              f"truncated, overwritten or not a heal_swin state: {_state_fix(path)}") from None
+    missing = [k for k in ("model", "optimizer", "scheduler", "step", "epoch", "batch", "rng")
+               if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: the resume state lacks {missing}; it was not written by train.py: "
+                              f"{_state_fix(path)}")
+    return state
+
+
+# ----------------------------------------------------------------------------- run-directory hygiene
+
+# The temporary files `atomic_write` makes beside a target: `.<name>.<random>.tmp`.
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def remove_stale_temporaries(run_dir) -> list[Path]:
+    """Remove the temporary files that killed writes left in a run directory (in it and in its
+    weights/ and state/ folders); returns the paths removed. Call before a run writes anything."""
+    run_dir = Path(run_dir)
+    removed = []
+    for folder in (run_dir, run_dir / "weights", run_dir / "state"):
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and _TEMPORARY.match(p.name):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(p)
+    return removed
+
+
+def weights_step(path) -> int | None:
+    """The optimiser step stored in a weights file's metadata, or None when it has none."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err}): "
+                              f"{_weights_fix(path)}") from None
+    step = meta.get("step")
+    return int(step) if step is not None and str(step).lstrip("-").isdigit() else None
+
+
+def check_pair(weights_path, state_path) -> int:
+    """The step of a (weights, resume state) pair; CheckpointError when the two disagree (a run
+    killed between the two writes), with the fix."""
+    weights_path, state_path = Path(weights_path), Path(state_path)
+    state = load_state(state_path)
+    step = weights_step(weights_path)
+    if step != state["step"]:
+        raise CheckpointError(f"{weights_path} is from step {step} but {state_path} from step {state['step']} "
+                              "(the run was stopped between the two writes): resume the run (train.resume=true), "
+                              "which rewrites the weights from the resume state")
+    return int(step)
+
+
+def sync_weights_with_state(weights_path, state: dict, metadata: dict | None = None) -> bool:
+    """Make `weights_path` hold the resume state's model when it does not (missing, unreadable, or
+    from another step): the state is the complete record. Returns True when it rewrote the file."""
+    weights_path = Path(weights_path)
+    try:
+        if weights_path.is_file() and weights_step(weights_path) == state["step"]:
+            return False
+    except CheckpointError:
+        pass
+    from safetensors.torch import save
+
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    meta["step"] = str(state["step"])
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
+    atomic_write_bytes(weights_path, save(tensors, metadata=meta))
+    return True
