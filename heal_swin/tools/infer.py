@@ -9,12 +9,18 @@ graphs on the sphere need each image's calibration (`<stem>.json` in --calibrati
 projected on the CPU, grouped by calibration, and the answers back-projected. Writes per image
 `<stem>.npy` (class ids uint8, 255 where the model's faces do not reach; or depth float32 metres,
 NaN there) and `<stem>.png` (class colours over the image, or a depth colour map beside it).
+
+A bad image (unreadable, another size, another camera, no calibration) is reported and skipped;
+every good image is written, and the exit status is 1 when any was skipped (--strict: stop at
+the first, status 2). A graph with the projection baked in serves the one camera it was exported
+for: images whose WoodScape file name (`<frame>_<CAM>.png`) or size says another camera are refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 PROG = "heal-swin-infer"
+_STEM = re.compile(r"^.+_(?P<camera>FV|RV|MVL|MVR)$")  # WoodScape file names: <frame>_<camera>
 
 
 class InferError(Exception):
@@ -68,6 +75,11 @@ class Runner:
         self.calibrations = calibrations
         self.colors = WOODSCAPE_COLORS
         self._projectors: dict = {}
+        missing = [k for k in ("input", "task") if k not in self.meta]
+        if missing:
+            raise InferError(f"{predictor.path}: the graph has no heal_swin metadata "
+                             f"({', '.join('heal_swin.' + k for k in missing)}): it was not written by export.py, "
+                             "or its metadata was stripped; re-export it with export.py")
         if self.kind != "fisheye" and calibrations is None and self.kind == "sphere":
             raise InferError(f"{predictor.path} takes sphere maps: pass --calibrations DIR (the JSON of each "
                              "image), or export with --with-projection")
@@ -83,12 +95,23 @@ class Runner:
         except CalibrationError as e:
             raise InferError(str(e)) from None
 
+    def _check_camera(self, path: Path, image: np.ndarray) -> None:
+        """A fisheye-in graph knows its camera (name, image size): refuse images of another one."""
+        w, h = self.meta["image_size"]
+        exported = self.meta.get("camera") or "?"
+        fix = ("export a graph for that camera (export.py --with-projection --calibration <its JSON>), or use a "
+               "sphere-in graph with --calibrations DIR, which projects every image with its own calibration")
+        m = _STEM.match(path.stem)
+        if m is not None and exported != "?" and m["camera"] != exported:
+            raise InferError(f"{path}: the file name says camera {m['camera']}, but {self.pred.path} has the "
+                             f"projection of camera {exported} ({w}×{h}) baked in; {fix}")
+        if image.shape[:2] != (h, w):
+            raise InferError(f"{path}: image is {image.shape[1]}×{image.shape[0]}; {self.pred.path} was "
+                             f"exported for camera {exported} at {w}×{h}; {fix}")
+
     def group_key(self, path: Path, image: np.ndarray):
         if self.kind == "fisheye":
-            w, h = self.meta["image_size"]
-            if image.shape[:2] != (h, w):
-                raise InferError(f"{path}: image is {image.shape[1]}×{image.shape[0]}; {self.pred.path} was "
-                                 f"exported for camera {self.meta.get('camera')} at {w}×{h}")
+            self._check_camera(path, image)
             if self.calibrations is not None:
                 cam = self._camera(path)
                 if cam.fingerprint() != self.meta.get("calibration_hash"):
@@ -147,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--no-png", action="store_true", help="write only the .npy outputs")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first bad image (default: report it, skip it, go on; exit status 1 at the end)")
     return p
 
 
@@ -160,45 +185,76 @@ def main(argv=None) -> int:
     from ..export import OnnxPredictor, ProviderError
 
     args = build_parser().parse_args(argv)
+    failed: list[tuple[Path, str]] = []
     try:
         if not args.model.is_file():
             raise InferError(f"--model {args.model}: no such file")
         files = _images(args.images)
-        predictor = OnnxPredictor(args.model, device=args.device, batch_size=args.batch)
+        try:
+            predictor = OnnxPredictor(args.model, device=args.device, batch_size=args.batch)
+        except ValueError as e:  # a damaged or foreign ONNX file: the message names it and the fix
+            raise InferError(str(e)) from None
         runner = Runner(predictor, args.calibrations)
         args.out.mkdir(parents=True, exist_ok=True)
         start, done = time.perf_counter(), 0
         pending: dict = {}
 
-        def flush(key):
+        def skip(path: Path, reason: str) -> None:
+            if args.strict:
+                raise InferError(reason)
+            failed.append((path, reason))
+            tqdm.write(f"{PROG}: skipped {path}: {reason}", file=sys.stderr)
+
+        def write(path: Path, image: np.ndarray, result: np.ndarray) -> None:
             nonlocal done
-            paths, images = zip(*pending.pop(key))
-            for path, image, result in zip(paths, images, runner.run(key, list(images))):
-                np.save(args.out / f"{path.stem}.npy", result)
-                if not args.no_png:
-                    import cv2
+            np.save(args.out / f"{path.stem}.npy", result)
+            if not args.no_png:
+                import cv2
 
-                    cv2.imwrite(str(args.out / f"{path.stem}.png"),
-                                _overlay(image, result, runner.task, runner.colors)[..., ::-1])
-                done += 1
+                cv2.imwrite(str(args.out / f"{path.stem}.png"),
+                            _overlay(image, result, runner.task, runner.colors)[..., ::-1])
+            done += 1
 
-        for path in tqdm(files, desc="inference", unit="image"):
+        def flush(key):
+            batch = pending.pop(key)
             try:
-                image = read_image(path)
-            except DatasetError as e:
-                raise InferError(str(e)) from None
-            key = runner.group_key(path, image)  # images of one calibration (or size) run together
-            pending.setdefault(key, []).append((path, image))
-            if len(pending[key]) >= args.batch:
+                results = runner.run(key, [image for _, image in batch])
+            except (InferError, ValueError) as e:
+                if len(batch) == 1:
+                    skip(batch[0][0], str(e))
+                    return
+                # One image spoiled the batch: run them one by one, so the good ones are kept.
+                for path, image in batch:
+                    pending[key] = [(path, image)]
+                    flush(key)
+                return
+            for (path, image), result in zip(batch, results):
+                write(path, image, result)
+
+        try:
+            for path in tqdm(files, desc="inference", unit="image"):
+                try:
+                    image = read_image(path)
+                    key = runner.group_key(path, image)  # images of one calibration (or size) run together
+                except (InferError, DatasetError) as e:
+                    skip(path, str(e))
+                    continue
+                pending.setdefault(key, []).append((path, image))
+                if len(pending[key]) >= args.batch:
+                    flush(key)
+        finally:  # the good images read so far are written, also when --strict stops at a bad one
+            for key in list(pending):
                 flush(key)
-        for key in list(pending):
-            flush(key)
     except (InferError, ProviderError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     print(f"{done} images in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} images/s, including reading "
           f"and writing) on {predictor.providers[0]}; wrote {args.out}")
+    if failed:
+        print(f"{PROG}: {len(failed)} of {len(files)} images failed and were skipped (listed above); "
+              "--strict stops at the first", file=sys.stderr)
+        return 1
     return 0
 
 
