@@ -4,10 +4,11 @@ datasets, augmentation, class tables and splits."""
 from .augment import Augment, flip_camera, quarter_turn_permutation
 from .classes import (PAPER_SYNWOODSCAPE_8, SYNWOODSCAPE_CLASSES, WOODSCAPE_CLASSES, WOODSCAPE_COLORS,
                       class_lut, colorize)
-from .datasets import IMAGENET_MEAN, IMAGENET_STD, TASKS, FlatDataset, HealpixDataset
+from .datasets import IMAGENET_MEAN, IMAGENET_STD, TASKS, UNKNOWN_LABELS, FlatDataset, HealpixDataset
 from .splits import split_frames
-from .woodscape import CAMERAS, DatasetError, Sample, WoodScapeTree
+from .woodscape import CAMERAS, DatasetError, Sample, WoodScapeTree, check_dataset
 
 __all__ = ["Augment", "CAMERAS", "DatasetError", "FlatDataset", "HealpixDataset", "IMAGENET_MEAN", "IMAGENET_STD",
-           "PAPER_SYNWOODSCAPE_8", "SYNWOODSCAPE_CLASSES", "Sample", "TASKS", "WOODSCAPE_CLASSES", "WOODSCAPE_COLORS",
-           "WoodScapeTree", "class_lut", "colorize", "flip_camera", "quarter_turn_permutation", "split_frames"]
+           "PAPER_SYNWOODSCAPE_8", "SYNWOODSCAPE_CLASSES", "Sample", "TASKS", "UNKNOWN_LABELS", "WOODSCAPE_CLASSES",
+           "WOODSCAPE_COLORS", "WoodScapeTree", "check_dataset", "class_lut", "colorize", "flip_camera",
+           "quarter_turn_permutation", "split_frames"]

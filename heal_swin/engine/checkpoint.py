@@ -13,7 +13,7 @@ Run directory layout:
 
 from __future__ import annotations
 
-import os
+import os  # noqa: F401  (atomic writes fsync through os; tests patch os.fsync via this module)
 import random
 import re
 from pathlib import Path

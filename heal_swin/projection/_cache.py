@@ -144,10 +144,17 @@ def load_checked_arrays(path, expected: dict | None = None) -> dict[str, np.ndar
     return None
 
 
+def _dtype_name(text) -> str:
+    try:
+        return str(np.dtype(text))
+    except TypeError:
+        return repr(text)
+
+
 def _check_file(path: Path, expected):
     """The arrays, or the reason they cannot be used."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # our handle: closed on errors too
             arrays = {k: f[k] for k in f.files}
     except Exception as err:  # truncated / empty / CRC errors come as BadZipFile, EOFError, OSError, ValueError
         return f"unreadable: {type(err).__name__}: {err}"
@@ -166,7 +173,7 @@ def _check_file(path: Path, expected):
         entry = entries[name]
         if array.dtype.str != entry.get("dtype") or list(array.shape) != entry.get("shape"):
             return (f"{name} is {array.dtype} {tuple(array.shape)}, the manifest says "
-                    f"{entry.get('dtype')} {tuple(entry.get('shape') or ())}")
+                    f"{_dtype_name(entry.get('dtype'))} {tuple(entry.get('shape') or ())}")
         if _digest(array) != entry.get("sha256"):
             return f"{name} does not match its checksum (edited or corrupted)"
     for name, (shape, dtype) in (expected or {}).items():
