@@ -70,8 +70,14 @@ class _Transform(nn.Module):
         return f"nside={self.nside}, lmax={self.lmax}, base_pixels={faces if len(faces) < 12 else 'all'}"
 
     def _t(self, name, like):
+        """A table in the dtype of `like` (converted per call when the module holds another dtype: use
+        .double() / .float() to convert once; float64 always comes from the float64 original)."""
         t = getattr(self, name)
-        return t if t.dtype == like.dtype else t.to(like.dtype)
+        if t.dtype == like.dtype:
+            return t
+        if like.dtype == torch.float64:
+            return torch.from_numpy(np.array(self._sources[name])).to(t.device)
+        return t.to(like.dtype)
 
     # ---- stage 1: NESTED map <-> rings (list of (k, g*B, 4, i) blocks)
     def _to_rings(self, x):                                       # x (B, N)

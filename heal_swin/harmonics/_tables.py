@@ -112,16 +112,18 @@ def legendre(lmax: int, theta) -> np.ndarray:
 # --------------------------------------------------------------------------- chunking
 
 
-def _chunks(lengths, slack: float = 1.15):
-    """Split consecutive items into runs whose padded size (count x longest) stays within `slack` of
-    their summed size; returns [(start, stop), ...]."""
+def _chunks(lengths, unit: int = 1, slack: float = 1.15, small: int = 1 << 18):
+    """Split consecutive items into runs whose padded size (count x longest x unit table entries) stays
+    within `slack` of their summed size, or below `small` entries (fewer, larger operations for small
+    tables); returns [(start, stop), ...]."""
     lengths = list(lengths)
     out, start = [], 0
     while start < len(lengths):
         stop, total, longest = start + 1, lengths[start], lengths[start]
         while stop < len(lengths):
             lo = max(longest, lengths[stop])
-            if lo * (stop + 1 - start) > slack * (total + lengths[stop]):
+            padded = lo * (stop + 1 - start)
+            if padded > slack * (total + lengths[stop]) and padded * unit > small:
                 break
             longest, total, stop = lo, total + lengths[stop], stop + 1
         out.append((start, stop))
@@ -140,7 +142,8 @@ def _ring_groups(nside: int):
     rings = np.arange(1, 4 * nside)
     start, count, theta, shifted = grid.ring_info(nside, rings)
     chunks = []
-    for a, b in _chunks(range(1, nside)):             # cap rings i = a+1 .. b, padded to the widest
+    unit = 8 * (2 * nside + 1)                          # table entries per unit of i (at lmax ~ 2 nside)
+    for a, b in _chunks(range(1, nside), unit):       # cap rings i = a+1 .. b, padded to the widest
         i_list = list(range(a + 1, b + 1))
         chunks.append(dict(i=i_list, shift=[1] * len(i_list), members=[[i, 4 * nside - i] for i in i_list]))
     belt = rings[(rings >= nside) & (rings <= 3 * nside)]
@@ -252,7 +255,7 @@ def legendre_tables(nside: int, lmax: int):
     n_alm = alm_size(lmax)
     gather = np.full(n_alm, -1, dtype=np.int64)
     chunks, offset = [], 0
-    for m0, m1 in _chunks([n - m for m in range(n)]):
+    for m0, m1 in _chunks([n - m for m in range(n)], rings.size):
         le, lo = (n - m0 + 1) // 2, (n - m0) // 2
         te = np.zeros((m1 - m0, le, rings.size))
         to = np.zeros((m1 - m0, lo, rings.size - 1))

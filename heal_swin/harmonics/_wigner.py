@@ -1,16 +1,15 @@
 """Wigner small-d matrices by a float64 half-step (spinor) recurrence, and rotations of a_lm (ZYZ).
 
 Convention: d^l_{m'm}(beta) = <l m'| exp(-i beta J_y) |l m>, so d^{1/2} = [[cos b/2, -sin b/2], [sin b/2,
-cos b/2]] (rows m' = +1/2, -1/2) and d^1_{10}(beta) = -sin(beta)/sqrt(2). The recurrence builds the spin
-j + 1/2 matrix from spin j: the state |j m> is the monomial u^{j+m} v^{j-m} / sqrt((j+m)! (j-m)!) and a
-rotation acts on (u, v) by the spin-1/2 matrix, so one more factor (-q u + p v) or (p u + q v),
-p = cos(beta/2), q = sin(beta/2), gives with a = j + m, a' = j + m', n = 2 j:
+cos b/2]] (rows m' = +1/2, -1/2) and d^1_{10}(beta) = -sin(beta)/sqrt(2). The recurrence (Risbo's idea:
+spin j is spin j - 1/2 coupled with spin 1/2) applies, with the Clebsch-Gordan coefficients
+C+(m) = sqrt((j + m) / 2j), C-(m) = sqrt((j - m) / 2j) and p = cos(beta/2), q = sin(beta/2):
 
-    d^{j+1/2}[a', a]     = -q sqrt(a' / (n+1-a)) d^j[a'-1, a] + p sqrt((n+1-a') / (n+1-a)) d^j[a', a]   (a <= n)
-    d^{j+1/2}[a', n + 1] =  p sqrt(a' / (n+1))   d^j[a'-1, n] + q sqrt((n+1-a') / (n+1))   d^j[a', n]
+    d^j_{m'm} = sum over s', s = +-1/2 of  C_{s'}(m') C_s(m) d^{j-1/2}_{m'-s', m-s} d^{1/2}_{s's}
 
-Every coefficient is at most 1 and each step is a rotation of spinor components, so the recurrence is
-stable (orthogonality holds to ~1e-13 at l = 256 and beyond; see the tests).
+Every coefficient is at most 1 and each step is an isometry (a coupling of two unitary
+representations), so rounding errors do not grow: orthogonality holds to ~1e-13 at l = 256 and beyond
+(see the tests), where recurrences in m from d^l_{ll} lose everything.
 """
 
 from __future__ import annotations
@@ -31,19 +30,14 @@ def _wigner_d(lmax: int, beta: float):
     p, q = math.cos(beta / 2), math.sin(beta / 2)
     d = np.ones((1, 1))
     out = [d]
-    for n in range(2 * lmax):                        # d^j (size n+1, j = n/2) -> d^{j+1/2}
-        up = np.zeros((n + 2, n + 1))
-        up[1:] = d
-        same = np.zeros((n + 2, n + 1))
-        same[:n + 1] = d
-        ap = np.arange(n + 2, dtype=np.float64)[:, None]
-        a = np.arange(n + 1, dtype=np.float64)[None, :]
-        new = np.empty((n + 2, n + 2))
-        new[:, :n + 1] = -q * np.sqrt(ap / (n + 1 - a)) * up + p * np.sqrt((n + 1 - ap) / (n + 1 - a)) * same
-        ap = ap[:, 0]
-        new[:, n + 1] = p * np.sqrt(ap / (n + 1)) * up[:, n] + q * np.sqrt((n + 1 - ap) / (n + 1)) * same[:, n]
-        d = new
-        if n % 2 == 1:                                 # integer j = (n + 1) / 2
+    for n in range(1, 2 * lmax + 1):                 # d^{j - 1/2} (size n) -> d^j (size n + 1), n = 2 j
+        pad = np.zeros((n + 2, n + 2))
+        pad[1:-1, 1:-1] = d                            # pad[a' + 1, a + 1] = d[a', a], zero outside
+        a = np.arange(n + 1, dtype=np.float64)
+        cp, cm = np.sqrt(a / n), np.sqrt((n - a) / n)  # <j-1/2, m -+ 1/2; 1/2, +-1/2 | j m>
+        d = (p * cp[:, None] * cp[None, :] * pad[:-1, :-1] - q * cp[:, None] * cm[None, :] * pad[:-1, 1:]
+             + q * cm[:, None] * cp[None, :] * pad[1:, :-1] + p * cm[:, None] * cm[None, :] * pad[1:, 1:])
+        if n % 2 == 0:                                 # integer j = n / 2
             d.setflags(write=False)
             out.append(d)
     out[0].setflags(write=False)
@@ -94,8 +88,9 @@ def rotate_alm(a, alpha: float, beta: float, gamma: float):
     gamma about z, then beta about y, then alpha about z): the result is the a_lm of the map
     g(x) = f(R^-1 x), i.e. a feature at direction v moves to R v. In coefficients
     a'_lm = sum_n D^l_{mn} a_ln, D^l_{mn} = e^{-i m alpha} d^l_{mn}(beta) e^{-i n gamma}, with
-    a_{l,-n} = (-1)^n conj(a_ln) for the real map. Equals healpy.rotate_alm(alm, alpha, beta, gamma) and
-    ducc0.sht.rotate_alm(alm, lmax, alpha, beta, gamma). Torch tensor (any dtype, device; differentiable in
+    a_{l,-n} = (-1)^n conj(a_ln) for the real map. Equals healpy.rotate_alm(alm, gamma, beta, alpha) and
+    ducc0.sht.rotate_alm(alm, lmax, gamma, beta, alpha): those take (psi, theta, phi) = the angles in
+    the order they are applied, R = Rz(phi) Ry(theta) Rz(psi). Torch tensor (any dtype, device; differentiable in
     `a`) or numpy array in, same type out.
     """
     is_numpy = isinstance(a, np.ndarray)
@@ -109,7 +104,7 @@ def rotate_alm(a, alpha: float, beta: float, gamma: float):
     parts, order = [], []
     for l, k in enumerate(blocks):
         idx = alm_index(lmax, l, np.arange(l + 1))
-        kt = torch.as_tensor(k, dtype=t.dtype, device=t.device).reshape(2 * (l + 1), 2 * (l + 1))
+        kt = torch.as_tensor(np.array(k), dtype=t.dtype, device=t.device).reshape(2 * (l + 1), 2 * (l + 1))
         v = t[:, torch.as_tensor(idx, device=t.device)].reshape(-1, 2 * (l + 1))
         parts.append((v @ kt.T).reshape(-1, l + 1, 2))
         order.append(idx)
