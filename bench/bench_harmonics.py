@@ -1,0 +1,158 @@
+"""Spherical harmonic transform benchmark: heal_swin.harmonics beside healpy and ducc0 on the CPU.
+
+Per nside (lmax = 2 nside, full sphere): table build time and table memory of RealSHT / InverseRealSHT,
+forward and backward time of both (torch, one map per call unless --batch), and healpy's map2alm
+(iter=0, use_weights=False) / alm2map and ducc0's adjoint_synthesis / synthesis on the same maps, in the
+same run, with the same number of threads. Medians; one JSON line per setting, a Markdown table at the end.
+
+    OMP_NUM_THREADS=2 python bench/bench_harmonics.py [--nside 32 64 128 256] [--threads 2] [--repeats 10]
+        [--dtype float64 float32] [--batch 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+
+def _median_ms(fn, repeats: int, desc: str, warmup: int = 1) -> float:
+    from tqdm import tqdm
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in tqdm(range(repeats), desc=desc, leave=False, mininterval=1.0):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nside", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
+    parser.add_argument("--batch", type=int, default=1, help="maps per call (torch); healpy/ducc0 loop over them")
+    args = parser.parse_args(argv)
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import healpy as hp
+    import numpy as np
+    import torch
+
+    from heal_swin import grid, harmonics
+
+    try:
+        import ducc0
+    except ImportError:                                   # the `bench` extra
+        ducc0 = None
+    torch.set_num_threads(args.threads)
+    print(json.dumps({"torch": torch.__version__, "healpy": hp.__version__,
+                      "ducc0": getattr(ducc0, "__version__", None), "threads": args.threads,
+                      "cpu": platform.processor() or platform.machine(), "batch": args.batch}))
+    rows = []
+    for nside in args.nside:
+        lmax = 2 * nside
+        npix = 12 * nside * nside
+        n_alm = harmonics.alm_size(lmax)
+        n_rings = 4 * nside - 1
+        rng = np.random.default_rng(nside)
+        x64 = rng.standard_normal((args.batch, npix))
+        alm64 = rng.standard_normal((args.batch, n_alm, 2))
+        alm64[:, :lmax + 1, 1] = 0
+        row = {"nside": nside, "lmax": lmax, "n_alm": n_alm,
+               "naive_legendre_table_mib": n_alm * n_rings * 8 / 2**20}
+
+        t = time.perf_counter()
+        sht = harmonics.RealSHT(nside, lmax).double()
+        isht = harmonics.InverseRealSHT(nside, lmax).double()
+        row["table_build_s"] = time.perf_counter() - t
+        row["table_mib_float64"] = harmonics.table_bytes(sht) / 2**20     # per module (the inverse holds the same)
+        x_ring = x64[:, grid.ring2nest(nside, np.arange(npix))]
+
+        # correctness in the same run (float64, first map)
+        with torch.no_grad():
+            ours = sht(torch.from_numpy(x64[:1])).numpy()[0]
+            ref = hp.map2alm(x_ring[0], lmax=lmax, iter=0, use_weights=False)
+            row["map2alm_rel_err"] = float(np.abs(ours[:, 0] + 1j * ours[:, 1] - ref).max() / np.abs(ref).max())
+            ours_map = isht(torch.from_numpy(alm64[:1])).numpy()[0]
+            ref_map = hp.alm2map(alm64[0, :, 0] + 1j * alm64[0, :, 1], nside, lmax=lmax)
+            ref_map = ref_map[grid.nest2ring(nside, np.arange(npix))]
+            row["alm2map_rel_err"] = float(np.abs(ours_map - ref_map).max() / np.abs(ref_map).max())
+
+        reps = max(3, args.repeats // (1 if nside <= 64 else 2 if nside <= 128 else 5))
+        for name in args.dtype:
+            dtype = getattr(torch, name)
+            s, i = (sht, isht) if dtype == torch.float64 else (harmonics.RealSHT(nside, lmax).float(),
+                                                                  harmonics.InverseRealSHT(nside, lmax).float())
+            if dtype == torch.float32:
+                row["table_mib_float32"] = harmonics.table_bytes(s) / 2**20
+            x = torch.from_numpy(x64).to(dtype)
+            a = torch.from_numpy(alm64).to(dtype)
+            with torch.no_grad():
+                row[f"sht_fwd_ms_{name}"] = _median_ms(lambda: s(x), reps, f"nside {nside} RealSHT {name}")
+                row[f"isht_fwd_ms_{name}"] = _median_ms(lambda: i(a), reps, f"nside {nside} InverseRealSHT {name}")
+            xg, ag = x.clone().requires_grad_(True), a.clone().requires_grad_(True)
+            go, gi = torch.randn(x.shape[0], n_alm, 2, dtype=dtype), torch.randn_like(x)
+
+            def fb_sht():
+                xg.grad = None
+                s(xg).backward(go)
+
+            def fb_isht():
+                ag.grad = None
+                i(ag).backward(gi)
+
+            row[f"sht_fwd_bwd_ms_{name}"] = _median_ms(fb_sht, reps, f"nside {nside} RealSHT fwd+bwd {name}")
+            row[f"isht_fwd_bwd_ms_{name}"] = _median_ms(fb_isht, reps, f"nside {nside} InverseRealSHT fwd+bwd {name}")
+            if s is not sht:
+                del s, i
+
+        alm_c = alm64[:, :, 0] + 1j * alm64[:, :, 1]
+        row["healpy_map2alm_ms"] = _median_ms(
+            lambda: [hp.map2alm(m, lmax=lmax, iter=0, use_weights=False) for m in x_ring], reps, "healpy map2alm")
+        row["healpy_alm2map_ms"] = _median_ms(
+            lambda: [hp.alm2map(al, nside, lmax=lmax) for al in alm_c], reps, "healpy alm2map")
+        if ducc0 is not None:
+            start, count, theta, shifted = grid.ring_info(nside, np.arange(1, 4 * nside))
+            geom = dict(theta=theta, nphi=count.astype(np.uint64), phi0=np.where(shifted, np.pi / count, 0.0),
+                        ringstart=start.astype(np.uint64), lmax=lmax, spin=0, nthreads=args.threads)
+            scale = 4 * math.pi / npix
+            d_alm = ducc0.sht.adjoint_synthesis(map=x_ring[:1], **geom)[0] * scale
+            row["ducc0_map2alm_rel_err"] = float(np.abs(d_alm - ref).max() / np.abs(ref).max())
+            row["ducc0_map2alm_ms"] = _median_ms(
+                lambda: [ducc0.sht.adjoint_synthesis(map=m[None], **geom) for m in x_ring], reps, "ducc0 map2alm")
+            row["ducc0_alm2map_ms"] = _median_ms(
+                lambda: [ducc0.sht.synthesis(alm=al[None], **geom) for al in alm_c], reps, "ducc0 alm2map")
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) and abs(v) > 1e-3 else v) for k, v in row.items()}),
+              flush=True)
+        rows.append(row)
+        del sht, isht
+
+    def fmt(v):
+        return "–" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+    print("\n| nside | lmax | tables f64 / f32 (MiB) | n_alm × rings f64 (MiB) | build (s) | dtype | RealSHT fwd | "
+          "fwd+bwd | InverseRealSHT fwd | fwd+bwd | healpy map2alm | alm2map | ducc0 map2alm | alm2map |")
+    print("|" + "---|" * 14)
+    for r in rows:
+        for name in args.dtype:
+            print(f"| {r['nside']} | {r['lmax']} | {fmt(r['table_mib_float64'])} / {fmt(r.get('table_mib_float32'))} | "
+                  f"{fmt(r['naive_legendre_table_mib'])} | {fmt(r['table_build_s'])} | {name} | "
+                  f"{fmt(r[f'sht_fwd_ms_{name}'])} | {fmt(r[f'sht_fwd_bwd_ms_{name}'])} | "
+                  f"{fmt(r[f'isht_fwd_ms_{name}'])} | {fmt(r[f'isht_fwd_bwd_ms_{name}'])} | "
+                  f"{fmt(r['healpy_map2alm_ms'])} | {fmt(r['healpy_alm2map_ms'])} | "
+                  f"{fmt(r.get('ducc0_map2alm_ms'))} | {fmt(r.get('ducc0_alm2map_ms'))} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
