@@ -162,8 +162,7 @@ def load_state(path) -> dict:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(f"{path}: not a readable resume state ({type(err).__name__}: {first[:200]}); it is "
                               f"truncated, overwritten or not a heal_swin state: {_state_fix(path)}") from None
-    missing = [k for k in ("model", "optimizer", "scheduler", "step", "epoch", "batch", "rng")
-               if not isinstance(state, dict) or k not in state]
+    missing = [k for k in ("model", "step") if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: the resume state lacks {missing}; it was not written by train.py: "
                               f"{_state_fix(path)}")

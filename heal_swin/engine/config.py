@@ -172,7 +172,7 @@ _INTEGERS = {
     "eval.batch_size": (1, True, " (null: data.batch_size)"),
 }
 # The largest nside a run may ask for: 8 faces at 1024 already hold 8.4 M pixels, about seven times
-# the pixels of a 1280×966 WoodScape image, and the sampling maps alone need ~0.6 GiB.
+# the pixels of a 1280×966 WoodScape image, and one camera's sampling tables need ≈ 0.5 GiB.
 MAX_NSIDE = 1024
 # Bytes per sphere pixel of one sample that every run holds whatever the model: the float32 RGB
 # map, the int64 label map, the mask, the float32 sampling map (u, v) and the bilinear tables
