@@ -304,6 +304,11 @@ def test_check_cli_lists_every_problem(flat_tree, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "problem: 00001_FV: label file" in out and "00002_RV.npy: cannot read the depth map" in out
     assert "2 problem(s)" in out
+    # --fast: the same two problems from file headers, without decoding a pixel
+    assert woodscape.main([str(root), "--check", "--fast", "--depth"]) == 1
+    out = capsys.readouterr().out
+    assert "problem: 00001_FV: label file" in out and "00002_RV.npy: cannot read the depth map" in out
+    assert "2 problem(s)" in out
     assert woodscape.main([str(tmp_path / "nowhere")]) == 2
 
 

@@ -544,3 +544,26 @@ def test_fisheye_graph_refuses_images_of_another_camera(tree, fisheye_onnx, tmp_
     assert infer.main(["--model", str(fisheye_onnx), "--images", str(other), "--out", str(tmp_path / "o2")]) == 1
     err = capsys.readouterr().err
     assert "image is 50×40" in err and "exported for camera FV at 64×48" in err and "--calibrations" in err
+
+
+def test_infer_keeps_the_good_images_of_a_batch_that_fails(tree, fisheye_onnx, tmp_path, capsys, monkeypatch):
+    images = tmp_path / "batch"
+    images.mkdir()
+    for stem in ("00000_FV", "00001_FV", "00002_FV"):
+        shutil.copy(tree / "rgb_images" / f"{stem}.png", images)
+    marked = cv2.imread(str(images / "00001_FV.png"))
+    marked[0, 0] = (3, 2, 1)  # BGR on disk: RGB (1, 2, 3) when read
+    cv2.imwrite(str(images / "00001_FV.png"), marked)
+    run = infer.Runner.run
+
+    def failing(self, key, batch):
+        if any(im[0, 0].tolist() == [1, 2, 3] for im in batch):
+            raise ValueError("this image breaks the model")
+        return run(self, key, batch)
+
+    monkeypatch.setattr(infer.Runner, "run", failing)
+    out = tmp_path / "out"
+    code = infer.main(["--model", str(fisheye_onnx), "--images", str(images), "--out", str(out), "--batch", "3"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"skipped {images / '00001_FV.png'}: this image breaks the model" in err, err
+    assert sorted(p.name for p in out.glob("*.npy")) == ["00000_FV.npy", "00002_FV.npy"]

@@ -411,9 +411,14 @@ def main(argv=None) -> int:
         description="Summarise a WoodScape / SynWoodScape tree; with --check, read every sample and "
                     "list every problem (missing or unreadable files, size mismatches, bad calibration "
                     "fields, class ids beyond the class table). Exit code 1 when there are problems.",
-        epilog="example: python -m heal_swin.data.woodscape data/woodscape --check --cameras FV,RV")
+        epilog="examples:\n  python -m heal_swin.data.woodscape data/woodscape --check --cameras FV,RV\n"
+               "  python -m heal_swin.data.woodscape data/synwoodscape --check --fast --depth --no-labels",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root")
     parser.add_argument("--check", action="store_true", help="read and verify every sample")
+    parser.add_argument("--fast", action="store_true",
+                        help="with --check: files, headers, calibrations and sizes only, no pixels decoded "
+                             "(what training checks at start-up)")
     parser.add_argument("--depth", action="store_true", help="require depth maps (SynWoodScape)")
     parser.add_argument("--no-labels", action="store_true", help="do not require label maps")
     parser.add_argument("--cameras", default=",".join(CAMERAS))
@@ -428,7 +433,10 @@ def main(argv=None) -> int:
     for kind, folder in tree.folders.items():
         print(f"  {kind:12s} {folder if folder is not None else '(not found)'}")
     print(f"  classes      {len(tree.class_names)}: {', '.join(tree.class_names)}")
-    problems = tree.check(labels=not args.no_labels, depth=args.depth, read=args.check)
+    if args.check and args.fast:
+        problems = tree.check_fast(labels=not args.no_labels, depth=args.depth)
+    else:
+        problems = tree.check(labels=not args.no_labels, depth=args.depth, read=args.check)
     for p in problems:
         print(f"problem: {p}")
     print(f"{len(problems)} problem(s)" if problems else "no problems found")
