@@ -21,7 +21,7 @@ import torch
 from heal_swin import cameras, models, projection
 from heal_swin.data import DatasetError, HealpixDataset, check_dataset, synthetic
 from heal_swin.data.woodscape import image_size
-from heal_swin.engine import (CheckpointError, ConfigError, check_pair, config_faces, load_config, load_state,
+from heal_swin.engine import (CheckpointError, ConfigError, check_pair, check_resume_config, config_faces, load_config, load_state,
                               load_weights, remove_stale_temporaries, resume_changes, resume_differences,
                               resume_error_message, save_state, save_weights, sync_weights_with_state,
                               weights_step)
@@ -159,6 +159,11 @@ def test_resume_differences_split_what_is_computed_from_cadence():
     assert "runs/x/state/last.pt" in message and "data.nside: 32 -> 16" in message
     assert "model.kwargs.drop_path_rate: (not set) -> 0.2" in message and "another run.dir" in message
     assert resume_changes(saved, new, ["train.max_steps"]) == {"train.max_steps": [300, 900]}
+    with pytest.raises(ConfigError, match=r"state/last.pt was saved with another config(.|\n)*data.nside: 32 -> 16"):
+        check_resume_config(saved, new, "runs/x/state/last.pt")
+    later = load_config(DEMO, ["train.max_steps=900", "train.resume=true"])
+    assert check_resume_config(OmegaConf.to_yaml(saved), later, "s.pt") == {"train.max_steps": [300, 900],
+                                                                            "train.resume": [False, True]}
     # A state saved before a key existed had that key's default: no difference.
     old = OmegaConf.to_container(saved)
     del old["data"]["unknown_labels"]

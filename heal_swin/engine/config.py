@@ -20,7 +20,7 @@ from .. import grid
 from ..data import TASKS
 
 __all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "save_config", "config_faces",
-           "resume_differences", "resume_changes", "resume_error_message", "TASKS", "MAX_NSIDE"]
+           "resume_differences", "resume_changes", "resume_error_message", "check_resume_config", "TASKS", "MAX_NSIDE"]
 
 
 class ConfigError(ValueError):
@@ -427,3 +427,13 @@ def resume_error_message(state_path, saved_cfg, new_cfg, forbidden) -> str:
             f"cannot change on resume:\n" + "\n".join(lines) + "\n"
             "Resume with the saved values (the run's config.yaml), or start a new run with another run.dir. "
             f"Only {', '.join(RESUME_ALLOWED)} may change on resume.")
+
+
+def check_resume_config(saved_cfg, new_cfg, state_path) -> dict:
+    """One call for a resume: ConfigError (`resume_error_message`) when a setting that changes what is
+    computed differs from the saved config; else {key: [saved, new]} of the allowed differences, to
+    record as the resume event in the run directory (empty when nothing changed)."""
+    forbidden, allowed = resume_differences(saved_cfg, new_cfg)
+    if forbidden:
+        raise ConfigError(resume_error_message(state_path, saved_cfg, new_cfg, forbidden))
+    return resume_changes(saved_cfg, new_cfg, allowed)
