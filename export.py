@@ -42,8 +42,8 @@ def main(argv=None) -> int:
         parser.error(f"--batch {args.batch!r} must be 'dynamic' or a positive integer")
 
     from heal_swin.engine import ConfigError
-    from heal_swin.export import ExportError, export_run
-    from heal_swin.export._export import report_dict
+    from heal_swin.export import ExportError
+    from heal_swin.tools.run_export import export_run
 
     try:
         report = export_run(args.run, args.out, opset=args.opset, batch=args.batch, fp16=args.fp16,
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     print(report)
     if args.report:
         with open(args.report, "w") as f:
-            json.dump(report_dict(report), f, indent=2)
+            json.dump(report.to_dict(), f, indent=2)
     return 0 if report.passed else 1
 
 

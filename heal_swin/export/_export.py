@@ -1,9 +1,10 @@
-"""Export to ONNX, check the graph, and compare onnxruntime with PyTorch.
+"""Export a module to ONNX, check the graph, and compare onnxruntime with PyTorch.
 
-    report = export_run("runs/demo/run", "model.onnx")                       # sphere in, sphere out
-    report = export_run(run, "fv.onnx", calibration="calibration/00000_FV.json")   # fisheye in/out
+    exporter, notes = export_onnx(SphereGraph(model, "segmentation"), example, "model.onnx")
+    report = export_checked(module, [x1, x2], "model.onnx", "segmentation", precision="fp16")
 
-The default (dynamo) exporter is used; the TorchScript exporter only where dynamo fails, and the
+Nothing here knows about runs or configs: exporting a trained run directory is
+`heal_swin.tools.run_export.export_run` (the `export.py` CLI). The default (dynamo) exporter is used; the TorchScript exporter only where dynamo fails, and the
 report says so. The batch axis is dynamic unless a fixed batch is asked for. Weights go into the
 file itself while it stays below ONNX's 2 GB limit, else into one external-data file beside it.
 """
@@ -21,8 +22,8 @@ import torch
 
 from ._graphs import FisheyeGraph, SphereGraph
 
-__all__ = ["ExportReport", "ExportError", "export_onnx", "export_run", "compare_onnx", "convert_fp16",
-           "quantize_int8", "read_metadata", "METADATA_PREFIX"]
+__all__ = ["ExportReport", "ExportError", "export_onnx", "export_checked", "compare_onnx", "convert_fp16",
+           "quantize_int8", "read_metadata", "METADATA_PREFIX", "PRECISIONS"]
 
 METADATA_PREFIX = "heal_swin."
 _TWO_GB = 2**31 - 2**20
@@ -62,6 +63,9 @@ class ExportReport:
         lines.append(f"  tolerance: {self.tolerance} -> {'PASSED' if self.passed else 'FAILED'}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def _dynamic_shapes(example: torch.Tensor, dynamic_batch: bool):
@@ -265,128 +269,34 @@ def compare_onnx(path, module: torch.nn.Module, inputs: list[torch.Tensor], task
 _TOLERANCE = {"fp32": (("rel", 1e-4), ("abs", 1e-4)),
               "fp16": (("rel", 2e-2), ("argmax", 0.995)),
               "int8": (("rel", 5e-2), ("argmax", 0.99))}
+PRECISIONS = tuple(_TOLERANCE)
 
 
-def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bool = False, calibration=None,
-               weights: str = "best", check_inputs: int = 2, int8: bool = False) -> ExportReport:
-    """Export a trained run; `calibration` (a WoodScape JSON) bakes the projection in (fisheye in,
-    fisheye out); `fp16` writes a half-precision graph, `int8` one with int8 MatMul weights for
-    CPUs (`quantize_int8`). Compares onnxruntime with PyTorch on real samples of the run's data
-    when available (else random inputs); the report says whether the tolerance was met."""
-    if fp16 and int8:
-        raise ValueError("fp16 and int8 exclude each other: choose one precision")
-    from ..cameras import load_calibration
-    from ..engine import load_model
-    from ..engine.evaluation import load_run_config
-    from ..engine.trainer import _faces, is_flat_model
+def export_checked(module: torch.nn.Module, inputs: list[torch.Tensor], out, task: str, *,
+                   precision: str = "fp32", opset: int | None = None, dynamic_batch: bool = True,
+                   output_names=("output",), metadata: dict | None = None, notes=()) -> ExportReport:
+    """Export `module` (traced on `inputs[0]`) at a precision and compare onnxruntime with PyTorch
+    on every input; the report says whether the tolerance of `compare_onnx` was met.
 
-    cfg = load_run_config(run_dir)
-    model = load_model(run_dir, weights=weights)
+    precision: "fp32"; "fp16" (`convert_fp16`) or "int8" (`quantize_int8`) write the fp32 graph
+    first, convert it and remove it. `notes` start the report's notes (e.g. how inputs were made).
+    """
+    if precision not in _TOLERANCE:
+        raise ValueError(f"precision={precision!r} must be one of {sorted(_TOLERANCE)}")
     out = Path(out)
-    dynamic = batch == "dynamic"
-    batch_size = 2 if dynamic else int(batch)
-    notes: list[str] = []
-    class_names = _class_names(cfg)
-    meta = {"task": cfg.task, "model": cfg.model.name, "class_names": class_names,
-            "mean": list(cfg.data.mean), "std": list(cfg.data.std), "depth_target": cfg.loss.depth_target,
-            "run": str(run_dir)}
-    flat = is_flat_model(cfg.model.name)
-    if calibration is not None:
-        if flat:
-            raise ExportError("--with-projection bakes the HEALPix projection in; the flat baseline "
-                              f"({cfg.model.name}) takes resized images: export it without --with-projection")
-        cam = load_calibration(calibration)
-        module = FisheyeGraph(model, cam, cfg.data.nside, _faces(cfg), cfg.data.orientation, cfg.data.mean,
-                              cfg.data.std, cfg.task, cfg.loss.depth_target).eval()
-        example_shape = (batch_size, 3, cam.height, cam.width)
-        output_names = ("output", "covered")
-        meta.update(input="fisheye", calibration_hash=cam.fingerprint(), calibration=cam.to_dict(),
-                    camera=cam.name, image_size=[cam.width, cam.height], nside=cfg.data.nside,
-                    base_pixels=list(_faces(cfg)), orientation=cfg.data.orientation)
-        samples = _fisheye_samples(cfg, cam, check_inputs * batch_size, notes)
-    else:
-        module = SphereGraph(model, cfg.task, cfg.loss.depth_target).eval()
-        output_names = ("output",)
-        if flat:
-            example_shape = (batch_size, 3, *cfg.data.flat_size)
-            meta.update(input="flat", image_size=[cfg.data.flat_size[1], cfg.data.flat_size[0]])
-        else:
-            n = len(_faces(cfg)) * cfg.data.nside**2
-            example_shape = (batch_size, 3, n)
-            meta.update(input="sphere", nside=cfg.data.nside, base_pixels=list(_faces(cfg)),
-                        orientation=cfg.data.orientation)
-        samples = _dataset_samples(cfg, check_inputs * batch_size, notes)
-    if samples is None:
-        gen = torch.Generator().manual_seed(0)
-        scale = 255.0 if calibration is not None else 1.0
-        samples = torch.rand((check_inputs * batch_size,) + example_shape[1:], generator=gen) * scale
-    inputs = list(samples.split(batch_size))
-    if dynamic and len(inputs) > 1:  # a different batch size than the one exported with
-        inputs[-1] = inputs[-1][:1]
-    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    meta["precision"] = precision
+    notes = list(notes)
     start = time.perf_counter()
     target = out.with_suffix(".fp32.onnx") if precision != "fp32" else out
-    exporter, export_notes = export_onnx(module, inputs[0], target, opset or DEFAULT_OPSET, dynamic,
-                                         output_names, meta)
+    exporter, export_notes = export_onnx(module, inputs[0], target, opset or DEFAULT_OPSET, dynamic_batch,
+                                         output_names, {**(metadata or {}), "precision": precision})
     notes += export_notes
     if precision != "fp32":
-        (convert_fp16 if fp16 else quantize_int8)(target, out)
+        (convert_fp16 if precision == "fp16" else quantize_int8)(target, out)
         target.unlink()
     seconds = time.perf_counter() - start
-    max_abs, max_rel, agreement, passed, tolerance = compare_onnx(out, module, inputs, cfg.task, precision)
+    max_abs, max_rel, agreement, passed, tolerance = compare_onnx(out, module, inputs, task, precision)
     with torch.no_grad():
-        out_shape = module(inputs[0])
-    out_shape = list((out_shape[0] if isinstance(out_shape, tuple) else out_shape).shape)
-    report = ExportReport(str(out), exporter, meta["precision"], list(inputs[0].shape), out_shape, seconds,
-                          out.stat().st_size / 2**20, max_abs, max_rel, agreement, tolerance, passed, notes)
-    return report
-
-
-def _class_names(cfg) -> list[str]:
-    if cfg.task != "segmentation":
-        return []
-    if cfg.data.class_names:
-        return list(cfg.data.class_names)
-    from ..data import WoodScapeTree
-
-    try:
-        return list(WoodScapeTree(cfg.data.root).class_names)
-    except Exception:
-        from ..data import WOODSCAPE_CLASSES
-
-        return list(WOODSCAPE_CLASSES)
-
-
-def _dataset_samples(cfg, count: int, notes: list):
-    """Real model inputs from the run's validation data, when the data is there."""
-    from ..engine.trainer import build_datasets
-
-    try:
-        ds = build_datasets(cfg, (cfg.eval.split,))[cfg.eval.split]
-        return torch.stack([ds[i % len(ds)]["image"] for i in range(count)])
-    except Exception as err:
-        notes.append(f"compared on random inputs: the run's data is not readable ({str(err)[:120]})")
-        return None
-
-
-def _fisheye_samples(cfg, cam, count: int, notes: list):
-    """Raw fisheye images of the exported camera from the run's data, when sizes match."""
-    from ..data import WoodScapeTree
-
-    try:
-        tree = WoodScapeTree(cfg.data.root)
-        images = [tree.load(s, labels=False)["image"] for s in tree.samples]
-        images = [im for im in images if im.shape[:2] == (cam.height, cam.width)][:count]
-        if not images:
-            raise ValueError(f"no {cam.width}×{cam.height} images")
-        while len(images) < count:
-            images.append(images[len(images) % len(images)])
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    except Exception as err:
-        notes.append(f"compared on random images: no matching images in the run's data ({str(err)[:120]})")
-        return None
-
-
-def report_dict(report: ExportReport) -> dict:
-    return asdict(report)
+        first = module(inputs[0])
+    out_shape = list((first[0] if isinstance(first, tuple) else first).shape)
+    return ExportReport(str(out), exporter, precision, list(inputs[0].shape), out_shape, seconds,
+                        out.stat().st_size / 2**20, max_abs, max_rel, agreement, tolerance, passed, notes)
