@@ -36,7 +36,7 @@ from heal_swin.grid import parse_base_pixels  # noqa: E402
 
 
 def _input(model, batch, device):
-    if isinstance(model, models.SwinUNetFlat):
+    if hasattr(model, "img_size"):  # the flat domain
         return torch.randn(batch, model.in_chans, *model.img_size, device=device)
     return torch.randn(batch, model.in_chans, len(model.faces) * model.nside ** 2, device=device)
 
@@ -66,7 +66,7 @@ def measure(args) -> dict:
     if device.type == "cpu" and args.retain_memory != "none":
         retained = args.retain_memory if retain_freed_memory(args.retain_memory == "all") else "none"
     kwargs = {}
-    if args.model.startswith("swin_unet_flat"):
+    if models.model_info(args.model).domain == "flat":
         if args.img_size:
             kwargs["img_size"] = tuple(args.img_size)
     else:

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import atomic_write_text, load_weights
-from .config import ConfigError, load_config
+from .config import ConfigError, config_faces, load_config
 
 __all__ = ["load_model", "load_run_config", "evaluate_run", "markdown_table"]
 
@@ -103,10 +103,8 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from .. import grid
     from ..data import FlatDataset, colorize
-    from ..projection import HealpixToFisheye
-    from ..tools import _views
+    from ..projection import HealpixToFisheye, views
 
     sample = dataset.items[index]
     if isinstance(sample, dict):  # a rig frame: show its front camera
@@ -114,8 +112,7 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
     seg = cfg.task == "segmentation"
     item = dataset.tree.load(sample, labels=seg, depth=not seg)
     cam, image = item["camera"], item["image"]
-    faces = grid.check_base_pixels(cfg.data.base_pixels if isinstance(cfg.data.base_pixels, str)
-                                   else list(cfg.data.base_pixels))
+    faces = config_faces(cfg)
     flat = isinstance(dataset, FlatDataset)
     if flat:
         p = torch.nn.functional.interpolate(pred[None, None].float(), size=image.shape[:2], mode="nearest")[0, 0]
@@ -136,19 +133,19 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
     else:
         truth = item["depth"]
         vmax = float(np.nanpercentile(truth, 95))
-        panels = [(image, "fisheye"), (_depth_rgb(truth, vmax), "ground truth depth"),
-                  (_depth_rgb(fisheye_pred, vmax), "predicted depth (back-projected)")]
+        panels = [(image, "fisheye"), (views.depth_rgb(truth, vmax), "ground truth depth"),
+                  (views.depth_rgb(fisheye_pred, vmax), "predicted depth (back-projected)")]
     for ax, (img, title) in zip(axes, panels):
         ax.imshow(img)
         ax.set_title(title)
         ax.axis("off")
     ax = axes[3]
     if sphere_pred is not None:
-        view = _views.MollweideView(600)
-        colors = (colorize(sphere_pred) if seg else _depth_rgb(sphere_pred, vmax)) / 255.0
-        local, _ = _views.lookup(view, cfg.data.nside, faces)
+        view = views.MollweideView(600)
+        colors = (colorize(sphere_pred) if seg else views.depth_rgb(sphere_pred, vmax)) / 255.0
+        local, _ = views.lookup(view, cfg.data.nside, faces)
         seen = np.ones(len(colors), dtype=bool)
-        ax.imshow(_views.paint(local, colors, seen, (0.75, 0.75, 0.75), (0.3, 0.3, 0.3)))
+        ax.imshow(views.paint(local, colors, seen, (0.75, 0.75, 0.75), (0.3, 0.3, 0.3)))
         ax.set_title("prediction on the sphere (Mollweide)")
     ax.axis("off")
     fig.suptitle(f"{sample.stem}: {cfg.model.name}, nside {cfg.data.nside}" if not flat else
@@ -165,12 +162,3 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
 
 def _overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     return (image * (1 - alpha) + colors * alpha).astype(np.uint8)
-
-
-def _depth_rgb(depth: np.ndarray, vmax: float) -> np.ndarray:
-    import matplotlib
-
-    d = np.nan_to_num(np.asarray(depth, dtype=np.float64), nan=0.0)
-    rgb = matplotlib.colormaps["magma_r"](np.clip(d / max(vmax, 1e-6), 0, 1))[..., :3]
-    rgb[~np.isfinite(np.asarray(depth, dtype=np.float64))] = 0.85
-    return (rgb * 255).astype(np.uint8)

@@ -20,18 +20,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .. import grid
 from ..data import FlatDataset, HealpixDataset
 from ..data.synthetic import ensure_synthetic
-from ..models import create_model
+from ..models import create_model, model_info
 from ..tasks import ConfusionMatrix, DepthLoss, DepthMetrics, SegmentationLoss, from_prediction
 from .checkpoint import (load_state, load_weights, rng_state, save_state, save_weights, set_rng_state,
                          unwrap)
-from .config import ConfigError, save_config
+from .config import ConfigError, config_faces, save_config
 from .memory import retain_freed_memory
 
 __all__ = ["main", "build_datasets", "build_model", "build_loss", "build_optimizer", "train_one_epoch",
-           "evaluate", "EpochSampler", "Distributed", "is_flat_model"]
+           "evaluate", "EpochSampler", "Distributed", "model_domain"]
 
 
 # ----------------------------------------------------------------------------- processes, devices
@@ -104,13 +103,9 @@ class EpochSampler(torch.utils.data.Sampler):
 # ----------------------------------------------------------------------------- building blocks
 
 
-def is_flat_model(name: str) -> bool:
-    return name.startswith("swin_unet_flat")
-
-
-def _faces(cfg) -> tuple[int, ...]:
-    faces = cfg.data.base_pixels
-    return grid.check_base_pixels(faces if isinstance(faces, str) else list(faces), "data.base_pixels")
+def model_domain(cfg) -> str:
+    """The registered input domain of the run's model: "healpix" or "flat"."""
+    return model_info(cfg.model.name).domain
 
 
 def build_datasets(cfg: DictConfig, splits=("train", "val")) -> dict:
@@ -125,10 +120,10 @@ def build_datasets(cfg: DictConfig, splits=("train", "val")) -> dict:
     out = {}
     for split in splits:
         transform = augment if split == "train" and _has_augmentation(augment) else None
-        if is_flat_model(cfg.model.name):
+        if model_domain(cfg) == "flat":
             out[split] = FlatDataset(d.root, size=tuple(d.flat_size), split=split, transform=transform, **common)
         else:
-            out[split] = HealpixDataset(d.root, nside=d.nside, base_pixels=_faces(cfg), split=split,
+            out[split] = HealpixDataset(d.root, nside=d.nside, base_pixels=config_faces(cfg), split=split,
                                         orientation=d.orientation, transform=transform, rig=d.rig,
                                         outside=d.outside, sample_cache=d.sample_cache, **common)
     return out
@@ -147,11 +142,11 @@ def build_model(cfg: DictConfig, num_outputs: int) -> nn.Module:
     kwargs.setdefault("in_chans", 3)
     kwargs.setdefault("num_classes", num_outputs)
     kwargs.setdefault("task", cfg.task)
-    if is_flat_model(cfg.model.name):
+    if model_domain(cfg) == "flat":
         kwargs.setdefault("img_size", tuple(cfg.data.flat_size))
     else:
         kwargs.setdefault("nside", cfg.data.nside)
-        kwargs.setdefault("base_pixels", _faces(cfg))
+        kwargs.setdefault("base_pixels", config_faces(cfg))
     try:
         return create_model(cfg.model.name, **kwargs)
     except (TypeError, ValueError) as err:
@@ -301,7 +296,7 @@ def evaluate(model, dataset, cfg, dist: Distributed, backproject: bool | None = 
     flat = isinstance(dataset, FlatDataset)
     rig = getattr(dataset, "rig", False)
     backproject = backproject and not rig  # a fused rig has no single fisheye to go back to
-    faces = _faces(cfg)
+    faces = config_faces(cfg)
     seg = cfg.task == "segmentation"
     k = len(dataset.class_names) if seg else 0
 
@@ -443,7 +438,7 @@ def _check_compatible(cfg, dist: Distributed) -> None:
     if cfg.train.amp == "fp16" and dist.device.type != "cuda":
         raise ConfigError("train.amp=fp16 needs a CUDA device (a gradient scaler on GPUs); use train.amp=bf16 "
                           "on CPUs")
-    if is_flat_model(cfg.model.name) and cfg.data.rig:
+    if model_domain(cfg) == "flat" and cfg.data.rig:
         raise ConfigError("data.rig=true fuses cameras on the sphere; the flat baseline "
                           f"(model.name={cfg.model.name}) takes one camera image: set data.rig=false")
     import importlib.util

@@ -10,11 +10,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import TASKS
 from ..layers import FlatPatchExpand, NestedPatchExpand
 
-__all__ = ["PixelHead", "create_head", "TASKS"]
-
-TASKS = ("segmentation", "depth")
+__all__ = ["PixelHead", "create_head"]
 
 
 class PixelHead(nn.Module):
