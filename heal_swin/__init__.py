@@ -4,8 +4,9 @@
     from heal_swin import grid, cameras, projection, models
     model = heal_swin.load_model("runs/demo/run")      # a trained run, in eval mode
 
-Layers (see README): grid -> cameras -> projection -> data -> layers/models -> tasks -> engine -> export,
-tools. The light layers load on import; the others on first use.
+Layers, lowest first (see the README's diagram): grid < harmonics < cameras < projection <
+data, layers < tasks, models < engine, export < tools; a package imports only lower rows. The light
+layers load on import; the others on first use.
 """
 
 import importlib
@@ -13,9 +14,9 @@ import importlib
 from . import cameras, grid, projection
 
 __version__ = "0.1.0"
-__all__ = ["cameras", "data", "engine", "export", "grid", "layers", "load_model", "models", "projection", "tasks",
-           "tools", "__version__"]
-_LAZY = ("data", "engine", "export", "layers", "models", "tasks", "tools")
+__all__ = ["cameras", "data", "engine", "export", "grid", "harmonics", "layers", "load_model", "models", "projection",
+           "tasks", "tools", "__version__"]
+_LAZY = ("data", "engine", "export", "harmonics", "layers", "models", "tasks", "tools")
 
 
 def __getattr__(name):
