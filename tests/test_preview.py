@@ -10,8 +10,8 @@ import pytest
 
 from heal_swin import cameras, grid
 from heal_swin.data.woodscape import FrameFiles, find_frame_files, frame_stem
-from heal_swin.projection import sphere_to_camera
-from heal_swin.tools import _views, preview
+from heal_swin.projection import sphere_to_camera, views
+from heal_swin.tools import preview
 
 W, H = 320, 242
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -173,16 +173,16 @@ def test_bad_faces(tmp_path, capsys, faces):
 
 
 def test_format_faces():
-    assert preview.format_faces(range(8)) == "0-7"
-    assert preview.format_faces(range(12)) == "0-11"
-    assert preview.format_faces([0, 1, 4, 6, 7, 8]) == "0,1,4,6-8"
+    assert grid.format_base_pixels(range(8)) == "0-7"
+    assert grid.format_base_pixels(range(12)) == "0-11"
+    assert grid.format_base_pixels([0, 1, 4, 6, 7, 8]) == "0,1,4,6-8"
 
 
 # ------------------------------------------------------------------------------------------ views
 
 
 def test_mollweide_view_round_trip_and_area():
-    view = _views.MollweideView(360)
+    view = views.MollweideView(360)
     rows, cols = np.nonzero(view.inside)
     col, row = view.to_raster(view.theta[view.inside], view.phi[view.inside])
     np.testing.assert_allclose(col, cols, atol=1e-6)
@@ -198,23 +198,23 @@ def test_orthographic_view_looks_like_the_fisheye():
     cam = small_camera(30.0)
     for orientation in ("camera", "vehicle"):
         to_camera = sphere_to_camera(cam, orientation)
-        view = _views.OrthographicView(to_camera, 101)
+        view = views.OrthographicView(to_camera, 101)
         rays = view.dirs @ to_camera.T  # back into the camera frame
         np.testing.assert_allclose(rays[50, 50], [0, 0, 1], atol=1e-12)  # centre = optical axis
         assert rays[50, 90, 0] > 0.7 and abs(rays[50, 90, 1]) < 1e-12     # right = image right (+x)
         assert rays[90, 50, 1] > 0.7 and abs(rays[90, 50, 0]) < 1e-12     # down = image down (+y)
-    centre = _views.OrthographicView(sphere_to_camera(cam, "vehicle"), 101).dirs[50, 50]
+    centre = views.OrthographicView(sphere_to_camera(cam, "vehicle"), 101).dirs[50, 50]
     np.testing.assert_allclose(centre, cam.rotation @ [0, 0, 1], atol=1e-12)
 
 
 def test_lookup_and_boundaries():
-    view = _views.MollweideView(200)
-    local, face = _views.lookup(view, 4, range(8))
+    view = views.MollweideView(200)
+    local, face = views.lookup(view, 4, range(8))
     assert set(np.unique(face[view.inside])) == set(range(12))
-    assert (local[face >= 8] == _views.UNUSED_FACE).all()
-    assert (local[~view.inside] == _views.OUTSIDE_VIEW).all()
+    assert (local[face >= 8] == views.UNUSED_FACE).all()
+    assert (local[~view.inside] == views.OUTSIDE_VIEW).all()
     ids = np.array([[0, 0, 1], [0, 0, 1], [-1, -1, -1]])
-    np.testing.assert_array_equal(_views.boundaries(ids), [[0, 1, 1], [0, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(views.boundaries(ids), [[0, 1, 1], [0, 1, 1], [0, 0, 0]])
 
 
 # ------------------------------------------------------------------------------------------ rig

@@ -2,7 +2,10 @@
 
 FisheyeToHealpix: fisheye image / labels / depth -> maps over a set of base pixels (CPU and torch).
 HealpixToFisheye: maps -> fisheye image (each image pixel takes the HEALPix pixel containing its ray).
+views: rasterised views of HEALPix maps (Mollweide, orthographic) and the colour maps of the figures.
 """
+
+from . import views
 
 from ._cache import (CacheWarning, atomic_write, clear_memory_cache, default_cache_dir, load_checked_arrays,
                      save_checked_arrays)

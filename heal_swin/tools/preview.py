@@ -27,10 +27,9 @@ import numpy as np
 from .. import grid
 from ..cameras import CalibrationError, load_calibration
 from ..data.classes import WOODSCAPE_CLASSES, WOODSCAPE_COLORS, colorize
-from ..projection import ORIENTATIONS, FisheyeToHealpix, HealpixToFisheye, RigToHealpix, sphere_to_camera
-from . import _views
+from ..projection import ORIENTATIONS, FisheyeToHealpix, HealpixToFisheye, RigToHealpix, sphere_to_camera, views
 
-__all__ = ["coverage_report", "format_coverage", "format_faces", "render_preview", "fuse_rig",
+__all__ = ["coverage_report", "format_coverage", "render_preview", "fuse_rig",
            "RigFusion", "render_rig", "format_rig", "main"]
 
 PROG = "heal-swin-preview"
@@ -66,18 +65,6 @@ ORTHO_SIZE = 480
 # --------------------------------------------------------------------------------------------------
 # coverage figures
 # --------------------------------------------------------------------------------------------------
-
-
-def format_faces(faces) -> str:
-    """(0, 1, 2, 3, 5) -> '0-3,5'; all twelve -> '0-11'."""
-    faces = grid.check_base_pixels(faces)
-    runs: list[list[int]] = []
-    for f in faces:
-        if runs and f == runs[-1][-1] + 1:
-            runs[-1].append(f)
-        else:
-            runs.append([f])
-    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs)
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -149,7 +136,7 @@ def _deg_arcmin(deg: float) -> str:
 
 def format_coverage(report: dict) -> str:
     """The coverage report as a few readable lines."""
-    faces = format_faces(report["faces"])
+    faces = grid.format_base_pixels(report["faces"])
     return "\n".join([
         f"camera {report['camera'] or '?'}, nside {report['nside']}, faces {faces}, "
         f"{report['orientation']} orientation",
@@ -205,9 +192,9 @@ def _panel_fisheye(ax, camera, image, faces, orientation, grid_nside, title, sho
     dim[~np.isin(face, faces), 3] = 0.45  # darken what the projection leaves out
     ax.imshow(dim)
     if show_grid:
-        ax.imshow(_views.line_overlay(ids, width=_line_width(camera.width, 500)))
-    ax.imshow(_views.face_overlay(face, FACE_COLORS, width=_line_width(camera.width, 200)))
-    centres = _views.face_centres() @ sphere_to_camera(camera, orientation).T
+        ax.imshow(views.line_overlay(ids, width=_line_width(camera.width, 500)))
+    ax.imshow(views.face_overlay(face, FACE_COLORS, width=_line_width(camera.width, 200)))
+    centres = views.face_centres() @ sphere_to_camera(camera, orientation).T
     uv = np.asarray(camera.ray_to_pixel(centres))
     for f in range(12):
         u, v = uv[f]
@@ -245,10 +232,10 @@ def _panel_mollweide(ax, view, nside, faces, colors, seen, title, orientation, l
     outlined and numbered."""
     from matplotlib.patches import Patch
 
-    local, face = _views.lookup(view, nside, faces)
-    ax.imshow(_views.paint(local, colors, seen, UNSEEN, UNUSED))
-    ax.imshow(_views.face_overlay(face, FACE_COLORS, width=_line_width(view.width, 250)))
-    centres = _views.face_centres()
+    local, face = views.lookup(view, nside, faces)
+    ax.imshow(views.paint(local, colors, seen, UNSEEN, UNUSED))
+    ax.imshow(views.face_overlay(face, FACE_COLORS, width=_line_width(view.width, 250)))
+    centres = views.face_centres()
     theta, phi = grid.vec2ang(*centres.T)
     cols, rows = view.to_raster(theta, phi)
     for f in range(12):
@@ -266,11 +253,11 @@ def _panel_orthographic(ax, camera, orientation, nside, faces, colors, seen):
     from matplotlib.patches import Circle
 
     to_camera = sphere_to_camera(camera, orientation)
-    view = _views.OrthographicView(to_camera, ORTHO_SIZE)
-    local, face = _views.lookup(view, nside, faces)
-    ax.imshow(_views.paint(local, colors, seen, UNSEEN, UNUSED))
-    ax.imshow(_views.face_overlay(face, FACE_COLORS, width=_line_width(view.width, 160)))
-    col, row, front = view.to_raster(_views.face_centres())
+    view = views.OrthographicView(to_camera, ORTHO_SIZE)
+    local, face = views.lookup(view, nside, faces)
+    ax.imshow(views.paint(local, colors, seen, UNSEEN, UNUSED))
+    ax.imshow(views.face_overlay(face, FACE_COLORS, width=_line_width(view.width, 160)))
+    col, row, front = view.to_raster(views.face_centres())
     for f in np.nonzero(front)[0]:
         _face_label(ax, col[f], row[f], int(f), f in faces)
     ax.add_patch(Circle((view.width / 2 - 0.5, view.height / 2 - 0.5), view.width / 2, fill=False,
@@ -379,14 +366,14 @@ def render_preview(camera, image, labels=None, *, nside: int = 256, faces=range(
 
     fig = _new_figure()
     axes = fig.subplots(2, 3)
-    face_text = format_faces(faces)
+    face_text = grid.format_base_pixels(faces)
     fig.suptitle(f"{camera.name or 'camera'}: fisheye → HEALPix, nside {nside}, faces {face_text}, "
                  f"{orientation} orientation", fontsize=14, fontweight="bold")
     _panel_fisheye(axes[0, 0], camera, image, faces, orientation, grid_nside,
                    f"fisheye {camera.width}×{camera.height} with the HEALPix faces (numbered)\n"
                    f"thin: nside-{grid_nside} pixels; darkened: not in faces {face_text}")
     colors = np.clip(values.T / 255.0, 0, 1)
-    view = _views.MollweideView(MOLLWEIDE_WIDTH)
+    view = views.MollweideView(MOLLWEIDE_WIDTH)
     _panel_mollweide(axes[0, 1], view, nside, faces, colors, proj.valid_mask,
                      f"projected sphere (Mollweide): {report['sphere_seen']:.1%} of faces {face_text} "
                      f"see the image", orientation)
@@ -459,7 +446,7 @@ def _rig_stats(fusion: RigFusion) -> dict:
 
 
 def format_rig(stats: dict) -> str:
-    faces = format_faces(stats["faces"])
+    faces = grid.format_base_pixels(stats["faces"])
     lines = [f"rig on one sphere (vehicle frame), nside {stats['nside']}, faces {faces}",
              "  camera   sees     taken from it"]
     for name, seen in stats["per_camera"].items():
@@ -480,7 +467,7 @@ def render_rig(cameras: dict, images: dict, labels: dict | None = None, *, nside
     fusion = fuse_rig(cameras, images, labels, nside=nside, faces=faces)
     stats = _rig_stats(fusion)
     faces = fusion.faces
-    face_text = format_faces(faces)
+    face_text = grid.format_base_pixels(faces)
 
     fig = _new_figure(RIG_FIGSIZE)
     k = len(fusion.names)
@@ -494,7 +481,7 @@ def render_rig(cameras: dict, images: dict, labels: dict | None = None, *, nside
     bottom = [fig.add_subplot(bottom[0, j]) for j in range(3)]
     fig.suptitle(f"{title}: {k} cameras on one HEALPix sphere (vehicle frame), nside {nside}, "
                  f"faces {face_text}", fontsize=14, fontweight="bold")
-    view = _views.MollweideView(MOLLWEIDE_WIDTH)
+    view = views.MollweideView(MOLLWEIDE_WIDTH)
     seen = fusion.which >= 0
     _panel_mollweide(bottom[0], view, fusion.nside, faces, np.clip(fusion.image.T / 255.0, 0, 1), seen,
                      f"fused sphere: {stats['total']:.1%} seen (each pixel from the camera nearest its axis)",

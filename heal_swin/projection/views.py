@@ -1,9 +1,10 @@
-"""Rasterised views of HEALPix maps for the preview figures (numpy only, no plotting here).
+"""Rasterised views of HEALPix maps for the figures (preview, evaluation, inference): no plotting here.
 
 A view is a raster of directions on the sphere: `MollweideView` (the whole sphere, equal-area) and
 `OrthographicView` (the hemisphere around an axis, as seen from the sphere's centre). `lookup`
 turns a view into indices of a map over a set of base pixels; the overlay helpers turn integer
-id rasters into RGBA boundary layers to draw over an image.
+id rasters into RGBA boundary layers to draw over an image; `depth_rgb` is the depth colour map
+that every figure uses.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 from .. import grid
 
 __all__ = ["MollweideView", "OrthographicView", "lookup", "paint", "boundaries", "face_overlay",
-           "line_overlay", "face_centres", "OUTSIDE_VIEW", "UNUSED_FACE"]
+           "line_overlay", "face_centres", "depth_rgb", "DEPTH_COLORMAP", "OUTSIDE_VIEW", "UNUSED_FACE"]
+
+DEPTH_COLORMAP = "magma_r"  # near = bright, far = dark
 
 OUTSIDE_VIEW = -2  # lookup(): the raster point is not on the sphere (outside the ellipse / disc)
 UNUSED_FACE = -1   # lookup(): the direction lies on a face that the map does not hold
@@ -172,3 +175,14 @@ def line_overlay(ids: np.ndarray, color=(1.0, 1.0, 1.0), alpha: float = 0.55, wi
 def face_centres() -> np.ndarray:
     """(12, 3) unit vectors of the 12 base pixels' centres (sphere frame)."""
     return np.stack(grid.pix2vec(1, np.arange(12)), axis=-1)
+
+
+def depth_rgb(depth: np.ndarray, vmax: float) -> np.ndarray:
+    """Depth (metres, any shape) -> uint8 RGB (..., 3) in `DEPTH_COLORMAP` over [0, vmax]; invalid
+    (non-finite) depths are light grey."""
+    import matplotlib
+
+    d = np.asarray(depth, dtype=np.float64)
+    rgb = matplotlib.colormaps[DEPTH_COLORMAP](np.clip(np.nan_to_num(d, nan=0.0) / max(vmax, 1e-6), 0, 1))[..., :3]
+    rgb[~np.isfinite(d)] = 0.85
+    return (rgb * 255).astype(np.uint8)
