@@ -70,10 +70,18 @@ def evaluate_run(run_dir, overrides=(), out_dir=None, device: str = "auto") -> d
     """Evaluate RUN_DIR's best weights on cfg.eval.split; write metrics and figures."""
     from .trainer import Distributed, build_datasets, evaluate
 
+    from ..data import check_dataset
+
     cfg = load_run_config(run_dir, overrides)
     dist = Distributed(device if device != "auto" else cfg.run.device)
     split = cfg.eval.split
+    check_dataset(cfg.data.root, cfg.data.cameras, cfg.task)
     dataset = build_datasets(cfg, (split,))[split]
+    if len(dataset) == 0:
+        fractions = list(cfg.data.split_fractions)
+        raise ConfigError(f"{Path(run_dir) / 'config.yaml'}: eval.split={split} holds no samples (data.split_fractions="
+                          f"{fractions} for train, val, test over {cfg.data.root}); evaluate another split, e.g. "
+                          "eval.split=val")
     model = load_model(run_dir, device=dist.device)
     wanted = set(range(min(cfg.eval.figures, len(dataset))))
     shown: dict = {}
@@ -127,7 +135,7 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
     axes = fig.subplots(1, 4)
     names = dataset.class_names
     if seg:
-        truth = dataset.lut[item["labels"]]
+        truth = dataset.map_labels(item["labels"], sample.labels)
         panels = [(image, "fisheye"), (_overlay(image, colorize(truth)), "ground truth"),
                   (_overlay(image, colorize(fisheye_pred)), "prediction (back-projected)")]
     else:
