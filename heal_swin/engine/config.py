@@ -36,6 +36,7 @@ class RunConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:K
     threads: Optional[int] = None         # torch CPU threads (None: torch's default)
     retain_memory: str = "small"          # CPU: keep freed blocks for reuse: small (≤ 32 MiB) | all | none
+    overwrite: bool = False               # a new run may replace the run files already in run.dir
 
 
 @dataclass
@@ -367,7 +368,7 @@ def save_config(cfg: DictConfig, path) -> None:
 # checkpoints, where it runs and how its data is read. Every other key changes what is computed
 # (data, model, task, loss, augmentation, optimiser, schedule, precision, seed) and is refused.
 RESUME_ALLOWED = ("train.max_steps", "train.epochs", "train.resume", "train.eval_every", "train.checkpoint_every",
-                  "run.dir", "run.log_every", "run.device", "run.threads", "run.retain_memory",
+                  "run.dir", "run.log_every", "run.overwrite", "run.device", "run.threads", "run.retain_memory",
                   "data.root", "data.generate", "data.num_workers", "data.sample_cache",
                   "eval.figures", "eval.batch_size", "logging.*")
 

@@ -20,13 +20,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..data import FlatDataset, HealpixDataset
+from ..data import FlatDataset, HealpixDataset, check_dataset
 from ..data.synthetic import ensure_synthetic
 from ..models import create_model, model_info
 from ..tasks import ConfusionMatrix, DepthLoss, DepthMetrics, SegmentationLoss, from_prediction
-from .checkpoint import (load_state, load_weights, rng_state, save_state, save_weights, set_rng_state,
-                         unwrap)
-from .config import ConfigError, config_faces, save_config
+from .checkpoint import (atomic_write_text, load_state, load_weights, remove_stale_temporaries, rng_state,
+                         save_state, save_weights, set_rng_state, sync_weights_with_state, unwrap)
+from .config import ConfigError, check_resume_config, config_faces, save_config
 from .memory import retain_freed_memory
 
 __all__ = ["main", "build_datasets", "build_model", "build_loss", "build_optimizer", "train_one_epoch",
@@ -115,7 +115,7 @@ def build_datasets(cfg: DictConfig, splits=("train", "val")) -> dict:
                   split_seed=d.split_seed, group_size=d.group_size, class_names=d.class_names,
                   class_merge=OmegaConf.to_container(d.class_merge) if d.class_merge else None,
                   ignore_index=d.ignore_index, mean=tuple(d.mean), std=tuple(d.std), max_depth=d.max_depth,
-                  seed=cfg.run.seed)
+                  unknown_labels=d.unknown_labels, seed=cfg.run.seed)
     augment = OmegaConf.to_container(cfg.augment)
     out = {}
     for split in splits:
@@ -329,7 +329,7 @@ def evaluate(model, dataset, cfg, dist: Distributed, backproject: bool | None = 
                 item = tree.load(sample, labels=seg, depth=not seg)
                 cam = item["camera"]
                 if seg:
-                    truth = torch.from_numpy(dataset.lut[item["labels"]])
+                    truth = torch.from_numpy(dataset.map_labels(item["labels"], sample.labels))
                 else:
                     truth = torch.from_numpy(item["depth"])
                 key = cam.fingerprint()
@@ -433,6 +433,56 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 # ----------------------------------------------------------------------------- main
 
 
+_RUN_FILES = ("config.yaml", "metrics.jsonl", "weights", "state", "tensorboard")
+
+
+def _prepare_run_dir(run_dir: Path, cfg, resume: bool) -> None:
+    """Rank 0, before anything is written: remove temporaries of killed writes; a new run refuses a
+    directory that holds another run's files unless told to replace them (`run.overwrite=true`), or
+    unless `train.resume=true` found no state to resume (a run killed before its first checkpoint:
+    its log is restarted)."""
+    for path in remove_stale_temporaries(run_dir) if run_dir.is_dir() else []:
+        print(f"removed {path} (left by a write that was cut short)")
+    if resume:
+        return
+    present = [name for name in _RUN_FILES if (run_dir / name).exists()]
+    if not present:
+        if cfg.train.resume:
+            print(f"starting a new run in {run_dir}")
+        return
+    if (run_dir / "state" / "last.pt").exists() and not cfg.run.overwrite:
+        raise ConfigError(f"run.dir={run_dir} already holds a run; pass train.resume=true to continue it, "
+                          "run.overwrite=true to replace it, or choose another run.dir")
+    if not (cfg.train.resume or cfg.run.overwrite):
+        raise ConfigError(f"run.dir={run_dir} already holds files of another run ({', '.join(present)}); pass "
+                          "run.overwrite=true to replace them, or choose another run.dir")
+    import shutil
+
+    for name in present:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    print(f"starting a new run in {run_dir} (replaced {', '.join(present)})")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log lines of steps after `step` (written after the state a run resumes from), so a
+    resumed run does not log them twice."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line if line.endswith("\n") else line + "\n" for line in kept))
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line cut short by a kill (not JSON) counts as after every step."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return math.inf
+
+
 def _check_compatible(cfg, dist: Distributed) -> None:
     """Incompatible options fail before any work, with the fix in the message."""
     if cfg.train.amp == "fp16" and dist.device.type != "cuda":
@@ -446,9 +496,6 @@ def _check_compatible(cfg, dist: Distributed) -> None:
     for logger in ("tensorboard", "mlflow"):
         if cfg.logging[logger] and importlib.util.find_spec(logger) is None:
             raise ConfigError(f"logging.{logger}=true needs the {logger} extra: pip install -e '.[{logger}]'")
-    if cfg.task == "depth" and cfg.train.metric in ("miou", "accuracy"):
-        raise ConfigError(f"train.metric={cfg.train.metric} is a segmentation metric; for task=depth use e.g. "
-                          "train.metric=abs_rel train.metric_mode=min")
 
 
 def main(cfg: DictConfig) -> dict:
@@ -464,13 +511,20 @@ def main(cfg: DictConfig) -> dict:
         ensure_synthetic(cfg.data.root, frames=cfg.data.synthetic_frames, seed=cfg.run.seed,
                          size=tuple(cfg.data.synthetic_size))
     dist.barrier()
+    if not Path(cfg.data.root).is_dir():
+        raise ConfigError(f"data.root={cfg.data.root}: the dataset folder does not exist; unpack WoodScape / "
+                          "SynWoodScape there or pass data.root=PATH (see data/README.md), or train on the "
+                          "synthetic data: --config configs/demo.yaml, or data.generate=true")
+    check_dataset(cfg.data.root, cfg.data.cameras, cfg.task)
     state_path = run_dir / "state" / "last.pt"
     resume = cfg.train.resume and state_path.is_file()
-    if cfg.train.resume and not state_path.is_file() and dist.main:
-        print(f"train.resume=true but {state_path} does not exist: starting a new run")
-    if not resume and dist.main and (run_dir / "state" / "last.pt").exists():
-        raise ConfigError(f"run.dir={run_dir} already holds a run; pass train.resume=true to continue it, "
-                          "or choose another run.dir")
+    saved, changes = None, {}
+    if resume:
+        saved = load_state(state_path)
+        changes = check_resume_config(saved.get("config", ""), cfg, state_path)
+    if dist.main:
+        _prepare_run_dir(run_dir, cfg, resume)
+    _seed_everything(cfg.run.seed, cfg.run.deterministic)
     _seed_everything(cfg.run.seed, cfg.run.deterministic)
 
     datasets = build_datasets(cfg, ("train", cfg.eval.split) if cfg.eval.split != "train" else ("train",))
@@ -492,7 +546,6 @@ def main(cfg: DictConfig) -> dict:
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "losses": []}
     if resume:
-        saved = load_state(state_path)
         unwrap(model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -502,6 +555,10 @@ def main(cfg: DictConfig) -> dict:
         set_rng_state(saved["rng"])
         if dist.main:
             print(f"resuming {run_dir} at step {state['step']} (epoch {state['epoch']}, batch {state['batch']})")
+            # a kill between the two checkpoint writes leaves last.safetensors a step ahead
+            sync_weights_with_state(run_dir / "weights" / "last.safetensors", saved,
+                                    {"model": cfg.model.name, "task": cfg.task})
+            _truncate_log(run_dir / "metrics.jsonl", state["step"])
     if dist.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
@@ -512,6 +569,8 @@ def main(cfg: DictConfig) -> dict:
         print(f"{cfg.model.name}: {n_params:,} parameters; {len(train_set)} training samples, {total_steps} steps "
               f"on {dist.world} × {dist.device}")
     logger = Logger(cfg, run_dir, dist.main)
+    if resume and changes:
+        logger.log({"event": "resume", "step": state["step"], "changes": changes})
 
     def checkpoint(result=None):
         if result is not None:
