@@ -10,7 +10,7 @@ from ._pixelfunc import (ang2pix, ang2vec, check_nside, check_pixels, get_all_ne
                          is_valid_nside, nest2ring, nest2xyf, npix2nside, nside2npix, nside2order,
                          nside2pixarea, nside2resol, order2nside, pix2ang, pix2vec, ring2nest,
                          ring2xyf, vec2ang, vec2pix, xyf2nest, xyf2ring)
-from ._charts import extended_xyf
+from ._charts import chart_neighbour, extended_xyf, face_transitions, turn_xy
 from ._windows import (SHIFT_STRATEGIES, ShiftTable, check_permutation, check_window_size, grid_shift,
                        invert_permutation, is_valid_window_size, nest_roll_shift, original_grid_shift,
                        relative_position_index, ring_shift, window_layout, window_mask)
@@ -23,6 +23,7 @@ __all__ = [
     "nside2order", "nside2pixarea", "nside2resol", "order2nside", "parse_base_pixels", "pix2ang",
     "pix2vec", "ring2nest", "ring2xyf", "ring_above", "ring_info", "vec2ang", "vec2pix",
     "xyf2nest", "xyf2ring",
+    "chart_neighbour", "face_transitions", "turn_xy",
     "SHIFT_STRATEGIES", "ShiftTable", "check_permutation", "check_window_size", "extended_xyf",
     "grid_shift", "invert_permutation", "is_valid_window_size", "nest_roll_shift", "original_grid_shift", "relative_position_index", "ring_shift",
     "window_layout", "window_mask",
