@@ -21,7 +21,6 @@ Layout of the transform (analysis; synthesis runs the same stages transposed):
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -140,7 +139,7 @@ def _ring_groups(nside: int):
     table], ...] per table)] per chunk, plus the ring numbers in the order the chunks emit them."""
     nside = grid.check_nside(nside)
     rings = np.arange(1, 4 * nside)
-    start, count, theta, shifted = grid.ring_info(nside, rings)
+    shifted = grid.ring_info(nside, rings)[3]
     chunks = []
     unit = 8 * (2 * nside + 1)                          # table entries per unit of i (at lmax ~ 2 nside)
     for a, b in _chunks(range(1, nside), unit):       # cap rings i = a+1 .. b, padded to the widest
@@ -186,9 +185,7 @@ def fourier_tables(nside: int, lmax: int):
             z[j, 0, :i, :, 1], z[j, 1, :i, :, 1] = -s4, c4
         out.append(_readonly(tw_c, tw_s, z.reshape(k, 2 * i_pad, 2 * n_s)))
     uq = np.outer(u, u) * (np.pi / 2)
-    q = np.stack([np.cos(uq), -np.sin(uq)], axis=1).reshape(8, 4)
-    q[np.abs(q) < 1e-12] = 0.0
-    q = np.round(q)
+    q = np.round(np.stack([np.cos(uq), -np.sin(uq)], axis=1).reshape(8, 4))     # entries 0, +-1
     return tuple(out), _readonly(q)
 
 
@@ -202,7 +199,7 @@ def pixel_tables(nside: int, base_pixels: tuple):
     n_map = grid.n_pixels(nside, faces)
     chunks, _ = _ring_groups(nside)
     rings = np.arange(1, 4 * nside)
-    start, count, _, _ = grid.ring_info(nside, rings)
+    start = grid.ring_info(nside, rings)[0]
     gathers, scatter, offset = [], np.full(n_map, -1, dtype=np.int64), 0
     for c in chunks:
         k, g, i_pad = len(c["members"]), len(c["members"][0]), max(c["i"])
