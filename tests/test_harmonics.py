@@ -196,6 +196,7 @@ def test_synthesis_is_the_transpose_of_analysis():
     assert torch.allclose(lhs, rhs, rtol=1e-12)
 
 
+@pytest.mark.slow  # two dynamo exports: ~7 s each on an idle core (the first one also imports the exporter)
 def test_onnx_export_and_onnxruntime_parity(tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

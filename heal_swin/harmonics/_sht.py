@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -13,6 +14,18 @@ from ._tables import (alm_size, fourier_tables, legendre_tables, pixel_tables, r
                       _check_lmax)
 
 __all__ = ["RealSHT", "InverseRealSHT", "table_bytes"]
+
+
+def _tensor(array: np.ndarray, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """A table as a tensor. float64 / int64 on the CPU share the memory of the memoised (read-only) numpy
+    table, so every module of one (nside, lmax) holds a single copy; the transforms never write to it."""
+    np_dtype = {torch.float64: np.float64, torch.int64: np.int64}.get(dtype)
+    same = np_dtype is not None and array.dtype == np_dtype
+    if same and torch.device(device or "cpu").type == "cpu":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                 # "non-writable NumPy array": read-only by design
+            return torch.from_numpy(array)
+    return torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
 
 
 class _Transform(nn.Module):
@@ -36,7 +49,7 @@ class _Transform(nn.Module):
         def buf(name, array, dt=dtype):
             if dt is not torch.int64:
                 self._sources[name] = array
-            self.register_buffer(name, torch.from_numpy(np.array(array)).to(dt), persistent=False)
+            self.register_buffer(name, _tensor(array, dt), persistent=False)
 
         buf("q", q)
         self._fourier = []
@@ -62,7 +75,7 @@ class _Transform(nn.Module):
         for name, source in self._sources.items():
             t = getattr(self, name)
             if t.dtype == torch.float64:
-                setattr(self, name, torch.from_numpy(np.array(source)).to(t.device))
+                setattr(self, name, _tensor(source, torch.float64, t.device))
         return out
 
     def extra_repr(self) -> str:
@@ -76,7 +89,7 @@ class _Transform(nn.Module):
         if t.dtype == like.dtype:
             return t
         if like.dtype == torch.float64:
-            return torch.from_numpy(np.array(self._sources[name])).to(t.device)
+            return _tensor(self._sources[name], torch.float64, t.device)
         return t.to(like.dtype)
 
     # ---- stage 1: NESTED map <-> rings (list of (k, g*B, 4, i) blocks)

@@ -237,7 +237,7 @@ def ring_order(nside: int):
 # --------------------------------------------------------------------------- Legendre tables
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def legendre_tables(nside: int, lmax: int):
     """The Legendre stage per chunk of m: (m0, m1, Te, To) with Te (m1-m0, Le, R+1) the rows l = m, m+2, ...
     over the northern rings 1 .. 2 nside - 1 and the equator, To (m1-m0, Lo, R) the rows l = m+1, m+3, ...
