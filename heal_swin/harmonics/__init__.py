@@ -7,7 +7,7 @@
     harmonics.alm_index(lmax, l, m)          # healpy.Alm.getidx(lmax, l, m)
     harmonics.legendre(lmax, theta)          # orthonormal lambda_lm(theta), (n_alm, len(theta)), float64
     harmonics.wigner_d(lmax, beta)           # [d^l(beta) for l <= lmax], d^l[m' + l, m + l] = d^l_{m'm}(beta)
-    harmonics.rotate_alm(a, alpha, beta, gamma)   # ZYZ, active: the map f(R^-1 x), R = Rz(alpha) Ry(beta) Rz(gamma)
+    harmonics.rotate_alm(a, alpha, beta, gamma)   # ZYZ, active: f(R^-1 x), R = Rz(alpha) Ry(beta) Rz(gamma)
 
 Conventions (healpy's): `a[..., i, 0]`, `a[..., i, 1]` are the real and imaginary parts of healpy's
 `alm[i]`, i = healpy.Alm.getidx(lmax, l, m), m-major, 0 <= m <= l <= lmax; orthonormal complex spherical

@@ -1,4 +1,4 @@
-"""RealSHT / InverseRealSHT: the transform as torch modules (real arithmetic only; see _tables for the layout)."""
+"""RealSHT / InverseRealSHT: the transform as torch modules (real arithmetic only; the layout: _tables)."""
 
 from __future__ import annotations
 
@@ -218,8 +218,8 @@ class RealSHT(_Transform):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.n_pix:
-            raise ValueError(f"expected (..., {self.n_pix}) for nside {self.nside} over {len(self.base_pixels)} "
-                             f"faces, got {tuple(x.shape)}")
+            raise ValueError(f"expected (..., {self.n_pix}) for nside {self.nside} over "
+                             f"{len(self.base_pixels)} faces, got {tuple(x.shape)}")
         lead = x.shape[:-1]
         x = x.reshape(-1, self.n_pix)
         b = x.shape[0]

@@ -90,8 +90,8 @@ def rotate_alm(a, alpha: float, beta: float, gamma: float):
     a'_lm = sum_n D^l_{mn} a_ln, D^l_{mn} = e^{-i m alpha} d^l_{mn}(beta) e^{-i n gamma}, with
     a_{l,-n} = (-1)^n conj(a_ln) for the real map. Equals healpy.rotate_alm(alm, gamma, beta, alpha) and
     ducc0.sht.rotate_alm(alm, lmax, gamma, beta, alpha): those take (psi, theta, phi) = the angles in
-    the order they are applied, R = Rz(phi) Ry(theta) Rz(psi). Torch tensor (any dtype, device; differentiable in
-    `a`) or numpy array in, same type out.
+    the order they are applied, R = Rz(phi) Ry(theta) Rz(psi). Torch tensor (any dtype, device;
+    differentiable in `a`) or numpy array in, same type out.
     """
     is_numpy = isinstance(a, np.ndarray)
     t = torch.as_tensor(a)
