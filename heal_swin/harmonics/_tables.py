@@ -62,7 +62,8 @@ def _readonly(*arrays):
 def legendre(lmax: int, theta) -> np.ndarray:
     """Orthonormal associated Legendre functions lambda_lm(theta), float64, shape
     (alm_size(lmax), len(theta)), rows in healpy's order; Y_lm(theta, phi) = lambda_lm(theta) e^{i m phi},
-    the Condon-Shortley phase included: lambda_lm = (-1)^m sqrt((2l+1)/(4 pi) (l-m)!/(l+m)!) P_l^m(cos theta), P_l^m without the phase.
+    the Condon-Shortley phase included: lambda_lm = (-1)^m sqrt((2l+1)/(4 pi) (l-m)!/(l+m)!) P_l^m(cos theta),
+    P_l^m without the phase.
 
     Three-term recurrence in l for all m at once, started from lambda_mm computed in log space; values are
     carried as v 2^(600 e) with v rescaled whenever it passes 2^300, so nothing overflows or underflows
