@@ -122,3 +122,214 @@ def test_chart_neighbour_errors_and_turns():
     x1, y1 = grid.turn_xy(4, x, y, 1)
     np.testing.assert_array_equal((x1, y1), (3 - y, x))
     np.testing.assert_array_equal(grid.turn_xy(4, *grid.turn_xy(4, x, y, 3), 1), (x, y))
+
+
+# --------------------------------------------------------------------------- layers
+
+import math  # noqa: E402
+
+import torch  # noqa: E402
+
+from heal_swin import harmonics, layers, models  # noqa: E402
+from heal_swin.layers import FieldType, regular, trivial  # noqa: E402
+
+from equivariance import assert_equivariant, equivariance_error  # noqa: E402
+
+SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
+FACE_SETS = pytest.mark.parametrize("faces", [SPHERE, FACES_0_7], ids=["sphere", "faces0-7"])
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(dtype)
+
+
+def _turns(faces, seed):
+    return tuple(np.random.default_rng(seed).integers(0, 4, len(faces)).tolist())
+
+
+def _local(nside, faces, ipix):
+    """Global NESTED pixels -> local indices over `faces`, −1 where the face is absent (or ipix is −1)."""
+    pos = np.full(12, -1)
+    pos[list(faces)] = np.arange(len(faces))
+    f = np.where(ipix >= 0, ipix // nside ** 2, 0)
+    return np.where((ipix >= 0) & (pos[f] >= 0), pos[f] * nside ** 2 + ipix % nside ** 2, -1)
+
+
+def test_field_types():
+    r, s = regular(3), trivial(2)
+    assert (r.size, r.orientations, s.size, s.orientations) == (12, 4, 2, 1)
+    assert r.shape(2, 10) == (2, 3, 4, 10) and s.shape(2, 10) == (2, 2, 10) and str(r) == "3xregular"
+    assert r == FieldType("regular", 3) and r != regular(4)
+    with pytest.raises(ValueError, match="kind='vector' must be 'trivial' or 'regular'"):
+        FieldType("vector", 1)
+    with pytest.raises(ValueError, match=r"expected a 3xregular field of shape \(B, 3, 4, 192\), got \(1, 3, 192\)"):
+        r.check(torch.zeros(1, 3, 192), 192)
+    with pytest.raises(ValueError, match=r"turns=\(1, 2\) must give one quarter-turn count per face"):
+        r.transform(torch.zeros(1, 3, 4, 192), 4, SPHERE, (1, 2))
+    x = torch.randn(2, 3, 4, 8 * 16)
+    turns = _turns(FACES_0_7, 0)
+    back = tuple(-t for t in turns)
+    torch.testing.assert_close(r.transform(r.transform(x, 4, FACES_0_7, turns), 4, FACES_0_7, back), x, rtol=0, atol=0)
+    torch.testing.assert_close(r.transform(x, 4, FACES_0_7, (4,) * 8), x, rtol=0, atol=0)
+    # one turn of face 0's chart: orientation r reads r − 1, the pixel at new (x', y') is old turn_xy(x', y', −1)
+    one = r.transform(x, 4, FACES_0_7, (1,) + (0,) * 7)
+    xx, yy, _ = grid.nest2xyf(4, np.arange(16))
+    sx, sy = grid.turn_xy(4, xx, yy, -1)
+    src = grid.xyf2nest(4, sx, sy, 0)
+    torch.testing.assert_close(one[:, :, 1, :16], x[:, :, 0, src], rtol=0, atol=0)
+    torch.testing.assert_close(one[:, :, :, 16:], x[:, :, :, 16:], rtol=0, atol=0)
+
+
+@FACE_SETS
+@pytest.mark.parametrize("nside", [2, 4])
+def test_scalar_padding_reads_the_healpix_neighbours(nside, faces):
+    """Every border cell holds the healpy neighbour of the face pixel next to it: zero where that
+    face is absent or none exists (the three-face corners)."""
+    n = len(faces) * nside ** 2
+    pad = layers.FacePadding(trivial(1), nside, faces)
+    x = torch.arange(1, n + 1, dtype=torch.float64).view(1, 1, n)
+    cells = pad(x).view(len(faces), nside + 2, nside + 2).numpy()
+    for i, f in enumerate(faces):
+        for h in range(nside + 2):
+            for w in range(nside + 2):
+                cx, cy = h - 1, w - 1
+                px, py = min(max(cx, 0), nside - 1), min(max(cy, 0), nside - 1)
+                p = hp.xyf2pix(nside, px, py, f, nest=True)
+                if (cx, cy) == (px, py):
+                    q = p
+                else:
+                    d = [j for j in range(8) if (_NB_DX[j], _NB_DY[j]) == (cx - px, cy - py)][0]
+                    q = hp.get_all_neighbours(nside, p, nest=True)[d]
+                want = _local(nside, faces, np.array([q]))[0] + 1
+                assert cells[i, h, w] == want, (f, cx, cy)
+
+
+@FACE_SETS
+def test_regular_padding_shifts_the_orientations_by_the_edge_turns(faces):
+    nside = 4
+    n = len(faces) * nside ** 2
+    x = (10 * torch.arange(1, n + 1.0)[None, :] + torch.arange(4.0)[:, None]).view(1, 1, 4, n)
+    cells = layers.FacePadding(regular(1), nside, faces)(x).view(len(faces), 4, nside + 2, nside + 2)
+    scalar = layers.FacePadding(trivial(1), nside, faces)(torch.arange(1, n + 1.0).view(1, 1, n))
+    scalar = scalar.view(len(faces), nside + 2, nside + 2)
+    for i, f in enumerate(faces):
+        for h in range(nside + 2):
+            for w in range(nside + 2):
+                dx = -1 if h == 0 else 1 if h == nside + 1 else 0
+                dy = -1 if w == 0 else 1 if w == nside + 1 else 0
+                k = grid.chart_neighbour(f, dx, dy)[1]
+                src = scalar[i, h, w]
+                want = torch.zeros(4) if src == 0 else 10 * src + (torch.arange(4.0) + k) % 4
+                torch.testing.assert_close(cells[i, :, h, w], want, rtol=0, atol=0)
+
+
+def test_raster_round_trip_and_kernel_rotation():
+    nside, faces = 4, (1, 5, 9)
+    x = torch.randn(2, 3, 4, 3 * 16)
+    cells = layers.FacePadding(regular(3), nside, faces)(x)
+    torch.testing.assert_close(layers.FaceUnraster(regular(3), nside, faces)(cells[..., 1:-1, 1:-1]), x,
+                               rtol=0, atol=0)
+    w = torch.randn(2, 3, 3, 3)
+    for k in range(5):
+        want = np.rot90(w.numpy(), k, axes=(-2, -1))
+        np.testing.assert_array_equal(layers.rotate_kernel(w, k).numpy(), want)
+
+
+def _slow_conv(x, weight, nside, faces, lifting):
+    """The group / lifting correlation pixel by pixel with healpy's neighbours: y[o, r](p) =
+    Σ_{i, s, u} ψ[o, i, s − r](R^−r u) x[i, (s + k)](p + u), k the chart turn into p + u's face
+    (lifting: ψ[o, i](R^−r u) x[i](p + u))."""
+    n = len(faces) * nside ** 2
+    glob = np.concatenate([f * nside ** 2 + np.arange(nside ** 2) for f in faces])
+    out = torch.zeros(x.shape[0], weight.shape[0], 4, n)
+    rot = np.array([[0, -1], [1, 0]])
+    for p_local, p in enumerate(glob):
+        f = p // nside ** 2
+        nbs = hp.get_all_neighbours(nside, p, nest=True)
+        for ux in (-1, 0, 1):
+            for uy in (-1, 0, 1):
+                if (ux, uy) == (0, 0):
+                    q, k = p, 0
+                else:
+                    q = nbs[[j for j in range(8) if (_NB_DX[j], _NB_DY[j]) == (ux, uy)][0]]
+                    if q < 0 or q // nside ** 2 not in faces:
+                        continue
+                    fq = q // nside ** 2
+                    if fq == f:
+                        k = 0
+                    else:  # the edge or corner crossed: where p + u leaves p's face
+                        px, py, _ = hp.pix2xyf(nside, p, nest=True)
+                        ex = -1 if px + ux < 0 else 1 if px + ux >= nside else 0
+                        ey = -1 if py + uy < 0 else 1 if py + uy >= nside else 0
+                        k = grid.chart_neighbour(f, ex, ey)[1]
+                q_local = _local(nside, faces, np.array([q]))[0]
+                for r in range(4):
+                    v = np.linalg.matrix_power(rot, (4 - r) % 4) @ np.array([ux, uy])
+                    if lifting:
+                        out[:, :, r, p_local] += x[:, :, q_local] @ weight[:, :, v[0] + 1, v[1] + 1].T
+                    else:
+                        for s in range(4):
+                            w = weight[:, :, (s - r) % 4, v[0] + 1, v[1] + 1]
+                            out[:, :, r, p_local] += x[:, :, (s + k) % 4, q_local] @ w.T
+    return out
+
+
+@pytest.mark.parametrize("faces", [SPHERE, (0, 4, 5, 8)], ids=["sphere", "faces0,4,5,8"])
+def test_convolutions_equal_a_slow_reference(faces):
+    torch.manual_seed(0)
+    nside = 2
+    n = len(faces) * nside ** 2
+    lift = layers.LiftingConv(2, 3, nside, faces, bias=False)
+    conv = layers.GroupConv(3, 2, nside, faces, bias=False)
+    s = torch.randn(1, 2, n)
+    y = lift(s)
+    torch.testing.assert_close(y, _slow_conv(s, lift.weight.detach(), nside, faces, True), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(conv(y), _slow_conv(y.detach(), conv.weight.detach(), nside, faces, False),
+                               rtol=1e-12, atol=1e-12)
+
+
+@FACE_SETS
+def test_every_layer_is_gauge_equivariant(faces):
+    torch.manual_seed(0)
+    nside = 4
+    n = len(faces) * nside ** 2
+    turns = _turns(faces, 1)
+
+    def act(field, nside_=nside):
+        return lambda t: field.transform(t, nside_, faces, turns)
+
+    lift, lift_g = (layers.LiftingConv(2, 3, nside, faces, turns=t) for t in (None, turns))
+    conv, conv_g = (layers.GroupConv(3, 2, nside, faces, turns=t) for t in (None, turns))
+    for a, b in ((lift, lift_g), (conv, conv_g)):
+        for p in a.parameters():
+            p.data.normal_()
+        b.load_state_dict(a.state_dict())
+    s, x = torch.randn(2, 2, n), torch.randn(2, 3, 4, n)
+    pairs = [(lift, lift_g, trivial(2), regular(3), s), (conv, conv_g, regular(3), regular(2), x)]
+    for a, b, fin, fout, inp in pairs:
+        y, yg = a(inp), b(act(fin)(inp))
+        assert (yg - act(fout)(y)).abs().max() <= 1e-10 * y.abs().max()
+    assert_equivariant(layers.FieldNorm(3), act(regular(3)), act(regular(3)), x)
+    assert_equivariant(layers.OrientationPool("max"), act(regular(3)), act(trivial(3)), x)
+    assert_equivariant(layers.OrientationPool("mean"), act(regular(3)), act(trivial(3)), x)
+    for mode in ("mean", "max"):
+        assert_equivariant(layers.FieldPool(mode), act(regular(3)), act(regular(3), nside // 2), x)
+    coarse = torch.randn(2, 3, 4, n // 4)
+    assert_equivariant(layers.FieldUnpool(), act(regular(3), nside // 2), act(regular(3)), coarse)
+
+
+def test_layer_errors():
+    with pytest.raises(ValueError, match="kernel_size=4 must be odd and at least 3"):
+        layers.GroupConv(1, 1, 4, SPHERE, kernel_size=4)
+    with pytest.raises(ValueError, match=r"radius=5 must be an integer in \[1, nside=4\]"):
+        layers.pad_tables(4, SPHERE, 5)
+    with pytest.raises(ValueError, match="FieldNorm groups=3 must divide fields=4"):
+        layers.FieldNorm(4, 3)
+    with pytest.raises(ValueError, match=r"GroupConv: expected a 2xregular field of shape \(B, 2, 4, 192\)"):
+        layers.GroupConv(2, 1, 4, SPHERE)(torch.zeros(1, 2, 192))
+    with pytest.raises(ValueError, match="FieldPool mode='min' must be 'mean' or 'max'"):
+        layers.FieldPool("min")
