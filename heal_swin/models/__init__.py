@@ -30,9 +30,10 @@ from . import heal_swin as _heal_swin  # noqa: F401  (registers the variants)
 from . import swin_unet_flat as _swin_unet_flat  # noqa: F401
 from ._heads import PixelHead, create_head
 from ._registry import DOMAINS, ModelInfo, create_model, is_model, list_models, model_info, register_model
+from .gauge_cnn import GaugeCNNUNet  # also registers the gauge_cnn variants
 from .heal_swin import HealSwinUNet, checkpoint_filter_fn, load_original
 from .swin_unet_flat import SwinUNetFlat
 
-__all__ = ["DOMAINS", "HealSwinUNet", "ModelInfo", "PixelHead", "checkpoint_filter_fn", "create_head",
+__all__ = ["DOMAINS", "GaugeCNNUNet", "HealSwinUNet", "ModelInfo", "PixelHead", "checkpoint_filter_fn", "create_head",
            "create_model", "is_model", "list_models", "load_original", "model_info", "register_model",
            "SwinUNetFlat"]

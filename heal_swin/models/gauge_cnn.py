@@ -1,0 +1,234 @@
+"""Gauge CNN: a gauge-equivariant convolutional U-Net on the HEALPix face charts.
+
+Every feature map inside is a C4-regular field (`heal_swin.layers.FieldType`): at each pixel, C
+channels × 4 orientations, the responses of a filter turned by 0–3 quarter-turns in its face's
+chart. The layers commute with turning any face's chart by any multiple of 90° (the choice of
+gauge), so the network's output does not depend on how the 12 charts are oriented, and it is
+exactly equivariant to the grid's own symmetries (90° turns about the polar axis, the 180° flips
+about the equatorial axes through face centres and vertices). Cohen, Weiler, Kicanaoglu, Welling,
+"Gauge Equivariant Convolutional Networks and the Icosahedral CNN", ICML 2019; Gerken et al.,
+"Geometric deep learning and equivariant neural networks", 2021.
+
+Architecture: a lifting convolution (scalars → regular fields) at the input nside, then L encoder
+stages (stage i > 0 starts with nested 2×2 pooling, then `depths[i]` × (3×3 group convolution,
+norm shared over orientations, ReLU)), a decoder that unpools, concatenates the encoder's map at
+that nside and convolves, orientation max-pooling to invariant features, and the task head.
+
+Read top-down: blocks → stages → decoder → model → registered variants.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..grid import check_base_pixels, check_nside, format_base_pixels
+from ..layers import FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv, OrientationPool
+from ._heads import create_head
+from ._registry import register_model
+
+__all__ = ["GaugeCNNUNet", "GaugeBlock", "GaugeStage", "GaugeDecoder"]
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+class GaugeBlock(nn.Module):
+    """Convolution (lifting when `lift`, else group), FieldNorm, ReLU on regular fields.
+    lift: x (B, C_in, N) scalars; else (B, C_in, 4, N). Returns (B, C_out, 4, N), NESTED."""
+
+    def __init__(self, in_fields: int, out_fields: int, nside: int, faces: Sequence[int],
+                 turns: Sequence[int] | None = None, lift: bool = False):
+        super().__init__()
+        conv = LiftingConv if lift else GroupConv
+        self.conv = conv(in_fields, out_fields, nside, faces, 3, turns, bias=False)  # the norm removes a bias
+        self.norm = FieldNorm(out_fields)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.norm(self.conv(x)))
+
+
+def _run_blocks(blocks, x, checkpointed: bool):
+    for blk in blocks:
+        if checkpointed and torch.is_grad_enabled():
+            x = checkpoint(blk, x, use_reentrant=False)
+        else:
+            x = blk(x)
+    return x
+
+
+class GaugeStage(nn.Module):
+    """Encoder stage: optional nested 2×2 pooling, then `depth` blocks at `nside`.
+    x: regular fields flattened, (B, 4·C_in, N_in) (channel 4c + r: field c, orientation r) ->
+    (B, 4·C, N), N = len(faces)·nside², NESTED."""
+
+    def __init__(self, in_fields: int, fields: int, depth: int, nside: int, faces: Sequence[int],
+                 turns: Sequence[int] | None = None, pool: bool = False):
+        super().__init__()
+        self.nside, self.faces, self.in_fields, self.fields = nside, tuple(faces), in_fields, fields
+        self.pool = FieldPool("mean") if pool else None
+        self.blocks = nn.ModuleList([GaugeBlock(in_fields if i == 0 else fields, fields, nside, faces, turns)
+                                     for i in range(depth)])
+        self.grad_checkpointing = False
+
+    def extra_repr(self) -> str:
+        return f"nside={self.nside}, faces={format_base_pixels(self.faces)}, fields={self.fields}"
+
+    def forward(self, x):
+        x = x.unflatten(1, (self.in_fields, 4))
+        if self.pool is not None:
+            x = self.pool(x)
+        x = _run_blocks(self.blocks, x, self.grad_checkpointing and self.training)
+        return x.flatten(1, 2)
+
+
+class GaugeDecoder(nn.Module):
+    """U-Net decoder: for encoder stages L−2 … 0, unpool, concatenate that stage's map (fields
+    side by side) and run `depths[i]` blocks; then max over orientations.
+    bottleneck (B, 4·C_{L−1}, N_{L−1}), skips [(B, 4·C_i, N_i)] -> invariant (B, C_0, N_0)."""
+
+    def __init__(self, widths: Sequence[int], depths: Sequence[int], nsides: Sequence[int], faces: Sequence[int],
+                 turns: Sequence[int] | None = None):
+        super().__init__()
+        L = len(widths)
+        self.widths = tuple(widths)
+        self.unpool = FieldUnpool()
+        self.stages = nn.ModuleList([
+            nn.ModuleList([GaugeBlock(widths[i + 1] + widths[i] if j == 0 else widths[i], widths[i], nsides[i],
+                                      faces, turns) for j in range(depths[i])])
+            for i in range(L - 2, -1, -1)])
+        self.pool = OrientationPool("max")
+        self.grad_checkpointing = False
+
+    def forward(self, x, skips):
+        x = x.unflatten(1, (self.widths[-1], 4))
+        for blocks, skip in zip(self.stages, reversed(skips)):
+            x = torch.cat([self.unpool(x), skip.unflatten(1, (skip.shape[1] // 4, 4))], dim=1)
+            x = _run_blocks(blocks, x, self.grad_checkpointing and self.training)
+        return self.pool(x)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class GaugeCNNUNet(nn.Module):
+    """Gauge-equivariant CNN U-Net over any set of HEALPix faces.
+
+    x: (B, in_chans, N), N = len(base_pixels)·nside², NESTED, faces ascending.
+    Returns (B, num_classes, N) for task="segmentation", (B, 1, N) (or (B, 2, N) with a
+    log-variance channel) for task="depth".
+
+    Stage i works at nside / 2^i with `widths[i]` regular fields (4·widths[i] channels) and
+    `depths[i]` blocks; the decoder mirrors the encoder with one block count per stage.
+    `turns`: the gauge, one chart turn (quarter-turns) per face; any choice computes the same
+    function (up to moving the pixels with the charts), which the tests check.
+
+    Backbone surface (see `heal_swin.models`): `forward_features(x)` returns the stage maps
+    `[(B, 4·C_i, N_i)]`, finest first, bottleneck last: C4-regular fields flattened, channel
+    4c + r = field c at orientation r (`feature_info[i]["field"] == "regular"`); `forward_decoder`
+    returns invariant `(B, widths[0], N_0)` (orientations max-pooled) for the head.
+    """
+
+    def __init__(self, nside: int = 64, base_pixels: Sequence[int] | str = tuple(range(8)), in_chans: int = 3,
+                 num_classes: int = 10, *, task: str = "segmentation", log_variance: bool = False,
+                 widths: Sequence[int] = (16, 32, 64, 128), depths: Sequence[int] = (2, 2, 2, 2),
+                 turns: Sequence[int] | None = None, head_bias: bool = False, grad_checkpointing: bool = False):
+        super().__init__()
+        self.nside = check_nside(nside)
+        self.faces = check_base_pixels(base_pixels)
+        self.in_chans, self.task = int(in_chans), task
+        widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
+        if not widths or len(widths) != len(depths) or min(depths) < 1 or min(widths) < 1:
+            raise ValueError(f"widths={widths} and depths={depths} must be non-empty, of equal length, with "
+                             "at least one field and one block per stage")
+        L = len(widths)
+        if self.nside < 1 << (L - 1):
+            raise ValueError(f"nside={self.nside} is too small for {L} stages: the last stage needs nside ≥ "
+                             f"2^(stages−1) = {1 << (L - 1)}")
+        self.turns = None if turns is None else tuple(int(t) % 4 for t in turns)
+        self.widths, self.depths = widths, depths
+        nsides = [self.nside >> i for i in range(L)]
+        self.embed_dim, self.num_features = widths[0], 4 * widths[-1]
+        self.feature_info = [dict(num_chs=4 * widths[i], nside=nsides[i], reduction=1 << i, module=f"stages.{i}",
+                                  field="regular") for i in range(L)]
+
+        self.stem = GaugeBlock(self.in_chans, widths[0], self.nside, self.faces, self.turns, lift=True)
+        self.stages = nn.ModuleList([
+            GaugeStage(widths[max(i - 1, 0)], widths[i], depths[i], nsides[i], self.faces, self.turns, pool=i > 0)
+            for i in range(L)])
+        self.decoder = GaugeDecoder(widths, depths, nsides, self.faces, self.turns) if L > 1 else None
+        self.orientation_pool = OrientationPool("max")
+        self.head = create_head(task, widths[0], num_classes, 1, "nested", log_variance, head_bias)
+        self.num_classes = self.head.out_chs
+        self.set_grad_checkpointing(grad_checkpointing)
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        for m in self.modules():
+            if isinstance(m, (GaugeStage, GaugeDecoder)):
+                m.grad_checkpointing = enable
+
+    def extra_repr(self) -> str:
+        turned = f", turns={self.turns}" if self.turns and any(self.turns) else ""
+        return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, in_chans={self.in_chans}, "
+                f"task={self.task}, out_chans={self.num_classes}, widths={self.widths}, depths={self.depths}"
+                f"{turned}")
+
+    def _check_input(self, x):
+        n = len(self.faces) * self.nside ** 2
+        if x.dim() != 3 or x.shape[1] != self.in_chans or x.shape[2] != n:
+            raise ValueError(f"expected x of shape (B, {self.in_chans}, {n}) (in_chans, len(faces)·nside² for "
+                             f"nside={self.nside}, faces={format_base_pixels(self.faces)}), got {tuple(x.shape)}")
+
+    def forward_features(self, x):
+        """x: (B, in_chans, N) -> [(B, 4·C_i, N_i) for each stage], finest first, bottleneck last:
+        flattened regular fields; `feature_info[i]` gives channels, nside, reduction, module."""
+        self._check_input(x)
+        x = self.stem(x).flatten(1, 2)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def forward_decoder(self, features):
+        """The stage maps of `forward_features` -> invariant (B, widths[0], N_0)."""
+        if self.decoder is None:
+            return self.orientation_pool(features[-1].unflatten(1, (self.widths[0], 4)))
+        return self.decoder(features[-1], features[:-1])
+
+    def forward(self, x):
+        return self.head(self.forward_decoder(self.forward_features(x)))
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _create(defaults: dict, overrides: dict) -> GaugeCNNUNet:
+    return GaugeCNNUNet(**{**defaults, **overrides})
+
+
+_register = functools.partial(register_model, family="gauge_cnn", domain="healpix")
+
+
+@_register(test_kwargs=dict(nside=8))
+def gauge_cnn_tiny(**kwargs) -> GaugeCNNUNet:
+    """Small and fast on a CPU (tests, demo): 8-16-32 regular fields, one block per stage."""
+    return _create(dict(nside=64, widths=(8, 16, 32), depths=(1, 1, 1)), kwargs)
+
+
+@_register(test_kwargs=dict(nside=16, widths=(4, 8, 8, 16)))
+def gauge_cnn_small(**kwargs) -> GaugeCNNUNet:
+    """12-24-48-96 regular fields, two blocks per stage."""
+    return _create(dict(nside=256, widths=(12, 24, 48, 96), depths=(2, 2, 2, 2)), kwargs)
+
+
+@_register(test_kwargs=dict(nside=16, widths=(4, 8, 8, 16)))
+def gauge_cnn_base(**kwargs) -> GaugeCNNUNet:
+    """16-32-64-128 regular fields, two blocks per stage: FLOPs close to heal_swin_small's at the
+    same nside (bench/README.md)."""
+    return _create(dict(nside=256, widths=(16, 32, 64, 128), depths=(2, 2, 2, 2)), kwargs)
