@@ -269,6 +269,11 @@ def legendre_tables(nside: int, lmax: int):
         offset += te.shape[0] * (le + lo)
         chunks.append((m0, m1) + _readonly(te, to))
     del lam
+    tiny = np.finfo(np.float64).tiny
+    for _, _, te, to in chunks:                      # no subnormal numbers (slow on x86): below 2.2e-308 -> 0
+        te.setflags(write=True), to.setflags(write=True)
+        te[np.abs(te) < tiny], to[np.abs(to) < tiny] = 0.0, 0.0
+        te.setflags(write=False), to.setflags(write=False)
     assert (gather >= 0).all()
     scatter = np.full(offset, n_alm, dtype=np.int64)
     scatter[gather] = np.arange(n_alm)
