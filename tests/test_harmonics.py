@@ -151,6 +151,11 @@ def test_batch_shapes_dtypes_and_tables():
     # float32 -> float64 takes the float64 originals, not the float32-rounded tables
     assert torch.equal(sht32.double()(x), a)
     assert harmonics.table_bytes(sht64) > 0 and not sht64.state_dict()    # non-persistent buffers
+    big = harmonics.RealSHT(32, 95)                                       # tables with values < 1e-38
+    for module in (big, big.double()):
+        for t in module.buffers():
+            if t.is_floating_point():                                     # no subnormal numbers (slow)
+                assert not ((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).any()
     with pytest.raises(ValueError):
         sht64(torch.zeros(5))
     with pytest.raises(ValueError):
