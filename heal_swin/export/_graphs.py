@@ -20,9 +20,14 @@ __all__ = ["SphereGraph", "FisheyeGraph"]
 
 
 class SphereGraph(nn.Module):
+    """A model that offers `for_export()` (the flat Swin-UNet) is exported in that form: an
+    inference copy with the same outputs whose constant tables are compact (see the model)."""
+
     def __init__(self, model: nn.Module, task: str, depth_target: str = "log"):
         super().__init__()
-        self.model, self.task, self.depth_target = model, task, depth_target
+        for_export = getattr(model, "for_export", None)
+        self.model = for_export() if callable(for_export) else model
+        self.task, self.depth_target = task, depth_target
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)

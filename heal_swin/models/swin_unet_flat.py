@@ -8,25 +8,122 @@ exactly as many pixels as nside 256 over 8 faces, so the two models see the same
 have nearly the same number of parameters (they differ only in the relative-position bias: timm's
 continuous bias MLP here, the flat table there).
 
-Read top-down: stage → decoder → model → registered variants.
+Export (`SwinUNetFlat.for_export`, which `heal_swin.export.SphereGraph` calls) uses an inference
+copy with the same outputs bit for bit: timm's blocks keep per-block tables that the ONNX exporter
+would store as constants, many times larger than the weights (the continuous bias MLP's first layer
+evaluated on the 49 offsets, the shift mask of every window); the copy computes each block's
+position bias once and applies the shift mask from two per-axis band tables.
+
+Read top-down: inference attention → stage → decoder → model → registered variants.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..layers import FlatPatchExpand, UNetStage, init_swin_weights, set_stage_checkpointing
 from ._heads import create_head
 from ._registry import register_model
 
-__all__ = ["SwinUNetFlat"]
+__all__ = ["SwinUNetFlat", "InferenceWindowAttention"]
 
 
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+
+
+_MASKED = -100.0  # timm's shift-mask value between tokens of different bands
+
+
+def _bands(size: int, window: int, shift: int) -> torch.Tensor:
+    """Band id (0, 1, 2) of each row (or column) of the padded map: the three bands that timm's
+    shift mask separates (`SwinTransformerV2Block.get_attn_mask`, written along one axis; without a
+    shift the whole axis is one band)."""
+    ids = torch.zeros(size, dtype=torch.long)
+    for band, (lo, hi) in enumerate(((0, -window), (-window, -shift), (-shift, None))):
+        ids[lo:hi] = band
+    return ids
+
+
+def _axis_mask(size: int, window: int, shift: int) -> torch.Tensor:
+    """(size // window, window, window) float: _MASKED where two tokens' rows (columns) of a window
+    lie in different bands, else 0."""
+    ids = _bands(size, window, shift).reshape(-1, window)
+    return torch.where(ids[:, :, None] != ids[:, None, :], _MASKED, 0.0)
+
+
+class InferenceWindowAttention(nn.Module):
+    """timm's Swin V2 `WindowAttention` (cosine attention, continuous position bias) in an
+    inference form: the position bias 16·sigmoid(cpb_mlp(offsets)) is evaluated once into an
+    (heads, N, N) table, the logit scale and the q/k/v bias are folded, and the shift mask is two
+    per-axis tables instead of a (windows, N, N) one.
+
+    Windows of a shifted block differ from each other only in which rows and which columns fall in
+    different bands, so mask = min(row part, column part) (0 or −100); attention + mask is taken as
+    min(attention + row part, attention + column part), which rounds identically (x ↦ fl(a + x) is
+    monotone) and leaves nothing (windows, N, N)-sized for the exporter to store as a constant.
+    Evaluation only: no dropout. x: (B·windows, N, C), windows in row-major order of the padded map.
+    """
+
+    def __init__(self, block):
+        super().__init__()
+        attn = block.attn
+        self.num_heads, self.window_size = attn.num_heads, tuple(block.window_size)
+        self.qkv, self.proj = attn.qkv, attn.proj
+        wh, ww = self.window_size
+        n = wh * ww
+        with torch.no_grad():
+            table = attn.cpb_mlp(attn.relative_coords_table).view(-1, self.num_heads)
+            bias = table[attn.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+            self.register_buffer("bias", 16 * torch.sigmoid(bias), persistent=False)
+            self.register_buffer("logit_scale", torch.clamp(attn.logit_scale, max=math.log(1. / 0.01)).exp(),
+                                 persistent=False)
+            qkv_bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+            self.register_buffer("qkv_bias", qkv_bias, persistent=False)
+        self.qkv_bias_separate = attn.qkv_bias_separate
+        self.register_buffer("row_mask", None, persistent=False)
+        self.register_buffer("col_mask", None, persistent=False)
+        if any(block.shift_size):
+            (h, w), (sh, sw) = block.input_resolution, block.shift_size
+            hp, wp = math.ceil(h / wh) * wh, math.ceil(w / ww) * ww
+            dtype = block.attn_mask.dtype
+            rows, cols = _axis_mask(hp, wh, sh).to(dtype), _axis_mask(wp, ww, sw).to(dtype)
+            self.row_mask = rows.reshape(1, -1, 1, 1, wh, 1, wh, 1).to(block.attn_mask.device)
+            self.col_mask = cols.reshape(1, 1, -1, 1, 1, ww, 1, ww).to(block.attn_mask.device)
+            full = torch.minimum(self.row_mask, self.col_mask).reshape(-1, n, n)
+            if not torch.equal(full, block.attn_mask):  # timm changed its mask layout: do not export wrong
+                raise RuntimeError(f"{type(block).__name__} at resolution {block.input_resolution}: the "
+                                   "per-axis shift masks do not reproduce the block's attention mask")
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, window={self.window_size}, shifted={self.row_mask is not None}"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:
+            raise ValueError("InferenceWindowAttention applies its own shift mask; got an explicit mask")
+        b, n, c = x.shape
+        if self.qkv_bias is None:
+            qkv = self.qkv(x)
+        elif self.qkv_bias_separate:
+            qkv = self.qkv(x) + self.qkv_bias
+        else:
+            qkv = F.linear(x, weight=self.qkv.weight, bias=self.qkv_bias)
+        q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * self.logit_scale
+        attn = attn + self.bias.unsqueeze(0)
+        if self.row_mask is not None:
+            wh, ww = self.window_size
+            grid = attn.view(-1, self.row_mask.shape[1], self.col_mask.shape[2], self.num_heads, wh, ww, wh, ww)
+            attn = torch.minimum(grid + self.row_mask, grid + self.col_mask).view(b, self.num_heads, n, n)
+        attn = attn.softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
 
 class FlatStage(UNetStage):
@@ -121,6 +218,19 @@ class SwinUNetFlat(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True):
         set_stage_checkpointing(self, enable)
+
+    def for_export(self) -> "SwinUNetFlat":
+        """An evaluation-mode copy for export whose blocks use `InferenceWindowAttention`: the same
+        outputs bit for bit, and no per-block constant larger than its weights. A snapshot: later
+        changes to this model's weights do not reach the copy."""
+        from timm.models.swin_transformer_v2 import SwinTransformerV2Block
+
+        model = copy.deepcopy(self).eval()
+        for block in model.modules():
+            if isinstance(block, SwinTransformerV2Block):
+                block.attn = InferenceWindowAttention(block)
+                block.attn_mask = None
+        return model
 
     def extra_repr(self) -> str:
         return (f"img_size={self.img_size}, in_chans={self.in_chans}, task={self.task}, "
