@@ -41,14 +41,16 @@ def main(argv=None) -> int:
     if args.batch != "dynamic" and not args.batch.isdigit():
         parser.error(f"--batch {args.batch!r} must be 'dynamic' or a positive integer")
 
-    from heal_swin.engine import ConfigError
-    from heal_swin.export import ExportError
+    from heal_swin.data import DatasetError
+    from heal_swin.engine import CheckpointError, ConfigError
+    from heal_swin.export import ExportError, OnnxFileError
     from heal_swin.tools.run_export import export_run
 
     try:
         report = export_run(args.run, args.out, opset=args.opset, batch=args.batch, fp16=args.fp16,
                             int8=args.int8, calibration=args.calibration, weights=args.weights)
-    except (ConfigError, ExportError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, ConfigError, DatasetError, ExportError, OnnxFileError, FileNotFoundError,
+            ValueError) as err:
         print(f"export.py: error: {err}", file=sys.stderr)
         return 2
     print(report)

@@ -4,8 +4,8 @@ exporting a trained run is `heal_swin.tools.run_export`)."""
 from ._export import (DEFAULT_OPSET, PRECISIONS, ExportError, ExportReport, compare_onnx, convert_fp16,
                       export_checked, export_onnx, quantize_int8, read_metadata)
 from ._graphs import FisheyeGraph, SphereGraph
-from ._runtime import OnnxPredictor, ProviderError
+from ._runtime import OnnxFileError, OnnxPredictor, ProviderError, check_onnx_file, load_onnx_checked
 
-__all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "FisheyeGraph", "OnnxPredictor", "PRECISIONS",
-           "ProviderError", "SphereGraph", "compare_onnx", "convert_fp16", "export_checked", "export_onnx",
-           "quantize_int8", "read_metadata"]
+__all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "FisheyeGraph", "OnnxFileError", "OnnxPredictor",
+           "PRECISIONS", "ProviderError", "SphereGraph", "check_onnx_file", "compare_onnx", "convert_fp16",
+           "export_checked", "export_onnx", "load_onnx_checked", "quantize_int8", "read_metadata"]

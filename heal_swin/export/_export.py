@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ._graphs import FisheyeGraph, SphereGraph
+from ._runtime import check_onnx_file
 
 __all__ = ["ExportReport", "ExportError", "export_onnx", "export_checked", "compare_onnx", "convert_fp16",
            "quantize_int8", "read_metadata", "METADATA_PREFIX", "PRECISIONS"]
@@ -127,18 +128,9 @@ def _set_metadata(model, metadata: dict) -> None:
 
 
 def read_metadata(path) -> dict:
-    """The heal_swin.* metadata of an ONNX file, JSON values decoded."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    out = {}
-    for p in model.metadata_props:
-        if p.key.startswith(METADATA_PREFIX):
-            try:
-                out[p.key[len(METADATA_PREFIX):]] = json.loads(p.value)
-            except ValueError:
-                out[p.key[len(METADATA_PREFIX):]] = p.value
-    return out
+    """The heal_swin.* metadata of an ONNX file, JSON values decoded; OnnxFileError naming the file and
+    the fix when the file is damaged or its metadata disagrees with the graph (`check_onnx_file`)."""
+    return check_onnx_file(path)
 
 
 def convert_fp16(src, dst) -> None:
