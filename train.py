@@ -2,7 +2,7 @@
 """Train or evaluate a heal_swin model.
 
     python train.py --config configs/demo.yaml [key=value ...]          # train (or resume: train.resume=true)
-    python train.py --evaluate runs/demo [key=value ...]                # evaluate a run's best weights
+    python train.py --evaluate runs/demo/run [key=value ...]            # evaluate a run's best weights
     torchrun --nproc_per_node=2 train.py --config configs/demo.yaml     # DDP, one process per device
 
 Config keys and their defaults: heal_swin/engine/config.py (README, "Training").
@@ -20,7 +20,7 @@ def main(argv=None) -> int:
                "  python train.py --config configs/demo.yaml\n"
                "  python train.py --config configs/demo.yaml train.max_steps=50 data.nside=16 run.dir=runs/quick\n"
                "  python train.py --config configs/demo.yaml run.dir=runs/demo train.resume=true\n"
-               "  python train.py --evaluate runs/demo eval.split=test\n"
+               "  python train.py --evaluate runs/demo/run eval.split=val\n"
                "  torchrun --nproc_per_node=2 train.py --config configs/demo.yaml")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--config", help="YAML experiment config (configs/*.yaml)")
