@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 venv: $(VENV)/.installed
 
+# Idle OpenMP threads sleep instead of spinning, so a machine shared with other work slows the demo
+# in proportion to the load rather than many times over.
 demo: venv
-	$(PY) -m heal_swin.demo --out $(DEMO_DIR)
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m heal_swin.demo --out $(DEMO_DIR)
 
 test: venv
 	$(PY) -m pytest -n 2 --timeout 600 tests

@@ -13,10 +13,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+def free_cores() -> int:
+    """Cores this process may use that other work is not already busy on (at least 1): more torch
+    threads than free cores make every step wait for the slowest thread, many times slower."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cores, cores - busy))
 
 
 def main(argv=None) -> int:
@@ -39,7 +48,8 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     run_dir = out / "run"
-    overrides = [f"run.dir={run_dir}", f"data.root={args.data}", "train.resume=true"]
+    threads = free_cores()
+    overrides = [f"run.dir={run_dir}", f"data.root={args.data}", "train.resume=true", f"run.threads={threads}"]
     if args.steps is not None:
         overrides += [f"train.max_steps={args.steps}", f"train.eval_every={args.steps}"]
     if args.frames is not None:
@@ -50,7 +60,8 @@ def main(argv=None) -> int:
     if args.nside is not None:
         overrides.append(f"data.nside={args.nside}")
     start = time.perf_counter()
-    print(f"[1-2/6] synthetic data in {args.data}, training {run_dir} ({CONFIG.name})")
+    print(f"[1-2/6] synthetic data in {args.data}, training {run_dir} ({CONFIG.name}, {threads} thread(s): "
+          "the cores not busy with other work)")
     train(load_config(CONFIG, overrides))
     print("[3/6] evaluating on the validation split")
     evaluate_run(run_dir, [f"data.root={args.data}"])

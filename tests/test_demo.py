@@ -29,3 +29,13 @@ def test_package_surface():
     assert heal_swin.grid.nside2npix(8) == 768
     assert "heal_swin_tiny" in heal_swin.models.list_models()
     assert callable(heal_swin.load_model)
+
+
+def test_demo_threads_leave_busy_cores_alone(monkeypatch):
+    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (2.7, 0.0, 0.0), raising=False)
+    assert demo.free_cores() == 1  # 4 cores, about 3 busy
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (0.2, 0.0, 0.0), raising=False)
+    assert demo.free_cores() == 4
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (9.0, 0.0, 0.0), raising=False)
+    assert demo.free_cores() == 1  # never fewer than one
