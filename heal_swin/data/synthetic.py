@@ -29,6 +29,7 @@ import numpy as np
 
 from ..cameras import FV_SAMPLE, RadialPolyCamera, rotation_to_quaternion, save_calibration
 from .classes import WOODSCAPE_CLASSES, WOODSCAPE_COLORS, colorize
+from .progress import progress_options
 
 __all__ = ["RIG", "rig_cameras", "Scene", "RayBundle", "random_scene", "render", "generate", "ensure_synthetic",
            "main", "SKY_DEPTH"]
@@ -405,7 +406,7 @@ def generate(out, frames: int = 4, seed: int = 0, size: tuple[int, int] = (1280,
     # Camera-major order: each worker keeps reusing the ray bundle of one camera.
     jobs = [(str(root), seed, tuple(size), i, c) for c in cameras for i in range(frames)]
     workers = min(workers or min(2, os.cpu_count() or 1), len(jobs))
-    bar = dict(total=len(jobs), desc="synthetic frames", unit="image", disable=not progress)
+    bar = dict(total=len(jobs), desc="synthetic frames", unit="image", **progress_options(progress))
     if workers <= 1:
         stems = [_render_job(job) for job in tqdm(jobs, **bar)]
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .checkpoint import atomic_write_text, load_weights
 from .config import ConfigError, config_faces, load_config
@@ -104,13 +104,20 @@ def evaluate_run(run_dir, overrides=(), out_dir=None, device: str = "auto") -> d
     return result
 
 
-def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
-    """One sample: fisheye | truth | prediction in the fisheye | prediction on the sphere."""
+def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path):
+    """One sample: fisheye | truth | prediction in the fisheye | prediction on the sphere (faces
+    outlined and numbered); a class legend (segmentation) or a depth colour bar in metres. Returns
+    the matplotlib Figure after saving it to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import patheffects
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
+    from .. import grid
     from ..data import FlatDataset, colorize
     from ..projection import HealpixToFisheye, views
 
@@ -131,7 +138,7 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
         back = HealpixToFisheye(cam, cfg.data.nside, faces, getattr(dataset, "orientation", cfg.data.orientation))
         fisheye_pred = back.backproject(pred.numpy())
         sphere_pred = pred.numpy()
-    fig = Figure(figsize=(16, 4.2), dpi=100, layout="constrained")
+    fig = Figure(figsize=(16, 4.6), dpi=100, layout="constrained")
     axes = fig.subplots(1, 4)
     names = dataset.class_names
     if seg:
@@ -151,22 +158,34 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path) -> None:
     if sphere_pred is not None:
         view = views.MollweideView(600)
         colors = (colorize(sphere_pred) if seg else views.depth_rgb(sphere_pred, vmax)) / 255.0
-        local, _ = views.lookup(view, cfg.data.nside, faces)
+        local, face = views.lookup(view, cfg.data.nside, faces)
         seen = np.ones(len(colors), dtype=bool)
         ax.imshow(views.paint(local, colors, seen, (0.75, 0.75, 0.75), (0.3, 0.3, 0.3)))
-        ax.set_title("prediction on the sphere (Mollweide)")
+        ax.imshow(views.face_overlay(face, views.FACE_COLORS, width=2))
+        stroke = [patheffects.withStroke(linewidth=2.0, foreground="black")]
+        for f, (col, row) in enumerate(views.face_label_positions(view)):
+            used = f in faces
+            ax.text(col, row, str(f), color=views.FACE_COLORS[f] if used else (0.85, 0.85, 0.85), fontsize=9,
+                    fontweight="bold" if used else "normal", ha="center", va="center", path_effects=stroke)
+        ax.set_title(f"on the sphere (Mollweide), faces {grid.format_base_pixels(faces)}")
     ax.axis("off")
     fig.suptitle(f"{sample.stem}: {cfg.model.name}, nside {cfg.data.nside}" if not flat else
                  f"{sample.stem}: {cfg.model.name}")
     if seg:
-        from matplotlib.patches import Patch
-
         present = np.unique(np.concatenate([np.unique(truth), np.unique(fisheye_pred)]))
-        handles = [Patch(color=colorize(np.array([c]))[0] / 255.0, label=names[c]) for c in present if c < len(names)]
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=8)
+        handles = [Patch(facecolor=colorize(np.array([c]))[0] / 255.0, edgecolor=(0.25, 0.25, 0.25),
+                         linewidth=0.8, label=names[c]) for c in present if 0 <= c < len(names)]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 10), fontsize=8)
+    else:
+        scale = ScalarMappable(Normalize(0.0, vmax), matplotlib.colormaps[views.DEPTH_COLORMAP])
+        bar = fig.colorbar(scale, ax=list(axes[1:]), location="bottom", fraction=0.05, shrink=0.6,
+                           extend="max")
+        bar.set_label("depth (m); light grey: no depth")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return fig
 
 
 def _overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Class colours blended over the image (uint8 RGB)."""
     return (image * (1 - alpha) + colors * alpha).astype(np.uint8)

@@ -14,9 +14,15 @@ import numpy as np
 from .. import grid
 
 __all__ = ["MollweideView", "OrthographicView", "lookup", "paint", "boundaries", "face_overlay",
-           "line_overlay", "face_centres", "depth_rgb", "DEPTH_COLORMAP", "OUTSIDE_VIEW", "UNUSED_FACE"]
+           "line_overlay", "face_centres", "face_label_positions", "depth_rgb", "DEPTH_COLORMAP", "DEPTH_INVALID", "FACE_COLORS",
+           "OUTSIDE_VIEW", "UNUSED_FACE"]
 
 DEPTH_COLORMAP = "magma_r"  # near = bright, far = dark
+DEPTH_INVALID = 0.85        # grey level of pixels without a depth
+# The 12 base pixels' colours in every figure: saturated, apart from the greys of unseen / unused pixels.
+FACE_COLORS = np.array([[int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)] for h in (
+    "e6194b", "3cb44b", "ffe119", "4363d8", "f58231", "911eb4",
+    "42d4f4", "f032e6", "bfef45", "469990", "9a6324", "fabed4")], dtype=np.float32)
 
 OUTSIDE_VIEW = -2  # lookup(): the raster point is not on the sphere (outside the ellipse / disc)
 UNUSED_FACE = -1   # lookup(): the direction lies on a face that the map does not hold
@@ -177,12 +183,22 @@ def face_centres() -> np.ndarray:
     return np.stack(grid.pix2vec(1, np.arange(12)), axis=-1)
 
 
+def face_label_positions(view: MollweideView, margin: float = 0.04) -> np.ndarray:
+    """(12, 2) raster (column, row) where to write each base pixel's number on a Mollweide view:
+    its centre, kept `margin`·width inside the ellipse's left and right ends (faces 4 and 6 of
+    the camera frame are centred on the φ = ±180° seam)."""
+    theta, phi = grid.vec2ang(*face_centres().T)
+    cols, rows = view.to_raster(theta, phi)
+    return np.stack([np.clip(cols, margin * view.width, (1 - margin) * view.width), rows], axis=-1)
+
+
 def depth_rgb(depth: np.ndarray, vmax: float) -> np.ndarray:
     """Depth (metres, any shape) -> uint8 RGB (..., 3) in `DEPTH_COLORMAP` over [0, vmax]; invalid
     (non-finite) depths are light grey."""
     import matplotlib
 
     d = np.asarray(depth, dtype=np.float64)
-    rgb = matplotlib.colormaps[DEPTH_COLORMAP](np.clip(np.nan_to_num(d, nan=0.0) / max(vmax, 1e-6), 0, 1))[..., :3]
-    rgb[~np.isfinite(d)] = 0.85
+    x = np.clip(np.nan_to_num(d, nan=0.0) / max(vmax, 1e-6), 0, 1).reshape(-1)  # 1-D: a scalar works too
+    rgb = matplotlib.colormaps[DEPTH_COLORMAP](x)[:, :3].reshape(d.shape + (3,))
+    rgb[~np.isfinite(d)] = DEPTH_INVALID
     return (rgb * 255).astype(np.uint8)

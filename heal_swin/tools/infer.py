@@ -46,27 +46,94 @@ def _images(spec: str) -> list[Path]:
     return files
 
 
-def _overlay(image: np.ndarray, result: np.ndarray, task: str, class_colors) -> np.ndarray:
+_PAPER = (255, 255, 255)      # legend strip background
+_INK = (20, 20, 20)           # text and swatch outlines
+_UNCOVERED_DIM = 0.5          # image brightness where the model's faces do not reach
+
+
+def _text_scale(width: int) -> tuple[float, int]:
+    """cv2 font scale and line height in pixels for a strip `width` pixels wide."""
+    scale = float(np.clip(width / 900, 0.35, 1.0))
+    return scale, int(round(28 * scale)) + 6
+
+
+def _legend_strip(width: int, entries) -> np.ndarray:
+    """uint8 RGB (h, width, 3): a swatch (outlined) and a name per (name, rgb) entry, in rows."""
+    import cv2
+
+    scale, line = _text_scale(width)
+    box = line - 8
+    items, x, y = [], 6, 4
+    for name, rgb in entries:
+        (tw, _), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        if x > 6 and x + box + 6 + tw > width - 6:
+            x, y = 6, y + line
+        items.append((x, y, name, rgb))
+        x += box + 6 + tw + 18
+    strip = np.full((y + line + 4, width, 3), _PAPER, dtype=np.uint8)
+    for x, y, name, rgb in items:
+        cv2.rectangle(strip, (x, y + 2), (x + box, y + 2 + box), tuple(int(c) for c in rgb), cv2.FILLED)
+        cv2.rectangle(strip, (x, y + 2), (x + box, y + 2 + box), _INK, 1)
+        cv2.putText(strip, name, (x + box + 6, y + 2 + box - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, _INK, 1,
+                    cv2.LINE_AA)
+    return strip
+
+
+def _colour_bar_strip(width: int, left: int, vmax: float) -> np.ndarray:
+    """uint8 RGB (h, width, 3): the depth colour map over [0, vmax] m from column `left` to the
+    right end, with ticks in metres, and the colour of pixels without depth."""
+    import cv2
+
+    from ..projection import views
+
+    scale, line = _text_scale(width - left)
+    bar_h = line
+    x0, x1 = left + 8, width - 8
+    strip = np.full((bar_h + 2 * line + 8, width, 3), _PAPER, dtype=np.uint8)
+    strip[4:4 + bar_h, x0:x1] = views.depth_rgb(np.linspace(0.0, vmax, x1 - x0), vmax)[None]
+    cv2.rectangle(strip, (x0 - 1, 3), (x1, 4 + bar_h), _INK, 1)  # around the ramp: its ends stay visible
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = int(round(x0 + frac * (x1 - 1 - x0)))
+        cv2.line(strip, (x, 4 + bar_h), (x, 8 + bar_h), _INK, 1)
+        text = f"{frac * vmax:.3g}" + ("+" if frac == 1.0 else "")
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        tx = int(np.clip(x - tw / 2, 2, width - tw - 2))
+        cv2.putText(strip, text, (tx, 10 + bar_h + th), cv2.FONT_HERSHEY_SIMPLEX, scale, _INK, 1, cv2.LINE_AA)
+    label = "depth (m)"
+    cv2.putText(strip, label, (x0, 2 * line + bar_h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, _INK, 1, cv2.LINE_AA)
+    return strip
+
+
+def _overlay(image: np.ndarray, result: np.ndarray, task: str, class_colors, class_names=()) -> np.ndarray:
+    """The PNG written beside each result: class colours over the image and a legend of the
+    classes present (segmentation), or the image beside its depth map and a colour bar in metres."""
     from ..data.classes import colorize
+    from ..projection import views
 
     if task == "segmentation":
         colors = colorize(result, class_colors)
         covered = (result != 255)[..., None]
-        return np.where(covered, (0.45 * image + 0.55 * colors), image * 0.5).astype(np.uint8)
-    import matplotlib
-
-    d = np.nan_to_num(result, nan=0.0)
+        shown = np.where(covered, (0.45 * image + 0.55 * colors), image * _UNCOVERED_DIM).astype(np.uint8)
+        ids = [int(c) for c in np.unique(result) if c != 255 and c < len(class_colors)]
+        entries = [(class_names[c] if c < len(class_names) else f"class {c}", class_colors[c]) for c in ids]
+        if not covered.all():
+            entries.append(("not covered", tuple(int(v * _UNCOVERED_DIM) for v in (160, 160, 160))))
+        return np.concatenate([shown, _legend_strip(shown.shape[1], entries)], axis=0)
     vmax = float(np.nanpercentile(result, 95)) if np.isfinite(result).any() else 1.0
-    rgb = (matplotlib.colormaps["magma_r"](np.clip(d / max(vmax, 1e-6), 0, 1))[..., :3] * 255).astype(np.uint8)
-    rgb[~np.isfinite(result)] = 40
-    return np.concatenate([image, rgb], axis=1)
+    vmax = max(vmax, 1e-6)
+    rgb = views.depth_rgb(result, vmax)
+    side = np.concatenate([image, rgb], axis=1)
+    bar = _colour_bar_strip(side.shape[1], image.shape[1], vmax)
+    no_depth = _legend_strip(image.shape[1], [("no depth", tuple(int(c) for c in views.depth_rgb(np.nan, 1.0)))])
+    bar[:no_depth.shape[0], :image.shape[1]] = no_depth[:bar.shape[0]]
+    return np.concatenate([side, bar], axis=0)
 
 
 class Runner:
     """Turns fisheye images into per-pixel answers with one predictor, whatever its input kind."""
 
     def __init__(self, predictor, calibrations: Path | None):
-        from ..data.classes import WOODSCAPE_COLORS
+        from ..data.classes import WOODSCAPE_CLASSES, WOODSCAPE_COLORS
 
         self.pred = predictor
         self.meta = predictor.metadata
@@ -74,6 +141,7 @@ class Runner:
         self.task = self.meta.get("task", "segmentation")
         self.calibrations = calibrations
         self.colors = WOODSCAPE_COLORS
+        self.class_names = tuple(self.meta.get("class_names") or WOODSCAPE_CLASSES)
         self._projectors: dict = {}
         missing = [k for k in ("input", "task") if k not in self.meta]
         if missing:
@@ -181,6 +249,7 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     from tqdm import tqdm
 
+    from ..data.progress import progress_options
     from ..data.woodscape import DatasetError, read_image
     from ..export import OnnxPredictor, ProviderError
 
@@ -212,7 +281,7 @@ def main(argv=None) -> int:
                 import cv2
 
                 cv2.imwrite(str(args.out / f"{path.stem}.png"),
-                            _overlay(image, result, runner.task, runner.colors)[..., ::-1])
+                            _overlay(image, result, runner.task, runner.colors, runner.class_names)[..., ::-1])
             done += 1
 
         def flush(key):
@@ -232,7 +301,7 @@ def main(argv=None) -> int:
                 write(path, image, result)
 
         try:
-            for path in tqdm(files, desc="inference", unit="image"):
+            for path in tqdm(files, desc="inference", unit="image", **progress_options()):
                 try:
                     image = read_image(path)
                     key = runner.group_key(path, image)  # images of one calibration (or size) run together

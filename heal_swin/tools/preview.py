@@ -50,12 +50,10 @@ examples:
 DPI = 110
 FIGSIZE = (16, 9)
 RIG_FIGSIZE = (16, 8)  # two rows of width-limited panels: a taller figure only adds white space
-# Twelve saturated colours that stay apart from the greys used for unseen / unused sphere pixels.
-FACE_COLORS = np.array([[int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)] for h in (
-    "e6194b", "3cb44b", "ffe119", "4363d8", "f58231", "911eb4",
-    "42d4f4", "f032e6", "bfef45", "469990", "9a6324", "fabed4")], dtype=np.float32)
+FACE_COLORS = views.FACE_COLORS  # one face palette for the preview, the evaluation and inference figures
 CAMERA_COLORS = np.array([[0.12, 0.47, 0.71], [1.0, 0.50, 0.05], [0.17, 0.63, 0.17],
                           [0.84, 0.15, 0.16], [0.58, 0.40, 0.74], [0.09, 0.75, 0.81]], dtype=np.float32)
+SWATCH_EDGE = (0.25, 0.25, 0.25)  # legend swatches are outlined: a light class colour stays visible
 UNSEEN = (0.6, 0.6, 0.6)     # sphere pixel of a projected face that does not see the image
 UNUSED = (0.22, 0.22, 0.22)  # sphere pixel of a face that is not projected
 MOLLWEIDE_WIDTH = 720
@@ -235,15 +233,13 @@ def _panel_mollweide(ax, view, nside, faces, colors, seen, title, orientation, l
     local, face = views.lookup(view, nside, faces)
     ax.imshow(views.paint(local, colors, seen, UNSEEN, UNUSED))
     ax.imshow(views.face_overlay(face, FACE_COLORS, width=_line_width(view.width, 250)))
-    centres = views.face_centres()
-    theta, phi = grid.vec2ang(*centres.T)
-    cols, rows = view.to_raster(theta, phi)
-    for f in range(12):
-        _face_label(ax, np.clip(cols[f], 0.04 * view.width, 0.96 * view.width), rows[f], f, f in faces, 10)
+    for f, (col, row) in enumerate(views.face_label_positions(view)):
+        _face_label(ax, col, row, f, f in faces, 10)
     _mollweide_axes(ax, view, orientation)
     ax.set_title(title, fontsize=10)
-    handles = list(legend) + [Patch(color=UNSEEN, label="not seen"),
-                              Patch(color=UNUSED, label="face not projected")]
+    handles = list(legend) + [Patch(facecolor=UNSEEN, edgecolor=SWATCH_EDGE, linewidth=0.8, label="not seen"),
+                              Patch(facecolor=UNUSED, edgecolor=SWATCH_EDGE, linewidth=0.8,
+                                    label="face not projected")]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.06), fontsize=7.5,
               ncol=min(len(handles), 6), frameon=False, handlelength=1.2, columnspacing=1.0)
 
@@ -301,7 +297,7 @@ def _class_legend(labels: np.ndarray):
     from matplotlib.patches import Patch
 
     present = np.unique(labels[(labels >= 0) & (labels < len(WOODSCAPE_CLASSES))])
-    return [Patch(facecolor=WOODSCAPE_COLORS[c] / 255.0, edgecolor="black", linewidth=0.5,
+    return [Patch(facecolor=WOODSCAPE_COLORS[c] / 255.0, edgecolor=SWATCH_EDGE, linewidth=0.8,
                   label=WOODSCAPE_CLASSES[c]) for c in present]
 
 
@@ -486,7 +482,8 @@ def render_rig(cameras: dict, images: dict, labels: dict | None = None, *, nside
     _panel_mollweide(bottom[0], view, fusion.nside, faces, np.clip(fusion.image.T / 255.0, 0, 1), seen,
                      f"fused sphere: {stats['total']:.1%} seen (each pixel from the camera nearest its axis)",
                      "vehicle")
-    legend = [Patch(color=CAMERA_COLORS[i], label=f"{n} {stats['chosen'][n]:.0%}")
+    legend = [Patch(facecolor=CAMERA_COLORS[i], edgecolor=SWATCH_EDGE, linewidth=0.8,
+                    label=f"{n} {stats['chosen'][n]:.0%}")
               for i, n in enumerate(fusion.names)]
     _panel_mollweide(bottom[1], view, fusion.nside, faces, CAMERA_COLORS[np.maximum(fusion.which, 0)], seen,
                      "which camera each sphere pixel comes from", "vehicle", legend)
