@@ -27,3 +27,21 @@ def device(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A small synthetic WoodScape-format tree (6 frames of the four-camera rig at 96 × 72)."""
+    from heal_swin.data import synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    synthetic.generate(root, frames=6, seed=2, size=(96, 72), progress=False, workers=1)
+    return root
+
+
+@pytest.fixture
+def run_env(tmp_path, monkeypatch):
+    """A training run's environment: its own map cache, one process (no torchrun variables)."""
+    monkeypatch.setenv("HEAL_SWIN_CACHE", str(tmp_path / "cache"))
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)

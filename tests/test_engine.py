@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from heal_swin import models
-from heal_swin.data import synthetic
 from heal_swin.engine import ConfigError, evaluate_run, load_config, load_model
 from heal_swin.engine import checkpoint as ckpt
 from heal_swin.engine import trainer
@@ -17,18 +16,7 @@ from heal_swin.engine import trainer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    synthetic.generate(root, frames=6, seed=2, size=(96, 72), progress=False, workers=1)
-    return root
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEAL_SWIN_CACHE", str(tmp_path / "cache"))
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("run_env")  # data_root and run_env: tests/conftest.py
 
 
 def _overrides(data_root, run_dir, *extra):

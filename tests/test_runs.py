@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from heal_swin.data import synthetic
 from heal_swin.engine import ConfigError, load_config, trainer, weights_step
 from heal_swin.engine.checkpoint import load_state
 
@@ -42,18 +41,7 @@ trainer.main(load_config(sys.argv[1], sys.argv[2:]))
 """
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    synthetic.generate(root, frames=4, seed=3, size=(96, 72), progress=False, workers=1)
-    return root
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEAL_SWIN_CACHE", str(tmp_path / "cache"))
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("run_env")  # data_root and run_env: tests/conftest.py
 
 
 def _overrides(data_root, run_dir, *extra):

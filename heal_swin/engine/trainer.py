@@ -24,8 +24,8 @@ from ..data import FlatDataset, HealpixDataset, check_dataset
 from ..data.synthetic import ensure_synthetic
 from ..models import create_model, model_info
 from ..tasks import ConfusionMatrix, DepthLoss, DepthMetrics, SegmentationLoss, from_prediction
-from .checkpoint import (atomic_write_text, load_state, load_weights, remove_stale_temporaries, rng_state,
-                         save_state, save_weights, set_rng_state, sync_weights_with_state, unwrap)
+from .checkpoint import (atomic_write_text, load_state, remove_stale_temporaries, rng_state, save_state,
+                         save_weights, set_rng_state, sync_weights_with_state, unwrap)
 from .config import ConfigError, check_resume_config, config_faces, save_config
 from .memory import retain_freed_memory
 

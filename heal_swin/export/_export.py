@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._graphs import FisheyeGraph, SphereGraph
 from ._runtime import check_onnx_file
 
 __all__ = ["ExportReport", "ExportError", "export_onnx", "export_checked", "compare_onnx", "convert_fp16",
