@@ -496,3 +496,24 @@ def test_rotations_of_band_limited_inputs_gauge_below_plain():
     err = so3_errors()
     assert err["pointwise"] < 0.01, err  # the measurement's own floor
     assert err["gauge"] < 0.6 * err["plain"], err
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_both_onnx_exporters_take_the_kernel_rotations():
+    """Kernels are turned with transposes and flips (no rot90), so the TorchScript exporter works
+    too (the dynamo exporter is tested for every variant in tests/test_export.py)."""
+    import io
+
+    ort = pytest.importorskip("onnxruntime")
+    model = _model(4, FACES_0_7).float()
+    x = torch.randn(2, 2, 8 * 16, dtype=torch.float32)
+    buf = io.BytesIO()
+    torch.onnx.export(model, (x,), buf, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}},
+                      opset_version=17)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = model(x[:1]).numpy()
+    got = sess.run(None, {"x": x[:1].numpy()})[0]
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()

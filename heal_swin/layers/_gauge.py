@@ -247,12 +247,11 @@ class FacePadding(nn.Module):
 
     def forward(self, x):
         self.field.check(x, self.n, type(self).__name__)
-        B, C = x.shape[:2]
+        # shapes by flatten/unflatten only, so a traced graph keeps its batch dimension dynamic
         o, F_, S = self.field.orientations, len(self.faces), self.nside + 2 * self.radius
-        flat = x.reshape(B, C, o * self.n)
-        flat = torch.cat([flat, flat.new_zeros(B, C, 1)], dim=2)
-        cells = flat.index_select(2, self.index).view(B, C, F_, o, S, S)
-        return cells.transpose(1, 2).reshape(B * F_, C * o, S, S)
+        flat = F.pad(x.flatten(2) if o > 1 else x, (0, 1))  # the zero that absent cells read
+        cells = flat.index_select(2, self.index).unflatten(2, (F_, o, S, S))
+        return cells.transpose(1, 2).flatten(0, 1).flatten(1, 2)
 
 
 class FaceUnraster(nn.Module):
@@ -266,11 +265,9 @@ class FaceUnraster(nn.Module):
                              persistent=False)
 
     def forward(self, y):
-        F_, o, n = len(self.faces), self.field.orientations, self.nside
-        B = y.shape[0] // F_
-        C = self.field.channels
-        y = y.reshape(B, F_, C, o, n * n).permute(0, 2, 3, 1, 4).reshape(B, C, o, F_ * n * n)
-        y = y.index_select(3, self.index)
+        F_, o = len(self.faces), self.field.orientations
+        y = y.unflatten(0, (-1, F_)).flatten(3).unflatten(2, (self.field.channels, o))  # (B, F, C, o, n²)
+        y = y.permute(0, 2, 3, 1, 4).flatten(3).index_select(3, self.index)
         return y if o > 1 else y.squeeze(2)
 
 
@@ -373,8 +370,7 @@ class FieldNorm(nn.Module):
         self.norm = nn.GroupNorm(groups, fields, eps=eps)
 
     def forward(self, x):
-        B, C, o, N = x.shape
-        return self.norm(x.reshape(B, C, o * N)).view(B, C, o, N)
+        return self.norm(x.flatten(2)).view_as(x)
 
 
 class FieldPool(nn.Module):
@@ -394,7 +390,7 @@ class FieldPool(nn.Module):
     def forward(self, x):
         if x.shape[-1] % 4:
             raise ValueError(f"FieldPool: N={x.shape[-1]} is not a multiple of 4 (a NESTED map at nside ≥ 2)")
-        x = x.reshape(*x.shape[:-1], x.shape[-1] // 4, 4)
+        x = x.unflatten(-1, (-1, 4))
         return x.mean(-1) if self.mode == "mean" else x.amax(-1)
 
 
@@ -402,7 +398,7 @@ class FieldUnpool(nn.Module):
     """Nested 2×2 unpooling: each pixel copied to its 4 NESTED children. (B, C, [4,] N) -> (…, 4N)."""
 
     def forward(self, x):
-        return x.unsqueeze(-1).expand(*x.shape, 4).reshape(*x.shape[:-1], x.shape[-1] * 4)
+        return x.unsqueeze(-1).expand(*([-1] * x.dim()), 4).flatten(-2)
 
 
 class OrientationPool(nn.Module):

@@ -108,7 +108,7 @@ class GaugeDecoder(nn.Module):
     def forward(self, x, skips):
         x = x.unflatten(1, (self.widths[-1], 4))
         for blocks, skip in zip(self.stages, reversed(skips)):
-            x = torch.cat([self.unpool(x), skip.unflatten(1, (skip.shape[1] // 4, 4))], dim=1)
+            x = torch.cat([self.unpool(x), skip.unflatten(1, (-1, 4))], dim=1)
             x = _run_blocks(blocks, x, self.grad_checkpointing and self.training)
         return self.pool(x)
 
@@ -221,7 +221,7 @@ def gauge_cnn_tiny(**kwargs) -> GaugeCNNUNet:
     return _create(dict(nside=64, widths=(8, 16, 32), depths=(1, 1, 1)), kwargs)
 
 
-@_register(test_kwargs=dict(nside=16, widths=(4, 8, 8, 16)))
+@_register(test_kwargs=dict(nside=16, widths=(4, 8, 8, 16), depths=(1, 1, 1, 1)))
 def gauge_cnn_small(**kwargs) -> GaugeCNNUNet:
     """12-24-48-96 regular fields, two blocks per stage."""
     return _create(dict(nside=256, widths=(12, 24, 48, 96), depths=(2, 2, 2, 2)), kwargs)
