@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..data import FlatDataset, HealpixDataset, check_dataset
+from ..data.progress import progress_options
 from ..data.synthetic import ensure_synthetic
 from ..models import create_model, model_info
 from ..tasks import ConfusionMatrix, DepthLoss, DepthMetrics, SegmentationLoss, from_prediction
@@ -219,7 +220,7 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, scaler, loader, cfg, d
 
     model.train()
     accumulate = cfg.train.accumulate
-    bar = tqdm(total=len(loader), desc=f"epoch {state['epoch']}", unit="batch", disable=not dist.main,
+    bar = tqdm(total=len(loader), desc=f"epoch {state['epoch']}", unit="batch", **progress_options(dist.main),
                dynamic_ncols=True, leave=False)
     window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
     for i, batch in enumerate(loader):
@@ -316,7 +317,7 @@ def evaluate(model, dataset, cfg, dist: Distributed, backproject: bool | None = 
     tree = dataset.tree
     indices = list(iter(sampler))
     seen = 0
-    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not dist.main, leave=False):
+    for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, **progress_options(dist.main)):
         pred = predict(model, batch, cfg, dist.device)
         target = batch["labels" if seg else "depth"].to(dist.device)
         valid = batch["valid"].to(dist.device)

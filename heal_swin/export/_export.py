@@ -105,6 +105,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int
                               output_names=list(output_names), dynamic_axes=axes)
             model = onnx.load_from_string(buf.getvalue())
     _set_metadata(model, metadata or {})
+    _drop_debug_text(model)
     external = model.ByteSize() > _TWO_GB
     if external:
         notes.append(f"weights stored in {path.name}.data beside the graph (over ONNX's 2 GB single-file limit)")
@@ -112,6 +113,16 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int
                     location=f"{path.name}.data" if external else None)
     onnx.checker.check_model(str(path))
     return exporter, notes
+
+
+def _drop_debug_text(model) -> None:
+    """The exporter writes each node's stack trace and module scope into the file (about 1 MB for a
+    small model); onnxruntime reads none of it."""
+    graphs = [model.graph] + [f for f in model.functions]
+    for g in graphs:
+        for node in g.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
 
 
 def _set_metadata(model, metadata: dict) -> None:
