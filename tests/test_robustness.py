@@ -272,6 +272,31 @@ def test_damaged_map_cache_is_reported_rebuilt_and_replaced(kind, tmp_path):
     assert [p.name for p in (cache / "maps").iterdir()] == [path.name]
 
 
+@pytest.mark.parametrize("which", ["fisheye2healpix", "healpix2fisheye", "healpix2fisheye-bilinear"])
+def test_sampling_maps_of_the_wrong_shape_are_rebuilt(which, tmp_path):
+    """A well-formed cache file whose arrays do not fit the sampler (another grid's map under this
+    key) is caught by the shapes the sampler expects, not deep inside sampling."""
+    cam = cameras.load_calibration(cameras.FV_SAMPLE).resized(80, 61)
+    cache = tmp_path / "maps"
+
+    def build():
+        if which == "fisheye2healpix":
+            return projection.FisheyeToHealpix(cam, 8, range(8), cache_dir=cache).sample_positions.copy()
+        back = projection.HealpixToFisheye(cam, 8, range(8), cache_dir=cache,
+                                           interpolation="bilinear" if "bilinear" in which else "nearest")
+        return back.backproject(np.arange(8 * 64, dtype=np.float32))
+
+    first = build()
+    (path,) = [p for p in (cache / "maps").glob(f"{which}*.npz") if which != "healpix2fisheye"
+               or "bilinear" not in p.name]
+    good = load_checked_arrays(path)
+    save_checked_arrays(path, {k: np.concatenate([v, v], axis=-1) for k, v in good.items()})
+    projection.clear_memory_cache()
+    with pytest.warns(CacheWarning, match=re.escape(f"{path}: damaged cache file (")):
+        again = build()
+    np.testing.assert_array_equal(again, first)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_damaged_sample_cache_is_reported_rebuilt_and_replaced(kind, tree, tmp_path):
     ds = HealpixDataset(tree, nside=8, split="all", cameras=["FV"], sample_cache=tmp_path / "samples")

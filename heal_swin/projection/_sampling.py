@@ -185,7 +185,8 @@ class FisheyeToHealpix(_CameraOnSphere):
         key = map_key("fisheye2healpix", **self._map_fields())
         # cache=False: a one-off map (e.g. a random augmentation rotation) that would only evict
         # useful entries from the caches.
-        self._uv = (cached(key, self._build_map, cache_dir) if cache else self._build_map())["uv"]
+        expected = {"uv": ((self.npix, 2), np.float32)}
+        self._uv = (cached(key, self._build_map, cache_dir, expected) if cache else self._build_map())["uv"]
         h, w = _camera_size(camera)
         u, v = self._uv[:, 0], self._uv[:, 1]
         with np.errstate(invalid="ignore"):
@@ -349,7 +350,9 @@ class HealpixToFisheye(_CameraOnSphere):
         super().__init__(camera, nside, base_pixels, orientation, rotation, ignore_index)
         self.interpolation = self._check_mode(interpolation, default="nearest")
         self._cache_dir = cache_dir
-        arrays = cached(map_key("healpix2fisheye", **self._map_fields()), self._build_nearest, cache_dir)
+        h, w = _camera_size(camera)
+        arrays = cached(map_key("healpix2fisheye", **self._map_fields()), self._build_nearest, cache_dir,
+                        {"index": ((h * w,), np.int32)})
         self._nearest = arrays["index"].astype(np.int64)
         self._tables = None
         self._modules: dict[str, FisheyeSampler] = {}
@@ -404,8 +407,9 @@ class HealpixToFisheye(_CameraOnSphere):
 
     def _bilinear(self):
         if self._tables is None:
+            h, w = _camera_size(self.camera)
             arrays = cached(map_key("healpix2fisheye-bilinear", **self._map_fields()), self._build_bilinear,
-                            self._cache_dir)
+                            self._cache_dir, {"index": ((4, h * w), np.int32), "weight": ((4, h * w), np.float32)})
             self._tables = arrays["index"].astype(np.int64), arrays["weight"]
         return self._tables
 
