@@ -517,3 +517,16 @@ def test_both_onnx_exporters_take_the_kernel_rotations():
         ref = model(x[:1]).numpy()
     got = sess.run(None, {"x": x[:1].numpy()})[0]
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_the_model_holds_each_table_once():
+    """Convolutions at one nside share their padding and raster modules (the tables do not depend
+    on the channels): one per (kind, nside), also after a dtype or device move."""
+    model = _model(8, FACES_0_7).float()
+    pads = {id(m) for m in model.modules() if isinstance(m, layers.FacePadding)}
+    backs = {id(m) for m in model.modules() if isinstance(m, layers.FaceUnraster)}
+    assert len(pads) == 4 and len(backs) == 3  # trivial + regular at nside 8; regular at 4 and 2
+    convs = [m for m in model.modules() if isinstance(m, layers.GroupConv) and m.nside == 8]
+    assert len(convs) == 2 and convs[0].pad is convs[1].pad and convs[0].in_type != convs[1].in_type
+    assert len(list(model.buffers())) == 7
+    assert layers.share_face_tables(model) == 0

@@ -4,14 +4,16 @@ gauge-equivariant convolutions on the face charts (C4-regular field types, paddi
 from ._attention import REL_POS_BIAS, WindowAttention, log_offsets
 from ._dropout import DropPath, Dropout, dropout
 from ._gauge import (FacePadding, FaceUnraster, FieldNorm, FieldPool, FieldType, FieldUnpool, GroupConv,
-                     LiftingConv, OrientationPool, gauge_permutation, pad_tables, regular, rotate_kernel, trivial)
+                     LiftingConv, OrientationPool, gauge_permutation, pad_tables, regular, rotate_kernel,
+                     share_face_tables, trivial)
 from ._init import init_swin_weights
 from ._mlp import Mlp
 from ._stage import UNetStage, set_stage_checkpointing
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 
 __all__ = ["FacePadding", "FaceUnraster", "FieldNorm", "FieldPool", "FieldType", "FieldUnpool", "GroupConv",
-           "LiftingConv", "OrientationPool", "gauge_permutation", "pad_tables", "regular", "rotate_kernel", "trivial",
+           "LiftingConv", "OrientationPool", "gauge_permutation", "pad_tables", "regular", "rotate_kernel",
+           "share_face_tables", "trivial",
            "DropPath", "Dropout", "dropout", "FlatPatchExpand", "init_swin_weights", "Mlp",
            "NestedPatchEmbed", "NestedPatchExpand", "NestedPatchMerge", "REL_POS_BIAS", "UNetStage",
            "WindowAttention", "log_offsets", "set_stage_checkpointing"]

@@ -35,7 +35,7 @@ from ..grid import (check_base_pixels, check_nside, check_permutation, extended_
                     format_base_pixels, invert_permutation, nest2xyf, turn_xy, xyf2nest)
 
 __all__ = ["FieldType", "trivial", "regular", "gauge_permutation", "pad_tables", "FacePadding",
-           "FaceUnraster", "LiftingConv", "GroupConv", "FieldNorm", "FieldPool", "FieldUnpool",
+           "FaceUnraster", "share_face_tables", "LiftingConv", "GroupConv", "FieldNorm", "FieldPool", "FieldUnpool",
            "OrientationPool", "rotate_kernel"]
 
 ORDER = 4  # C4: quarter-turns of a square chart
@@ -229,7 +229,8 @@ class FacePadding(nn.Module):
 
     x: trivial (B, C, N) or regular (B, C, 4, N), NESTED -> (B·F, C·o, S, S), o = 1 or 4 (channel
     c·o + r), S = nside + 2·radius, rows = chart x, columns = chart y, faces outermost in the batch.
-    `turns`: the gauge (per-face chart turns; None = the standard charts).
+    `turns`: the gauge (per-face chart turns; None = the standard charts). The table does not
+    depend on C: any number of channels of the field's kind passes (see `share_face_tables`).
     """
 
     def __init__(self, field: FieldType, nside: int, faces: Sequence[int], radius: int = 1,
@@ -241,12 +242,18 @@ class FacePadding(nn.Module):
         index = _gather_index(self.nside, self.faces, self.radius, self.turns, field.orientations)
         self.register_buffer("index", torch.as_tensor(index), persistent=False)
 
+    @property
+    def key(self) -> tuple:
+        """What the table depends on: (kind, nside, faces, radius, turns)."""
+        return ("pad", self.field.kind, self.nside, self.faces, self.radius, self.turns)
+
     def extra_repr(self) -> str:
         turned = f", turns={self.turns}" if any(self.turns) else ""
-        return f"{self.field}, nside={self.nside}, faces={format_base_pixels(self.faces)}, radius={self.radius}{turned}"
+        return (f"{self.field.kind}, nside={self.nside}, faces={format_base_pixels(self.faces)}, "
+                f"radius={self.radius}{turned}")
 
     def forward(self, x):
-        self.field.check(x, self.n, type(self).__name__)
+        FieldType(self.field.kind, x.shape[1] if x.dim() > 1 else 1).check(x, self.n, type(self).__name__)
         # shapes by flatten/unflatten only, so a traced graph keeps its batch dimension dynamic
         o, F_, S = self.field.orientations, len(self.faces), self.nside + 2 * self.radius
         flat = F.pad(x.flatten(2) if o > 1 else x, (0, 1))  # the zero that absent cells read
@@ -256,7 +263,7 @@ class FacePadding(nn.Module):
 
 class FaceUnraster(nn.Module):
     """Face rasters back to a NESTED field: (B·F, C·o, nside, nside) -> trivial (B, C, N) (o = 1)
-    or regular (B, C, 4, N) (o = 4), by one permutation (a non-persistent buffer)."""
+    or regular (B, C, 4, N) (o = 4), by one permutation (a non-persistent buffer); any C."""
 
     def __init__(self, field: FieldType, nside: int, faces: Sequence[int]):
         super().__init__()
@@ -266,9 +273,34 @@ class FaceUnraster(nn.Module):
 
     def forward(self, y):
         F_, o = len(self.faces), self.field.orientations
-        y = y.unflatten(0, (-1, F_)).flatten(3).unflatten(2, (self.field.channels, o))  # (B, F, C, o, n²)
+        y = y.unflatten(0, (-1, F_)).flatten(3).unflatten(2, (-1, o))  # (B, F, C, o, n²)
         y = y.permute(0, 2, 3, 1, 4).flatten(3).index_select(3, self.index)
         return y if o > 1 else y.squeeze(2)
+
+
+    @property
+    def key(self) -> tuple:
+        return ("unraster", self.field.kind, self.nside, self.faces)
+
+    def extra_repr(self) -> str:
+        return f"{self.field.kind}, nside={self.nside}, faces={format_base_pixels(self.faces)}"
+
+
+def share_face_tables(module: nn.Module) -> int:
+    """Make the `FacePadding` and `FaceUnraster` submodules of `module` with the same geometry
+    (their `key`: kind, nside, faces, radius, gauge) one module each. Their tables do not depend
+    on the channels, so a network then holds each table once: after `.to(device)` (a shared
+    module is moved once) and in an exported ONNX file. Returns how many submodules were replaced."""
+    canonical: dict = {}
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (FacePadding, FaceUnraster)):
+                first = canonical.setdefault(child.key, child)
+                if first is not child:
+                    setattr(parent, name, first)
+                    replaced += 1
+    return replaced
 
 
 # --------------------------------------------------------------------------- convolutions

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..grid import check_base_pixels, check_nside, format_base_pixels
-from ..layers import FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv, OrientationPool
+from ..layers import FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv, OrientationPool, share_face_tables
 from ._heads import create_head
 from ._registry import register_model
 
@@ -165,6 +165,8 @@ class GaugeCNNUNet(nn.Module):
         self.orientation_pool = OrientationPool("max")
         self.head = create_head(task, widths[0], num_classes, 1, "nested", log_variance, head_bias)
         self.num_classes = self.head.out_chs
+        # one padding / raster table per nside (and field kind), not one per convolution
+        share_face_tables(self)
         self.set_grad_checkpointing(grad_checkpointing)
 
     def set_grad_checkpointing(self, enable: bool = True):
