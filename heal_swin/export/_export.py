@@ -261,14 +261,16 @@ def compare_onnx(path, module: torch.nn.Module, inputs: list[torch.Tensor], task
     rule, limit = _TOLERANCE[precision][task == "segmentation"]
     value = {"abs": worst_abs, "rel": worst_rel, "argmax": agreement}[rule]
     passed = value >= limit if rule == "argmax" else value <= limit
-    text = {"abs": "max |diff| <= {} on logits", "rel": "max relative diff <= {} on depth",
+    text = {"abs": "max |diff| <= {}", "rel": "max |diff| / max |output| <= {}",
             "argmax": "argmax agreement >= {} %"}[rule]
     tolerance = f"{precision}: " + text.format(f"{100 * limit:g}" if rule == "argmax" else f"{limit:g}")
     return worst_abs, worst_rel, agreement, passed, tolerance
 
 
-# precision -> ((rule, limit) for depth, (rule, limit) for segmentation)
-_TOLERANCE = {"fp32": (("rel", 1e-4), ("abs", 1e-4)),
+# precision -> ((rule, limit) for depth, (rule, limit) for segmentation). fp32 logits are compared
+# relative to their largest magnitude: a trained model's logits reach tens, where onnxruntime's and
+# PyTorch's kernels differ by a few float32 roundings (1.4e-4 absolute at 2.9e-5 relative, seen).
+_TOLERANCE = {"fp32": (("rel", 1e-4), ("rel", 1e-4)),
               "fp16": (("rel", 2e-2), ("argmax", 0.995)),
               "int8": (("rel", 5e-2), ("argmax", 0.99))}
 PRECISIONS = tuple(_TOLERANCE)
