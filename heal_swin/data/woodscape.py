@@ -312,6 +312,11 @@ class WoodScapeTree:
                                    f"{sample.calibration.name} says {cam.width}×{cam.height}")
         return out
 
+    def _missing(self, kind: str, stem: str) -> str:
+        """The problem line of a sample's missing label ("labels") or depth ("depth") file."""
+        name, ext = ("label", ".png") if kind == "labels" else ("depth", ".npy")
+        return f"{stem}: {name} file {self._expected(kind, stem, ext)} is missing"
+
     def check(self, labels: bool = True, depth: bool = False, read: bool = True) -> list[str]:
         """Every problem of the tree at once (missing files, unreadable files, size mismatches,
         class ids beyond the class table), one message per problem; an empty list when clean."""
@@ -323,9 +328,9 @@ class WoodScapeTree:
                 problems.append(f"{s.stem}: calibration file {s.calibration} is missing")
                 continue
             if labels and s.labels is None:
-                problems.append(f"{s.stem}: label file {self._expected('labels', s.stem, '.png')} is missing")
+                problems.append(self._missing("labels", s.stem))
             if depth and s.depth is None:
-                problems.append(f"{s.stem}: depth file {self._expected('depth', s.stem, '.npy')} is missing")
+                problems.append(self._missing("depth", s.stem))
             if not read:
                 continue
             try:
@@ -337,7 +342,6 @@ class WoodScapeTree:
                 problems.append(f"{s.stem}: {s.labels} holds class id {int(item['labels'].max())}, beyond the "
                                 f"{len(self.class_names)} classes of this dataset")
         return problems
-
 
     def check_fast(self, labels: bool = True, depth: bool = False) -> list[str]:
         """The problems `check` finds without decoding any image: missing files, empty files,
@@ -358,12 +362,12 @@ class WoodScapeTree:
             files = [("image", s.image)]
             if labels:
                 if s.labels is None:
-                    problems.append(f"{s.stem}: label file {self._expected('labels', s.stem, '.png')} is missing")
+                    problems.append(self._missing("labels", s.stem))
                 else:
                     files.append(("labels", s.labels))
             if depth:
                 if s.depth is None:
-                    problems.append(f"{s.stem}: depth file {self._expected('depth', s.stem, '.npy')} is missing")
+                    problems.append(self._missing("depth", s.stem))
                 else:
                     files.append(("depth", s.depth))
             for kind, path in files:
