@@ -8,6 +8,8 @@
     harmonics.legendre(lmax, theta)          # orthonormal lambda_lm(theta), (n_alm, len(theta)), float64
     harmonics.wigner_d(lmax, beta)           # [d^l(beta) for l <= lmax], d^l[m' + l, m + l] = d^l_{m'm}(beta)
     harmonics.rotate_alm(a, alpha, beta, gamma)   # ZYZ, active: f(R^-1 x), R = Rz(alpha) Ry(beta) Rz(gamma)
+    harmonics.SO3Synthesis(b)   # SO(3) spectrum (..., b, b, 2b-1, 2) -> grid values (..., 2b, 12 nside_b^2)
+    harmonics.SO3Analysis(b)    # grid values -> SO(3) spectrum (quadrature); grid: harmonics.so3_grid(b)
 
 Conventions (healpy's): `a[..., i, 0]`, `a[..., i, 1]` are the real and imaginary parts of healpy's
 `alm[i]`, i = healpy.Alm.getidx(lmax, l, m), m-major, 0 <= m <= l <= lmax; orthonormal complex spherical
@@ -15,11 +17,17 @@ harmonics with the Condon-Shortley phase, Y_lm = lambda_lm(cos theta) e^{i m phi
 face set is a map on the whole sphere that is zero on the absent faces. Everything in the torch graph is
 real arithmetic (matmul, gather, elementwise), so it exports to ONNX and runs in onnxruntime; tables are
 built once in float64 by memoised pure functions and held as non-persistent buffers.
+
+Functions on SO(3) (the S2CNN's feature maps) have spectra G^l_{mn} (m >= 0, padded to (b, b, 2b - 1, 2))
+and live on a HEALPix x uniform-gamma grid: see `_so3`'s docstring for the layout and conventions.
 """
 
-from ._sht import InverseRealSHT, RealSHT, table_bytes
+from ._sht import InverseRealSHT, RealSHT, TableModule, table_bytes
+from ._so3 import (SO3Analysis, SO3Synthesis, check_bandwidth, so3_grid, so3_grid_nside, so3_spectrum_mask,
+                   so3_spectrum_shape, so3_table_mib, rotate_so3)
 from ._tables import alm_index, alm_size, legendre
 from ._wigner import rotate_alm, wigner_d
 
-__all__ = ["InverseRealSHT", "RealSHT", "alm_index", "alm_size", "legendre", "rotate_alm", "table_bytes",
-           "wigner_d"]
+__all__ = ["InverseRealSHT", "RealSHT", "SO3Analysis", "SO3Synthesis", "TableModule", "alm_index", "alm_size",
+           "check_bandwidth", "legendre", "rotate_alm", "rotate_so3", "so3_grid", "so3_grid_nside", "so3_spectrum_mask",
+           "so3_spectrum_shape", "so3_table_mib", "table_bytes", "wigner_d"]

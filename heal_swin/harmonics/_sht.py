@@ -13,7 +13,7 @@ from .. import grid
 from ._tables import (alm_size, fourier_tables, legendre_tables, pixel_tables, ring_order, weights_m,
                       _check_lmax)
 
-__all__ = ["RealSHT", "InverseRealSHT", "table_bytes"]
+__all__ = ["RealSHT", "InverseRealSHT", "TableModule", "table_bytes"]
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype, device=None) -> torch.Tensor:
@@ -33,7 +33,43 @@ def _tensor(array: np.ndarray, dtype: torch.dtype, device=None) -> torch.Tensor:
     return t
 
 
-class _Transform(nn.Module):
+class TableModule(nn.Module):
+    """A module holding float64 / int64 numpy tables as non-persistent buffers, kept exact across dtype
+    changes: `.double()` rebuilds a table from its float64 original (a float32 -> float64 cast would keep
+    the float32 rounding), and `_t(name, like)` gives a table in the dtype of a tensor. Used by the
+    transforms here and by the spectral layers built on them (`heal_swin.models.s2cnn`)."""
+
+    def __init__(self):
+        super().__init__()
+        self._sources = {}                     # float tables as built (float64), to restore on .double()
+
+    def _table(self, name: str, array: np.ndarray, dtype: torch.dtype | None = None):
+        """Hold a float64 / int64 numpy table as a non-persistent buffer (float tables in the default
+        dtype, rebuilt from the float64 original on every dtype change)."""
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if dtype is not torch.int64:
+            self._sources[name] = array
+        self.register_buffer(name, _tensor(array, dtype), persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Rebuild the converted tables from the float64 originals: float32 -> float64 would keep the float32
+        # rounding, and a plain cast would keep subnormal values (see _tensor).
+        out = super()._apply(fn, *args, **kwargs)
+        for name, source in self._sources.items():
+            t = getattr(self, name)
+            setattr(self, name, _tensor(source, t.dtype, t.device))
+        return out
+
+    def _t(self, name, like):
+        """A table in the dtype of `like` (built per call from the float64 original when the module holds
+        another dtype: use .double() / .float() to convert once)."""
+        t = getattr(self, name)
+        if t.dtype == like.dtype:
+            return t
+        return _tensor(self._sources[name], like.dtype, t.device)
+
+
+class _Transform(TableModule):
     """Tables and the three stages (gather, Fourier, Legendre), each with its transpose."""
 
     def __init__(self, nside: int, lmax: int, base_pixels=range(12)):
@@ -43,19 +79,12 @@ class _Transform(nn.Module):
         self.base_pixels = grid.check_base_pixels(base_pixels)
         self.n_pix = grid.n_pixels(self.nside, self.base_pixels)
         self.n_alm = alm_size(self.lmax)
-        dtype = torch.get_default_dtype()
         four, q = fourier_tables(self.nside, self.lmax)
         gathers, scatter = pixel_tables(self.nside, self.base_pixels)
         leg, alm_gather, alm_scatter = legendre_tables(self.nside, self.lmax)
         north, south, eq, inv = ring_order(self.nside)
 
-        self._sources = {}                     # float tables as built (float64), to restore on .double()
-
-        def buf(name, array, dt=dtype):
-            if dt is not torch.int64:
-                self._sources[name] = array
-            self.register_buffer(name, _tensor(array, dt), persistent=False)
-
+        buf = self._table
         buf("q", q)
         self._fourier = []
         for c, ((tw_c, tw_s, z), idx) in enumerate(zip(four, gathers)):
@@ -74,26 +103,9 @@ class _Transform(nn.Module):
         self.n_rings_north = 2 * self.nside - 1
         self.scale = 4.0 * math.pi / grid.nside2npix(self.nside)
 
-    def _apply(self, fn, *args, **kwargs):
-        # Rebuild the converted tables from the float64 originals: float32 -> float64 would keep the float32
-        # rounding, and a plain cast would keep subnormal values (see _tensor).
-        out = super()._apply(fn, *args, **kwargs)
-        for name, source in self._sources.items():
-            t = getattr(self, name)
-            setattr(self, name, _tensor(source, t.dtype, t.device))
-        return out
-
     def extra_repr(self) -> str:
         faces = self.base_pixels
         return f"nside={self.nside}, lmax={self.lmax}, base_pixels={faces if len(faces) < 12 else 'all'}"
-
-    def _t(self, name, like):
-        """A table in the dtype of `like` (built per call from the float64 original when the module holds
-        another dtype: use .double() / .float() to convert once)."""
-        t = getattr(self, name)
-        if t.dtype == like.dtype:
-            return t
-        return _tensor(self._sources[name], like.dtype, t.device)
 
     # ---- stage 1: NESTED map <-> rings (list of (k, g*B, 4, i) blocks)
     def _to_rings(self, x):                                       # x (B, N)
