@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", models.list_models())
 def test_every_model_exports_with_a_dynamic_batch(name, tmp_path):
     torch.manual_seed(0)
-    model = models.create_model(name, num_classes=5, **models.model_info(name).test_kwargs).eval()
+    model = models.create_model(name, in_chans=3, num_classes=5, **models.model_info(name).test_kwargs).eval()
     if models.model_info(name).domain == "flat":
         example = torch.randn(2, 3, *model.img_size)
     else:

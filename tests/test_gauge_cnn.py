@@ -130,10 +130,12 @@ import math  # noqa: E402
 
 import torch  # noqa: E402
 
-from heal_swin import harmonics, layers, models  # noqa: E402
+from heal_swin import layers, models  # noqa: E402
 from heal_swin.layers import FieldType, regular, trivial  # noqa: E402
 
-from equivariance import assert_equivariant  # noqa: E402
+from equivariance import PlainFaceCNN, assert_equivariant  # noqa: E402
+from equivariance import flip as _flip, local_index as _local, rotation_permutation as _rotation_permutation  # noqa: E402
+from equivariance import rz as _rz, so3_errors as so3_errors_of  # noqa: E402
 
 SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
 FACE_SETS = pytest.mark.parametrize("faces", [SPHERE, FACES_0_7], ids=["sphere", "faces0-7"])
@@ -151,12 +153,7 @@ def _turns(faces, seed):
     return tuple(np.random.default_rng(seed).integers(0, 4, len(faces)).tolist())
 
 
-def _local(nside, faces, ipix):
-    """Global NESTED pixels -> local indices over `faces`, −1 where the face is absent (or ipix is −1)."""
-    pos = np.full(12, -1)
-    pos[list(faces)] = np.arange(len(faces))
-    f = np.where(ipix >= 0, ipix // nside ** 2, 0)
-    return np.where((ipix >= 0) & (pos[f] >= 0), pos[f] * nside ** 2 + ipix % nside ** 2, -1)
+
 
 
 def test_field_types():
@@ -337,8 +334,6 @@ def test_layer_errors():
 
 # --------------------------------------------------------------------------- the model: exact symmetries
 
-from torch import nn  # noqa: E402
-
 SMALL = dict(widths=(4, 8, 8), depths=(1, 1, 1))
 
 
@@ -370,33 +365,6 @@ def test_model_is_gauge_equivariant(faces):
     assert err <= 1e-10
 
 
-def _rotation_permutation(nside, matrix, faces=SPHERE):
-    """The local NESTED pixel map of a grid symmetry: (g·x)[..., p'] = x[..., index[p']], the
-    pixel centre of index[p'] rotated by `matrix` is p's. Checks that it is a symmetry (centres map
-    onto centres, within the face set)."""
-    glob = np.concatenate([f * nside ** 2 + np.arange(nside ** 2) for f in faces])
-    v = np.stack(grid.pix2vec(nside, glob))
-    w = matrix @ v
-    target = grid.vec2pix(nside, *w)
-    np.testing.assert_allclose(np.stack(grid.pix2vec(nside, target)), w, atol=1e-12)
-    local = _local(nside, faces, target)
-    assert (local >= 0).all() and len(set(local)) == len(local)
-    index = np.empty_like(local)
-    index[local] = np.arange(len(local))
-    return torch.as_tensor(index)
-
-
-def _rz(angle):
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
-def _flip(phi):
-    """180° about the horizontal axis at longitude phi."""
-    a = np.array([math.cos(phi), math.sin(phi), 0.0])
-    return 2 * np.outer(a, a) - np.eye(3)
-
-
 @pytest.mark.parametrize("symmetry, faces", [
     ("turn90", SPHERE), ("turn90", FACES_0_7), ("flip0", SPHERE), ("flip45", SPHERE), ("flip90", SPHERE)])
 def test_model_is_equivariant_to_the_grid_symmetries(symmetry, faces):
@@ -418,76 +386,15 @@ def test_model_is_equivariant_to_the_grid_symmetries(symmetry, faces):
 # --------------------------------------------------------------------------- SO(3): not exact
 
 
-class PlainFaceCNN(nn.Module):
-    """The gauge CNN's U-Net with ordinary 3×3 convolutions on scalar channels (2 × the fields:
-    the same weights per convolution), each face padded from its neighbours as read, without
-    turning anything: its kernels point along chart axes that turn from face to face.
-    x: (B, in_chans, N) NESTED -> (B, num_classes, N)."""
-
-    def __init__(self, nside, faces, in_chans, num_classes, widths, depths):
-        super().__init__()
-        self.faces, self.widths = faces, [2 * w for w in widths]
-        nsides = [nside >> i for i in range(len(widths))]
-
-        def block(cin, cout, ns):
-            return nn.ModuleDict(dict(pad=layers.FacePadding(trivial(cin), ns, faces),
-                                      conv=nn.Conv2d(cin, cout, 3, bias=False),
-                                      back=layers.FaceUnraster(trivial(cout), ns, faces),
-                                      norm=nn.GroupNorm(math.gcd(cout, 8), cout)))
-
-        w = self.widths
-        self.stem = block(in_chans, w[0], nside)
-        self.enc = nn.ModuleList([nn.ModuleList([block(w[max(i - 1, 0)] if j == 0 else w[i], w[i], nsides[i])
-                                                 for j in range(depths[i])]) for i in range(len(w))])
-        self.dec = nn.ModuleList([nn.ModuleList([block(w[i + 1] + w[i] if j == 0 else w[i], w[i], nsides[i])
-                                                 for j in range(depths[i])]) for i in range(len(w) - 2, -1, -1)])
-        self.head = nn.Conv1d(w[0], num_classes, 1, bias=False)
-
-    @staticmethod
-    def _run(blk, x):
-        return torch.relu(blk["norm"](blk["back"](blk["conv"](blk["pad"](x)))))
-
-    def forward(self, x):
-        x = self._run(self.stem, x)
-        skips = []
-        for i, blocks in enumerate(self.enc):
-            if i:
-                x = x.unflatten(-1, (-1, 4)).mean(-1)
-            for blk in blocks:
-                x = self._run(blk, x)
-            skips.append(x)
-        for blocks, skip in zip(self.dec, reversed(skips[:-1])):
-            x = torch.cat([x.repeat_interleave(4, -1), skip], 1)
-            for blk in blocks:
-                x = self._run(blk, x)
-        return self.head(x)
-
-
 def so3_errors(nside=32, lmax_in=4, lmax_out=8, rotations=3, seed=0):
     """Relative error of equivariance under random rotations of a band-limited input (full
     sphere, at init), for the gauge CNN, a plain per-face CNN of the same size and a pointwise
-    map (ReLU: exactly equivariant, not band-limited; its error is the floor of the measurement).
-    Outputs are compared in harmonic space up to lmax_out: ‖SHT f(R·x) − R·SHT f(x)‖ / ‖SHT f(x)‖,
-    averaged over the rotations."""
-    rng = np.random.default_rng(seed)
-    isht = harmonics.InverseRealSHT(nside, lmax_in).double()
-    sht = harmonics.RealSHT(nside, lmax_out, iterations=3).double()
-    n_alm = harmonics.alm_size(lmax_in)
-    a = torch.as_tensor(rng.standard_normal((1, 2, n_alm, 2)))
-    a[..., :lmax_in + 1, 1] = 0
+    map (ReLU: exactly equivariant, not band-limited; its error is the floor of the measurement);
+    see `equivariance.so3_errors`."""
     gauge = _model(nside, SPHERE, seed=seed)
     plain = PlainFaceCNN(nside, SPHERE, 2, 3, SMALL["widths"], SMALL["depths"]).double().eval()
-    nets = dict(gauge=gauge, plain=plain, pointwise=torch.relu)
-    errors: dict = {k: [] for k in nets}
-    with torch.no_grad():
-        x = isht(a)
-        for _ in range(rotations):
-            angles = rng.uniform(0, 2 * np.pi), math.acos(rng.uniform(-1, 1)), rng.uniform(0, 2 * np.pi)
-            x_rot = isht(harmonics.rotate_alm(a, *angles))
-            for k, f in nets.items():
-                want = harmonics.rotate_alm(sht(f(x)), *angles)
-                errors[k].append(((sht(f(x_rot)) - want).norm() / want.norm()).item())
-    return {k: float(np.mean(v)) for k, v in errors.items()}
+    return so3_errors_of(dict(gauge=gauge, plain=plain, pointwise=torch.relu), nside, 2, lmax_in, lmax_out,
+                         rotations, seed)
 
 
 def test_rotations_of_band_limited_inputs_gauge_below_plain():

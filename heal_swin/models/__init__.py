@@ -32,8 +32,9 @@ from ._heads import PixelHead, create_head
 from ._registry import DOMAINS, ModelInfo, create_model, is_model, list_models, model_info, register_model
 from .gauge_cnn import GaugeCNNUNet  # also registers the gauge_cnn variants
 from .heal_swin import HealSwinUNet, checkpoint_filter_fn, load_original
+from .s2cnn import S2CNN, S2CNNUNet  # also registers the s2cnn variants
 from .swin_unet_flat import SwinUNetFlat
 
 __all__ = ["DOMAINS", "GaugeCNNUNet", "HealSwinUNet", "ModelInfo", "PixelHead", "checkpoint_filter_fn", "create_head",
            "create_model", "is_model", "list_models", "load_original", "model_info", "register_model",
-           "SwinUNetFlat"]
+           "S2CNN", "S2CNNUNet", "SwinUNetFlat"]
