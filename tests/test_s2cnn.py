@@ -369,3 +369,31 @@ def test_random_rotations_s2cnn_clearly_below_heal_swin_and_plain_cnn():
     assert err["pointwise"] < 0.01, err
     for name in ("s2cnn_digits", "s2cnn_tiny"):           # measured 0.018 and 0.057 against 1.05 and 0.61
         assert err[name] < 0.15 and err[name] < 0.25 * min(err["heal_swin"], err["plain"]), err
+
+
+# --------------------------------------------------------------------------- training and export
+
+
+@pytest.mark.parametrize("config, task", [("s2cnn_demo_depth.yaml", "depth")])
+def test_trains_from_its_config_and_exports_fisheye_in_fisheye_out(config, task, tmp_path):
+    """train.py's S2CNN configs at a tiny size, then export.py's fisheye graph, checked against PyTorch
+    in onnxruntime (the report's fp32 rule)."""
+    from pathlib import Path
+
+    from heal_swin.data import synthetic
+    from heal_swin.engine import load_config, trainer
+    from heal_swin.tools.run_export import export_run
+
+    torch.set_default_dtype(torch.float32)
+    root = Path(__file__).resolve().parents[1]
+    data, run_dir = tmp_path / "data", tmp_path / "run"
+    synthetic.generate(data, frames=2, seed=3, size=(96, 72), progress=False, workers=1)
+    small = ("{widths: [4, 8], depths: [1, 1], core_channels: [4, 4], core_bandwidths: [8, 8, 8, 8]}")
+    cfg = load_config(root / "configs" / config,
+                      [f"run.dir={run_dir}", f"data.root={data}", "data.generate=false", "data.nside=8",
+                       "data.batch_size=2", "train.max_steps=2", "data.split_fractions=[0.5,0.5,0.0]",
+                       "eval.backproject=false", "eval.figures=0", f"model.kwargs={small}"])
+    assert cfg.task == task and cfg.model.name == "s2cnn_tiny"
+    trainer.main(cfg)
+    report = export_run(run_dir, tmp_path / "fv.onnx", calibration=data / "calibration" / "00000_FV.json")
+    assert report.passed, str(report)

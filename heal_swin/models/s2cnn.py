@@ -42,8 +42,7 @@ from torch import nn
 from .. import grid
 from ..grid import check_base_pixels, check_nside, format_base_pixels
 from ..harmonics import (InverseRealSHT, RealSHT, SO3Analysis, SO3Synthesis, TableModule, alm_index, alm_size,
-                         check_bandwidth, legendre)
-from ..harmonics._wigner import _wigner_d
+                         check_bandwidth, legendre, wigner_d)
 from ._heads import create_head
 from ._registry import register_model
 
@@ -99,7 +98,7 @@ def _so3_basis(b: int, points: tuple) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     out = np.zeros((len(pts), b, 2 * b - 1, 2 * b - 1, 2))
     for j, (alpha, beta, gamma) in enumerate(pts):
-        ds = _wigner_d(b - 1, float(beta))
+        ds = wigner_d(b - 1, float(beta))
         for l in range(b):
             k = np.arange(-l, l + 1)
             v = np.exp(1j * k * alpha)[:, None] * ds[l] * np.exp(1j * k * gamma)[None, :]
@@ -387,6 +386,15 @@ class SpectralCore(nn.Module):
         return f"nside={self.nside}, faces={format_base_pixels(self.faces)}, bandwidths={self.bandwidths}"
 
     def forward(self, x):
+        # transforms sum thousands of products: never in half precision (the core leaves autocast and
+        # computes in float32, or float64 for float64 inputs)
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self._forward(x.float()).to(x.dtype)
+        return self._forward(x)
+
+    def _forward(self, x):
         g = self.s2conv(self.sht(x))
         for i, act in enumerate(self.acts):
             g = act(g)
