@@ -72,7 +72,9 @@ def measure(args) -> dict:
     else:
         kwargs.update(nside=args.nside, base_pixels=args.faces)
     kwargs.update(args.overrides)
-    model = models.create_model(args.model, grad_checkpointing=args.grad_checkpointing, **kwargs).to(device)
+    if args.grad_checkpointing:            # only the families that offer it (heal_swin, gauge_cnn, flat) take it
+        kwargs["grad_checkpointing"] = True
+    model = models.create_model(args.model, **kwargs).to(device)
     x = _input(model, args.batch, device)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     row = dict(model=args.model, device=str(device), threads=args.threads, dtype=args.dtype, batch=args.batch,

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp())
     for name in args.models:
         torch.manual_seed(0)
-        model = models.create_model(name, num_classes=10, nside=args.nside, base_pixels=range(8)).eval()
+        model = models.create_model(name, in_chans=3, num_classes=10, nside=args.nside, base_pixels=range(8)).eval()
         n = 8 * args.nside**2
         graphs = [("sphere", SphereGraph(model, "segmentation"), (3, n))]
         if args.projection:

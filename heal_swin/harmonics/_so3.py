@@ -74,7 +74,8 @@ def so3_spectrum_mask(b: int) -> np.ndarray:
 
 
 def so3_grid(b: int):
-    """Euler angles of the grid: alpha (Npix,), beta (Npix,) per NESTED pixel, gamma (2b,); float64."""
+    """Euler angles of the grid of bandwidth b: alpha (Npix,), beta (Npix,) per NESTED pixel, gamma (2b,);
+    float64. (A transform built with grid=g uses so3_grid(g).)"""
     b = check_bandwidth(b)
     nside = so3_grid_nside(b)
     theta, phi = grid.pix2ang(nside, np.arange(grid.nside2npix(nside)), nest=True)
@@ -82,10 +83,9 @@ def so3_grid(b: int):
 
 
 @functools.lru_cache(maxsize=8)
-def _ring_wigner(b: int) -> np.ndarray:
-    """d^l_{mn}(theta_r) as (m, n + b - 1, l, r) over the grid's rings in the order the SHT's Fourier chunks
-    emit them; zero outside the spectrum mask. Float64."""
-    nside = so3_grid_nside(b)
+def _ring_wigner(b: int, nside: int) -> np.ndarray:
+    """d^l_{mn}(theta_r) as (m, n + b - 1, l, r) over the rings of HEALPix at `nside` in the order the SHT's
+    Fourier chunks emit them; zero outside the spectrum mask. Float64."""
     rings = _ring_groups(nside)[1]
     theta = grid.ring_info(nside, rings)[2]
     out = np.zeros((b, 2 * b - 1, b, rings.size))
@@ -98,11 +98,11 @@ def _ring_wigner(b: int) -> np.ndarray:
     return out
 
 
-def _gamma_dft(b: int, sign: int) -> np.ndarray:
+def _gamma_dft(b: int, sign: int, n_gamma: int) -> np.ndarray:
     """Real (2P, 2Q) matrix of the complex sum_x v_x e^{sign i n gamma_k}: rows (re, im) of the input
     index, columns (re, im) of the output index; synthesis (n -> k, sign +1) or analysis (k -> n, -1)."""
     n = np.arange(-(b - 1), b)
-    gamma = 2 * np.pi * np.arange(2 * b) / (2 * b)
+    gamma = 2 * np.pi * np.arange(n_gamma) / n_gamma
     ang = np.outer(n, gamma) if sign > 0 else np.outer(gamma, n)        # (inputs, outputs)
     c, s = np.cos(ang), sign * np.sin(ang)
     out = np.block([[c, s], [-s, c]])
@@ -111,12 +111,16 @@ def _gamma_dft(b: int, sign: int) -> np.ndarray:
 
 
 class _SO3Transform(_Transform):
-    def __init__(self, b: int):
+    def __init__(self, b: int, grid: int | None = None):
         self.b = check_bandwidth(b)
-        super().__init__(so3_grid_nside(self.b), self.b - 1, range(12))
-        self.n_gamma = 2 * self.b
+        self.grid = self.b if grid is None else check_bandwidth(grid, "grid")
+        if self.grid < self.b:
+            raise ValueError(f"grid={grid} must be >= the bandwidth {self.b}: the grid of a smaller bandwidth "
+                             "cannot hold the function")
+        super().__init__(so3_grid_nside(self.grid), self.b - 1, range(12))
+        self.n_gamma = 2 * self.grid
         self.n_rings = 4 * self.nside - 1
-        self._table("wigner", _ring_wigner(self.b))                     # (M*N, L, R)
+        self._table("wigner", _ring_wigner(self.b, self.nside))         # (M*N, L, R)
 
     def extra_repr(self) -> str:
         return f"bandwidth={self.b}, grid nside={self.nside}, gamma points={self.n_gamma}"
@@ -124,11 +128,13 @@ class _SO3Transform(_Transform):
 
 class SO3Synthesis(_SO3Transform):
     """SO(3) spectrum (..., b, b, 2b - 1, 2) -> values on the grid (..., 2b, 12 nside^2) (module docstring).
-    f(R) = sum G^l_{mn} conj(D^l_{mn}(R)), evaluated exactly; differentiable, exports to ONNX."""
+    f(R) = sum G^l_{mn} conj(D^l_{mn}(R)), evaluated exactly; differentiable, exports to ONNX.
+    `grid`: evaluate on the grid of a larger (even) bandwidth instead, (..., 2 grid, 12 nside_grid^2), so
+    that layers of different bandwidths share one sampling."""
 
-    def __init__(self, b: int):
-        super().__init__(b)
-        self._table("dft", _gamma_dft(self.b, +1))
+    def __init__(self, b: int, grid: int | None = None):
+        super().__init__(b, grid)
+        self._table("dft", _gamma_dft(self.b, +1, self.n_gamma))
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
         b, n = self.b, 2 * self.b - 1
@@ -152,11 +158,12 @@ class SO3Synthesis(_SO3Transform):
 
 class SO3Analysis(_SO3Transform):
     """Values on the grid (..., 2b, 12 nside^2) -> SO(3) spectrum (..., b, b, 2b - 1, 2) by quadrature with
-    equal weights (module docstring); the adjoint of SO3Synthesis up to the quadrature weights."""
+    equal weights (module docstring); the adjoint of SO3Synthesis up to the quadrature weights. `grid`: as
+    in SO3Synthesis, the values live on the grid of that bandwidth."""
 
-    def __init__(self, b: int):
-        super().__init__(b)
-        self._table("dft", _gamma_dft(self.b, -1))
+    def __init__(self, b: int, grid: int | None = None):
+        super().__init__(b, grid)
+        self._table("dft", _gamma_dft(self.b, -1, self.n_gamma))
         l = np.arange(self.b, dtype=np.float64)
         self._table("weight", (2 * l + 1) / (8 * np.pi ** 2) * (4 * np.pi / self.n_pix) * (2 * np.pi / self.n_gamma))
 

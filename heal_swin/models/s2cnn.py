@@ -254,13 +254,14 @@ class SO3ToS2Conv(_SpectralConv):
 
 class SO3Activation(nn.Module):
     """Pointwise on the SO(3) grid: spectrum -> values (SO3Synthesis) -> GroupNorm -> ReLU -> spectrum
-    (SO3Analysis), all at bandwidth b. GroupNorm's statistics over all grid points (equal measure each) and
-    the ReLU commute with every permutation of the grid, so the polar turns stay exact."""
+    (SO3Analysis), at bandwidth b on the grid of bandwidth `grid` (default b). GroupNorm's statistics over
+    all grid points (equal measure each) and the ReLU commute with every permutation of the grid, so the
+    grid's symmetries stay exact."""
 
-    def __init__(self, channels: int, b: int, groups: int | None = None, norm: bool = True):
+    def __init__(self, channels: int, b: int, groups: int | None = None, norm: bool = True, grid: int | None = None):
         super().__init__()
         self.b = check_bandwidth(b)
-        self.synthesis, self.analysis = SO3Synthesis(self.b), SO3Analysis(self.b)
+        self.synthesis, self.analysis = SO3Synthesis(self.b, grid), SO3Analysis(self.b, grid)
         self.norm = nn.GroupNorm(math.gcd(channels, 8) if groups is None else groups, channels) if norm else None
         self.act = nn.ReLU()
 
@@ -358,10 +359,13 @@ class SpectralCore(nn.Module):
     SO(3) → S², inverse SHT. x (B, C_in, N) -> (B, C_out, N) at (nside, faces).
 
     `channels` = (c_1, ..., c_k+1) SO(3) channels after each convolution, `bandwidths` = (b_0, b_1, ...,
-    b_k+1, b_out): the input's SHT band limit, the bandwidth after each convolution and that of the output."""
+    b_k+1, b_out): the input's SHT band limit, the bandwidth after each convolution and that of the output.
+    `shared_grid`: every activation samples the SO(3) grid of the largest inner bandwidth (the same α, β, γ
+    points in every layer); False: each on the grid of its own bandwidth (fewer points, more aliasing)."""
 
     def __init__(self, in_channels: int, out_channels: int, nside: int, faces: Sequence[int],
-                 channels: Sequence[int], bandwidths: Sequence[int], points_s2=None, points_so3=None):
+                 channels: Sequence[int], bandwidths: Sequence[int], points_s2=None, points_so3=None,
+                 shared_grid: bool = True):
         super().__init__()
         channels, bandwidths = tuple(int(c) for c in channels), tuple(int(b) for b in bandwidths)
         if len(channels) < 1 or len(bandwidths) != len(channels) + 2:
@@ -376,14 +380,16 @@ class SpectralCore(nn.Module):
         self.channels, self.bandwidths = channels, bandwidths
         self.sht = RealSHT(self.nside, bandwidths[0] - 1, self.faces)
         self.s2conv = S2Conv(in_channels, channels[0], bandwidths[0], bandwidths[1], points_s2)
-        self.acts = nn.ModuleList([SO3Activation(c, b) for c, b in zip(channels, bandwidths[1:-1])])
+        self.grid = max(bandwidths[1:-1]) if shared_grid else None
+        self.acts = nn.ModuleList([SO3Activation(c, b, grid=self.grid) for c, b in zip(channels, bandwidths[1:-1])])
         self.so3convs = nn.ModuleList([SO3Conv(channels[i], channels[i + 1], bandwidths[i + 1], bandwidths[i + 2],
                                                points_so3) for i in range(len(channels) - 1)])
         self.to_s2 = SO3ToS2Conv(channels[-1], out_channels, bandwidths[-2], bandwidths[-1], points_s2)
         self.isht = InverseRealSHT(self.nside, bandwidths[-1] - 1, self.faces)
 
     def extra_repr(self) -> str:
-        return f"nside={self.nside}, faces={format_base_pixels(self.faces)}, bandwidths={self.bandwidths}"
+        grid = f", SO(3) grid of bandwidth {self.grid}" if self.grid else ", SO(3) grid per bandwidth"
+        return f"nside={self.nside}, faces={format_base_pixels(self.faces)}, bandwidths={self.bandwidths}{grid}"
 
     def forward(self, x):
         # transforms sum thousands of products: never in half precision (the core leaves autocast and
@@ -425,12 +431,12 @@ class S2CNN(nn.Module):
     def __init__(self, nside: int = 16, base_pixels: Sequence[int] | str = tuple(range(12)), in_chans: int = 1,
                  num_classes: int = 11, *, task: str = "segmentation", log_variance: bool = False,
                  channels: Sequence[int] = (12, 24, 24, 12), bandwidths: Sequence[int] = (16, 12, 8, 8, 12, 16),
-                 embed_dim: int = 16, head_bias: bool = True):
+                 embed_dim: int = 16, head_bias: bool = True, shared_grid: bool = True):
         super().__init__()
         self.nside, self.faces = check_nside(nside), check_base_pixels(base_pixels)
         self.in_chans, self.task, self.embed_dim = int(in_chans), task, int(embed_dim)
         self.core = nn.Sequential(SpectralCore(self.in_chans, self.embed_dim, self.nside, self.faces, channels,
-                                               bandwidths),
+                                               bandwidths, shared_grid=shared_grid),
                                   nn.GroupNorm(math.gcd(self.embed_dim, 8), self.embed_dim), nn.ReLU())
         self.feature_info = [dict(num_chs=self.embed_dim, nside=self.nside, reduction=1, module="core")]
         self.num_features = self.embed_dim

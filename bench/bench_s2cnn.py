@@ -1,0 +1,121 @@
+"""S2CNN layers and models: FLOPs, parameters, time and memory; one JSON line per measurement.
+
+    python bench/bench_s2cnn.py --layers --threads 2            # each spectral layer at b = 8, 16 (C = 16, batch 8)
+    python bench/bench_s2cnn.py --flops --nside 16 32 64         # forward FLOPs / parameters of the models
+
+Layers: forward and forward+backward time (median of --repeats after a warm-up), FLOPs of one forward
+(`torch.utils.flop_counter`: 2 per multiply-add of matmuls; counted on a second eval call, so the kernel
+spectra are already folded, as in inference), the MiB of the layer's tables (Wigner-d,
+kernel bases) and of its output. Models: forward FLOPs and parameters at each nside (batch 1); time and
+peak memory of whole models come from bench/bench_models.py (one subprocess per model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from heal_swin import harmonics, models  # noqa: E402
+from heal_swin.models.s2cnn import S2Conv, SO3Activation, SO3Conv, SO3ToS2Conv  # noqa: E402
+
+
+def _mib(tensors) -> float:
+    return round(sum(t.numel() * t.element_size() for t in tensors) / 2 ** 20, 2)
+
+
+def _flops(fn) -> float:
+    """FLOPs of one call after a first one (eval mode folds the kernel spectra on the first call)."""
+    with torch.no_grad():
+        fn()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def _median(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_layers(bandwidths, channels: int, batch: int, repeats: int):
+    for b in bandwidths:
+        a = torch.randn(batch, channels, harmonics.alm_size(b - 1), 2)
+        g = torch.randn(batch, channels, b, b, 2 * b - 1, 2)
+        layers = {"S2Conv": (S2Conv(channels, channels, b, b), a), "SO3Conv": (SO3Conv(channels, channels, b, b), g),
+                  "SO3ToS2Conv": (SO3ToS2Conv(channels, channels, b, b), g),
+                  "SO3Activation": (SO3Activation(channels, b), g),
+                  "SO3Synthesis": (harmonics.SO3Synthesis(b), g), }
+        for name, (layer, x) in layers.items():
+            layer.train()
+
+            def fwd_bwd():
+                xx = x.detach().requires_grad_(True)
+                layer(xx).square().mean().backward()
+
+            layer.eval()
+            with torch.no_grad():
+                out = layer(x)
+                fwd = _median(lambda: layer(x), repeats)
+            layer.train()
+            row = dict(layer=name, b=b, channels=channels, batch=batch, threads=torch.get_num_threads(),
+                       params=sum(p.numel() for p in layer.parameters()),
+                       gflops_fwd=round(_flops(lambda: layer.eval()(x)) / 1e9, 3), fwd_s=round(fwd, 4),
+                       fwd_bwd_s=round(_median(fwd_bwd, repeats), 4), tables_mib=_mib(layer.buffers()),
+                       output_mib=_mib([out]))
+            print(json.dumps(row), flush=True)
+
+
+def bench_flops(nsides):
+    cases = [("s2cnn_digits", dict(base_pixels=range(12), in_chans=1)), ("s2cnn_tiny", dict(base_pixels=range(8))),
+             ("s2cnn_small", dict(base_pixels=range(8))), ("gauge_cnn_tiny", dict(base_pixels=range(8))),
+             ("heal_swin_tiny", dict(base_pixels=range(8)))]
+    for nside in nsides:
+        for name, kw in cases:
+            try:
+                model = models.create_model(name, nside=nside, **kw).eval()
+            except ValueError as err:                   # e.g. too many stages for a small nside
+                print(json.dumps(dict(model=name, nside=nside, skipped=str(err)[:120])), flush=True)
+                continue
+            x = torch.randn(1, model.in_chans, len(model.faces) * nside ** 2)
+            print(json.dumps(dict(model=name, nside=nside, faces=len(model.faces),
+                                  params=sum(p.numel() for p in model.parameters()),
+                                  gflops_fwd=round(_flops(lambda: model(x)) / 1e9, 3))), flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", action="store_true")
+    p.add_argument("--flops", action="store_true")
+    p.add_argument("--bandwidths", type=int, nargs="+", default=[8, 16])
+    p.add_argument("--channels", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--nside", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (args.layers or args.flops):
+        p.error("choose --layers and/or --flops")
+    if args.layers:
+        bench_layers(args.bandwidths, args.channels, args.batch, args.repeats)
+    if args.flops:
+        bench_flops(args.nside)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
