@@ -1,5 +1,6 @@
 """Data: WoodScape / SynWoodScape readers, the synthetic WoodScape-format generator, projected
-datasets, augmentation, class tables and splits."""
+datasets, augmentation, class tables and splits; `heal_swin.data.digits`: handwritten digits on the sphere
+(the rotated-digits benchmark; needs scikit-learn, imported on use)."""
 
 from .augment import Augment, flip_camera, quarter_turn_permutation
 from .classes import (PAPER_SYNWOODSCAPE_8, SYNWOODSCAPE_CLASSES, WOODSCAPE_CLASSES, WOODSCAPE_COLORS,

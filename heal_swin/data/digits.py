@@ -1,0 +1,189 @@
+"""Handwritten digits on the sphere: the segmentation benchmark of Gerken et al. 2022 ("Equivariance versus
+augmentation for spherical images"), built from scikit-learn's bundled 8 × 8 digits (1,797 real images in
+its wheel: nothing is downloaded; `pip install heal_swin[bench]`).
+
+    from heal_swin.data import digits
+    train = digits.DigitSpheres(200, nside=16, split="train", rotate=0.0, seed=0)   # upright digits
+    test = digits.DigitSpheres(100, nside=16, split="test", rotate=1.0, seed=1)     # fully SO(3)-rotated
+    x, y = train.x, train.y     # (n, 1, N) float32 intensity in [0, 1], (n, N) int64 class, NESTED over faces
+
+Each sphere holds `digits` (a range) non-overlapping digits, each an 8 × 8 image upsampled smoothly
+(bicubic) and placed by a gnomonic projection on a square of half-width `half_width` (radians) in the
+tangent plane at a random centre; seen from outside the sphere the digit reads upright with its top towards
+the north pole ("non-rotated": only translated). Labels: 0 for background, 1 + digit where the digit's
+intensity exceeds `threshold` (11 classes). `rotate` in [0, 1] then turns every sphere by a random rotation
+whose angle is drawn from the Haar measure of SO(3) restricted to angles <= rotate·π: 0 leaves the digits
+upright, 1 is a uniformly random rotation (full SO(3) augmentation). Train and test spheres draw their
+digits from disjoint sets of source images (`source_split`, fixed by `split_seed`); everything is
+deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from .. import grid
+
+__all__ = ["CLASS_NAMES", "NUM_CLASSES", "DigitSpheres", "haar_rotations", "load_source_digits", "source_split"]
+
+NUM_CLASSES = 11
+CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
+
+
+@functools.lru_cache(maxsize=1)
+def _sklearn_digits():
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - the dev and bench extras install it
+        raise ImportError("heal_swin.data.digits needs scikit-learn's bundled digits: pip install "
+                          "'heal_swin[bench]' (or scikit-learn>=1.3)") from err
+    d = load_digits()
+    images = (d.images / 16.0).astype(np.float32)
+    images.setflags(write=False)
+    target = d.target.astype(np.int64)
+    target.setflags(write=False)
+    return images, target
+
+
+def source_split(test_fraction: float = 0.25, split_seed: int = 0) -> dict:
+    """Indices of scikit-learn's 1,797 digit images in the train and test sets: {"train": ..., "test": ...},
+    a seeded permutation, disjoint."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction={test_fraction} must be in (0, 1)")
+    n = len(_sklearn_digits()[1])
+    perm = np.random.default_rng(split_seed).permutation(n)
+    k = int(round(n * test_fraction))
+    return {"train": np.sort(perm[k:]), "test": np.sort(perm[:k])}
+
+
+def load_source_digits(split: str, size: int = 32, test_fraction: float = 0.25, split_seed: int = 0):
+    """The split's source images upsampled to size × size (bicubic, clipped to [0, 1]), their digits and
+    their indices in scikit-learn's set: (images (k, size, size) float32, digits (k,), indices (k,))."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r} must be 'train' or 'test'")
+    images, target = _sklearn_digits()
+    idx = source_split(test_fraction, split_seed)[split]
+    up = torch.nn.functional.interpolate(torch.from_numpy(images[idx])[:, None], size=(size, size),
+                                         mode="bicubic", align_corners=False)[:, 0].clamp(0, 1)
+    return up.numpy(), target[idx], idx
+
+
+def _haar_angles(rng, n: int, amount: float) -> np.ndarray:
+    """Rotation angles with density ∝ 1 - cos ω (the Haar measure's) on [0, amount·π]: inverse CDF of
+    ω - sin ω by bisection."""
+    top = amount * math.pi
+    target = rng.uniform(0, 1, n) * (top - math.sin(top))
+    lo, hi = np.zeros(n), np.full(n, top)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        below = mid - np.sin(mid) < target
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
+def haar_rotations(rng, n: int, amount: float = 1.0) -> np.ndarray:
+    """n random rotation matrices (n, 3, 3): a uniform axis and an angle from the Haar measure restricted
+    to [0, amount·π]; amount 1 samples SO(3) uniformly, 0 gives identities."""
+    if not 0 <= amount <= 1:
+        raise ValueError(f"rotate={amount} must be in [0, 1] (the fraction of SO(3)'s angles, 1 = all)")
+    axis = rng.normal(size=(n, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    angle = _haar_angles(rng, n, amount) if amount > 0 else np.zeros(n)
+    k = np.zeros((n, 3, 3))
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k = k - k.transpose(0, 2, 1)
+    s, c = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
+    return np.eye(3)[None] + s * k + (1 - c) * (k @ k)                      # Rodrigues
+
+
+def _bilinear(image: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    s = image.shape[0]
+    r0, c0 = np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
+    fr, fc = row - r0, col - c0
+    out = np.zeros(row.shape, dtype=np.float64)
+    for dr, wr in ((0, 1 - fr), (1, fr)):
+        for dc, wc in ((0, 1 - fc), (1, fc)):
+            rr, cc = r0 + dr, c0 + dc
+            ok = (rr >= 0) & (rr < s) & (cc >= 0) & (cc < s)
+            out += np.where(ok, image[np.clip(rr, 0, s - 1), np.clip(cc, 0, s - 1)], 0.0) * wr * wc
+    return out
+
+
+class DigitSpheres:
+    """n spheres of digits (module docstring): `x` (n, 1, N) float32, `y` (n, N) int64, NESTED over
+    `faces`; `sources` (n, digits_max) the scikit-learn indices of the digits on each sphere (-1: none),
+    `rotations` (n, 3, 3) the rotation applied to each upright sphere."""
+
+    def __init__(self, n: int, nside: int = 16, faces=range(12), split: str = "train", rotate: float = 0.0,
+                 digits=(1, 3), half_width: float = 0.35, threshold: float = 0.3, seed: int = 0,
+                 test_fraction: float = 0.25, split_seed: int = 0, upsample: int = 32):
+        self.nside, self.faces = grid.check_nside(nside), grid.check_base_pixels(faces)
+        lo, hi = (int(digits), int(digits)) if np.isscalar(digits) else (int(digits[0]), int(digits[1]))
+        if n < 1 or lo < 1 or hi < lo:
+            raise ValueError(f"n={n} and digits={digits} must be >= 1 (digits: a count or a (min, max) range)")
+        if not 0 < half_width < 0.6:
+            raise ValueError(f"half_width={half_width} must be in (0, 0.6) radians (a gnomonic square well "
+                             "inside a hemisphere)")
+        self.split, self.rotate, self.seed = split, float(rotate), int(seed)
+        images, target, index = load_source_digits(split, upsample, test_fraction, split_seed)
+        rng = np.random.default_rng([self.seed, 0 if split == "train" else 1])
+        self.rotations = haar_rotations(rng, n, self.rotate)
+        glob = grid.base_pixel_indices(self.nside, self.faces)
+        v = np.stack(grid.pix2vec(self.nside, glob, nest=True), axis=1)            # (N, 3)
+        t = math.tan(half_width)
+        # the angular radius of a digit's square (its corner), doubled plus a margin: no two overlap
+        min_sep = 2 * math.atan(math.sqrt(2) * t) * 1.05
+        x = np.zeros((n, v.shape[0]), dtype=np.float32)
+        y = np.zeros((n, v.shape[0]), dtype=np.int64)
+        self.sources = np.full((n, hi), -1, dtype=np.int64)
+        for i in range(n):
+            count = int(rng.integers(lo, hi + 1))
+            centres = self._centres(rng, count, min_sep)
+            picks = rng.integers(0, len(target), len(centres))
+            r = self.rotations[i]
+            for j, (c, k) in enumerate(zip(centres, picks)):
+                up = np.array([0.0, 0.0, 1.0]) - c[2] * c                            # towards the north pole
+                up /= np.linalg.norm(up)
+                c, up = r @ c, r @ up
+                right = np.cross(up, c)                                              # reads upright from outside
+                dot = v @ c
+                front = dot > 0
+                gx = np.where(front, (v @ right) / np.where(front, dot, 1), np.inf)
+                gy = np.where(front, (v @ up) / np.where(front, dot, 1), np.inf)
+                inside = (np.abs(gx) <= t) & (np.abs(gy) <= t)
+                s = images.shape[1]
+                col = (gx[inside] / t + 1) / 2 * s - 0.5
+                row = (1 - gy[inside] / t) / 2 * s - 0.5
+                val = _bilinear(images[k], row, col).astype(np.float32)
+                x[i, inside] = np.maximum(x[i, inside], val)
+                lab = y[i, inside]
+                lab[val > threshold] = 1 + target[k]
+                y[i, inside] = lab
+                self.sources[i, j] = index[k]
+        self.x = torch.from_numpy(x)[:, None]
+        self.y = torch.from_numpy(y)
+
+    @staticmethod
+    def _centres(rng, count: int, min_sep: float) -> np.ndarray:
+        """Up to `count` centres, uniform on the sphere away from the poles (|z| < 0.9: the upright frame is
+        defined), pairwise farther apart than min_sep (rejection sampling)."""
+        out: list = []
+        for _ in range(200 * count):
+            if len(out) == count:
+                break
+            z = rng.uniform(-0.9, 0.9)
+            phi = rng.uniform(0, 2 * math.pi)
+            c = np.array([math.sqrt(1 - z * z) * math.cos(phi), math.sqrt(1 - z * z) * math.sin(phi), z])
+            if all(math.acos(min(1.0, float(c @ o))) > min_sep for o in out):
+                out.append(c)
+        return np.array(out)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
