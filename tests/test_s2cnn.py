@@ -269,6 +269,28 @@ def test_layers_are_equivariant_in_the_spectral_domain(angles):
                           atol=1e-11)
 
 
+@pytest.mark.parametrize("symmetry", ["turn90", "flip_x"])
+def test_each_layer_is_exactly_equivariant_on_the_grids(symmetry):
+    """On values: a HEALPix map or SO(3) grid values permuted by a grid symmetry give permuted outputs
+    (S² conv: SHT -> S2Conv -> synthesis; SO(3) conv: analysis -> SO3Conv -> synthesis; SO(3) -> S²:
+    analysis -> SO3ToS2Conv -> inverse SHT)."""
+    nside, b = 8, 8
+    angles = GRID_SYMMETRIES[symmetry]
+    q = _zyz(*angles)
+    so3_index = _so3_grid_permutation(b, q)
+    s2_index = rotation_permutation(nside, q)
+    on_so3 = lambda v: v.flatten(-2).index_select(-1, so3_index).view_as(v)  # noqa: E731
+    on_s2 = lambda v: v.index_select(-1, s2_index)  # noqa: E731
+    sht, isht = harmonics.RealSHT(nside, b - 1), harmonics.InverseRealSHT(nside, b - 1)
+    syn, ana = harmonics.SO3Synthesis(b), harmonics.SO3Analysis(b)
+    s2, so3, down = _layer(S2Conv, 2, 3, b, b), _layer(SO3Conv, 3, 2, b, b), _layer(SO3ToS2Conv, 2, 2, b, b)
+    x = torch.randn(1, 2, 12 * nside ** 2)
+    assert_equivariant(lambda t: syn(s2(sht(t))), on_s2, on_so3, x, tol=1e-11)
+    f = torch.randn(1, 3, 2 * b, 12 * harmonics.so3_grid_nside(b) ** 2)
+    assert_equivariant(lambda t: syn(so3(ana(t))), on_so3, on_so3, f, tol=1e-11)
+    assert_equivariant(lambda t: isht(down(ana(t[:, :2]))), on_so3, on_s2, f, tol=1e-11)
+
+
 def test_kernels_fold_in_eval_without_grad_and_refresh_after_a_step():
     conv = _layer(SO3Conv, 2, 2, 4, 4)
     g = _random_spectrum(np.random.default_rng(8), 4, 2)[None]
