@@ -68,3 +68,19 @@ def test_bad_arguments_name_the_rule():
         digits.DigitSpheres(2, nside=8, split="val")
     with pytest.raises(ValueError, match=r"half_width=0.9 must be in \(0, 0.6\)"):
         digits.DigitSpheres(2, nside=8, half_width=0.9)
+
+
+def test_then_rotate_renders_the_same_spheres_turned():
+    """A quarter turn about the polar axis is a grid symmetry: the turned spheres are the pixel permutation."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from equivariance import rotation_permutation, rz
+
+    nside = 8
+    turn = rz(math.pi / 2)
+    base = digits.DigitSpheres(3, nside=nside, seed=2, rotate=1.0)
+    turned = digits.DigitSpheres(3, nside=nside, seed=2, rotate=1.0, then_rotate=turn)
+    index = rotation_permutation(nside, turn)
+    assert torch.equal(turned.y, base.y.index_select(-1, index))
+    torch.testing.assert_close(turned.x, base.x.index_select(-1, index), atol=1e-5, rtol=0)

@@ -116,11 +116,13 @@ def _bilinear(image: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray
 class DigitSpheres:
     """n spheres of digits (module docstring): `x` (n, 1, N) float32, `y` (n, N) int64, NESTED over
     `faces`; `sources` (n, digits_max) the scikit-learn indices of the digits on each sphere (-1: none),
-    `rotations` (n, 3, 3) the rotation applied to each upright sphere."""
+    `rotations` (n, 3, 3) the rotation applied to each upright sphere. `then_rotate` ((3, 3) or (n, 3, 3)):
+    the same spheres (same seed) turned by these rotations after their own, rendered from the geometry, not
+    resampled: the exact rotated inputs and labels of an equivariance measurement."""
 
     def __init__(self, n: int, nside: int = 16, faces=range(12), split: str = "train", rotate: float = 0.0,
                  digits=(1, 3), half_width: float = 0.35, threshold: float = 0.3, seed: int = 0,
-                 test_fraction: float = 0.25, split_seed: int = 0, upsample: int = 32):
+                 test_fraction: float = 0.25, split_seed: int = 0, upsample: int = 32, then_rotate=None):
         self.nside, self.faces = grid.check_nside(nside), grid.check_base_pixels(faces)
         lo, hi = (int(digits), int(digits)) if np.isscalar(digits) else (int(digits[0]), int(digits[1]))
         if n < 1 or lo < 1 or hi < lo:
@@ -132,6 +134,11 @@ class DigitSpheres:
         images, target, index = load_source_digits(split, upsample, test_fraction, split_seed)
         rng = np.random.default_rng([self.seed, 0 if split == "train" else 1])
         self.rotations = haar_rotations(rng, n, self.rotate)
+        if then_rotate is not None:           # the same spheres, each turned once more, rendered exactly
+            extra = np.asarray(then_rotate, dtype=np.float64).reshape(-1, 3, 3)
+            if extra.shape[0] not in (1, n):
+                raise ValueError(f"then_rotate holds {extra.shape[0]} rotations; give one or n={n}")
+            self.rotations = extra @ self.rotations
         glob = grid.base_pixel_indices(self.nside, self.faces)
         v = np.stack(grid.pix2vec(self.nside, glob, nest=True), axis=1)            # (N, 3)
         t = math.tan(half_width)
