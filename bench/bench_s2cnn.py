@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _timing import median_ms  # noqa: E402
 
 from heal_swin import harmonics, models  # noqa: E402
 from heal_swin.models.s2cnn import S2Conv, SO3Activation, SO3Conv, SO3ToS2Conv  # noqa: E402
@@ -41,13 +42,8 @@ def _flops(fn) -> float:
 
 
 def _median(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    """Median seconds after one warm-up call."""
+    return median_ms(fn, repeats, warmup=1) / 1e3
 
 
 def bench_layers(bandwidths, channels: int, batch: int, repeats: int):

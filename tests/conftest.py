@@ -45,3 +45,12 @@ def run_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HEAL_SWIN_CACHE", str(tmp_path / "cache"))
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def float64():
+    """float64 as the default dtype for one test (exactness checks), restored after it."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(dtype)

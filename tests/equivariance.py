@@ -12,11 +12,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from heal_swin import grid, harmonics, layers
 from heal_swin.layers import trivial
+
+SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
+FACE_SETS = pytest.mark.parametrize("faces", [SPHERE, FACES_0_7], ids=["sphere", "faces0-7"])
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 

@@ -133,20 +133,14 @@ import torch  # noqa: E402
 from heal_swin import layers, models  # noqa: E402
 from heal_swin.layers import FieldType, regular, trivial  # noqa: E402
 
-from equivariance import PlainFaceCNN, assert_equivariant  # noqa: E402
+from equivariance import FACE_SETS, FACES_0_7, SPHERE, PlainFaceCNN, assert_equivariant  # noqa: E402
 from equivariance import flip as _flip, local_index as _local, rotation_permutation as _rotation_permutation  # noqa: E402
 from equivariance import rz as _rz, so3_errors as so3_errors_of  # noqa: E402
 
-SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
-FACE_SETS = pytest.mark.parametrize("faces", [SPHERE, FACES_0_7], ids=["sphere", "faces0-7"])
+pytestmark = pytest.mark.usefixtures("float64")
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(dtype)
+
 
 
 def _turns(faces, seed):

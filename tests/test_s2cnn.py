@@ -13,18 +13,13 @@ from heal_swin.harmonics._wigner import _wigner_d
 from heal_swin.models.s2cnn import (ChebConv, S2Conv, SO3Conv, SO3ToS2Conv, s2_near_identity_grid,
                                     so3_near_identity_grid)
 
-from equivariance import PlainFaceCNN, assert_equivariant, flip, rotation_permutation, rz, so3_errors
+from equivariance import (FACE_SETS, FACES_0_7, SPHERE, PlainFaceCNN, assert_equivariant, flip,  # noqa: F401
+                         rotation_permutation, rz, so3_errors)
 
-SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
-FACE_SETS = pytest.mark.parametrize("faces", [SPHERE, FACES_0_7], ids=["sphere", "faces0-7"])
+pytestmark = pytest.mark.usefixtures("float64")
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(dtype)
+
 
 
 # --------------------------------------------------------------------------- rotations as matrices

@@ -30,6 +30,7 @@ from ..grid import check_base_pixels, check_nside, format_base_pixels
 from ..layers import FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv, OrientationPool, share_face_tables
 from ._heads import create_head
 from ._registry import register_model
+from ._stages import check_stages
 
 __all__ = ["GaugeCNNUNet", "GaugeBlock", "GaugeStage", "GaugeDecoder"]
 
@@ -142,14 +143,8 @@ class GaugeCNNUNet(nn.Module):
         self.nside = check_nside(nside)
         self.faces = check_base_pixels(base_pixels)
         self.in_chans, self.task = int(in_chans), task
-        widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
-        if not widths or len(widths) != len(depths) or min(depths) < 1 or min(widths) < 1:
-            raise ValueError(f"widths={widths} and depths={depths} must be non-empty, of equal length, with "
-                             "at least one field and one block per stage")
+        widths, depths = check_stages(self.nside, widths, depths, "field")
         L = len(widths)
-        if self.nside < 1 << (L - 1):
-            raise ValueError(f"nside={self.nside} is too small for {L} stages: the last stage needs nside ≥ "
-                             f"2^(stages−1) = {1 << (L - 1)}")
         self.turns = None if turns is None else tuple(int(t) % 4 for t in turns)
         self.widths, self.depths = widths, depths
         nsides = [self.nside >> i for i in range(L)]

@@ -45,6 +45,7 @@ from ..harmonics import (InverseRealSHT, RealSHT, SO3Analysis, SO3Synthesis, Tab
                          check_bandwidth, legendre, wigner_d)
 from ._heads import create_head
 from ._registry import register_model
+from ._stages import check_stages
 
 __all__ = ["ChebConv", "S2CNN", "S2CNNUNet", "S2Conv", "SO3Activation", "SO3Conv", "SO3ToS2Conv",
            "s2_near_identity_grid", "so3_near_identity_grid"]
@@ -482,14 +483,8 @@ class S2CNNUNet(nn.Module):
         super().__init__()
         self.nside, self.faces = check_nside(nside), check_base_pixels(base_pixels)
         self.in_chans, self.task = int(in_chans), task
-        widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
-        if not widths or len(widths) != len(depths) or min(depths) < 1 or min(widths) < 1:
-            raise ValueError(f"widths={widths} and depths={depths} must be non-empty, of equal length, with "
-                             "at least one channel and one block per stage")
+        widths, depths = check_stages(self.nside, widths, depths, "channel")
         L = len(widths)
-        if self.nside < 1 << (L - 1):
-            raise ValueError(f"nside={self.nside} is too small for {L} stages: the last stage needs nside ≥ "
-                             f"2^(stages−1) = {1 << (L - 1)}")
         self.widths, self.depths = widths, depths
         nsides = [self.nside >> i for i in range(L)]
         self.core_nside = nsides[-1]

@@ -1,0 +1,19 @@
+"""Checks shared by the U-Net backbones (gauge CNN, S2CNN hybrid): per-stage widths and depths."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def check_stages(nside: int, widths: Sequence[int], depths: Sequence[int], unit: str = "channel") -> tuple:
+    """(widths, depths) as int tuples, or ValueError: non-empty, of equal length, at least one `unit` and one
+    block per stage, and nside >= 2^(stages - 1) so that the last stage exists."""
+    widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
+    if not widths or len(widths) != len(depths) or min(depths) < 1 or min(widths) < 1:
+        raise ValueError(f"widths={widths} and depths={depths} must be non-empty, of equal length, with "
+                         f"at least one {unit} and one block per stage")
+    stages = len(widths)
+    if nside < 1 << (stages - 1):
+        raise ValueError(f"nside={nside} is too small for {stages} stages: the last stage needs nside ≥ "
+                         f"2^(stages−1) = {1 << (stages - 1)}")
+    return widths, depths
