@@ -70,9 +70,10 @@ class TableModule(nn.Module):
 
 
 class _Transform(TableModule):
-    """Tables and the three stages (gather, Fourier, Legendre), each with its transpose."""
+    """Tables and the three stages (gather, Fourier, Legendre), each with its transpose. `legendre=False`
+    holds the ring stages only (the SO(3) transforms replace the Legendre stage with Wigner-d tables)."""
 
-    def __init__(self, nside: int, lmax: int, base_pixels=range(12)):
+    def __init__(self, nside: int, lmax: int, base_pixels=range(12), legendre: bool = True):
         super().__init__()
         self.nside = grid.check_nside(nside)
         self.lmax = _check_lmax(lmax)
@@ -81,9 +82,6 @@ class _Transform(TableModule):
         self.n_alm = alm_size(self.lmax)
         four, q = fourier_tables(self.nside, self.lmax)
         gathers, scatter = pixel_tables(self.nside, self.base_pixels)
-        leg, alm_gather, alm_scatter = legendre_tables(self.nside, self.lmax)
-        north, south, eq, inv = ring_order(self.nside)
-
         buf = self._table
         buf("q", q)
         self._fourier = []
@@ -92,14 +90,17 @@ class _Transform(TableModule):
                                                                                   torch.int64)
             self._fourier.append(tuple(idx.shape))
         buf("scatter", scatter, torch.int64)
-        buf("north", north, torch.int64), buf("south", south, torch.int64), buf("eq", eq, torch.int64)
-        buf("ring_inv", inv, torch.int64)
-        self._legendre = []
-        for c, (m0, m1, te, to) in enumerate(leg):
-            buf(f"te{c}", te), buf(f"to{c}", to)
-            self._legendre.append((m0, m1, te.shape[1], to.shape[1]))
-        buf("alm_gather", alm_gather, torch.int64), buf("alm_scatter", alm_scatter, torch.int64)
         buf("w_m", weights_m(self.lmax))
+        self._legendre = []
+        if legendre:
+            leg, alm_gather, alm_scatter = legendre_tables(self.nside, self.lmax)
+            north, south, eq, inv = ring_order(self.nside)
+            buf("north", north, torch.int64), buf("south", south, torch.int64), buf("eq", eq, torch.int64)
+            buf("ring_inv", inv, torch.int64)
+            for c, (m0, m1, te, to) in enumerate(leg):
+                buf(f"te{c}", te), buf(f"to{c}", to)
+                self._legendre.append((m0, m1, te.shape[1], to.shape[1]))
+            buf("alm_gather", alm_gather, torch.int64), buf("alm_scatter", alm_scatter, torch.int64)
         self.n_rings_north = 2 * self.nside - 1
         self.scale = 4.0 * math.pi / grid.nside2npix(self.nside)
 

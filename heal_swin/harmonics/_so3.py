@@ -117,7 +117,7 @@ class _SO3Transform(_Transform):
         if self.grid < self.b:
             raise ValueError(f"grid={grid} must be >= the bandwidth {self.b}: the grid of a smaller bandwidth "
                              "cannot hold the function")
-        super().__init__(so3_grid_nside(self.grid), self.b - 1, range(12))
+        super().__init__(so3_grid_nside(self.grid), self.b - 1, range(12), legendre=False)
         self.n_gamma = 2 * self.grid
         self.n_rings = 4 * self.nside - 1
         self._table("wigner", _ring_wigner(self.b, self.nside))         # (M*N, L, R)
@@ -190,7 +190,6 @@ def so3_table_mib(b: int) -> float:
     """MiB of the Wigner table one SO(3) transform holds in float32 (b^2 (2b - 1) (4 nside - 1) values)."""
     nside = so3_grid_nside(b)
     return b * b * (2 * b - 1) * (4 * nside - 1) * 4 / 2 ** 20
-
 
 
 def _full_rows(g: np.ndarray, b: int) -> np.ndarray:
