@@ -26,8 +26,8 @@ OUT/miou_vs_augmentation.png and OUT/ensemble_equivariance.png. Runs are indepen
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import math
 import os
 import sys
 import time
@@ -123,6 +123,12 @@ def _data(cfg: dict, split: str, rotate: float, n: int, seed: int, then_rotate=N
                         then_rotate=then_rotate)
 
 
+@functools.lru_cache(maxsize=4)
+def _test_set(nside: int, faces: tuple, rotate: float, n: int):
+    """The held-out test spheres (seed 7), made once per worker process and shared by its runs."""
+    return _data(dict(nside=nside, faces=faces), "test", rotate, n, 7)
+
+
 # --------------------------------------------------------------------------- one run
 
 
@@ -162,7 +168,7 @@ def train_one(job: dict) -> dict:
                steps=cfg["steps"], batch=cfg["batch"], train_s=round(train_s, 1), loss=round(float(loss), 4))
     with torch.no_grad():
         for name, rotate in (("upright", 0.0), ("rotated", 1.0)):
-            test = _data(cfg, "test", rotate, cfg["test"], 7)
+            test = _test_set(cfg["nside"], tuple(cfg["faces"]), rotate, cfg["test"])
             pred = torch.cat([model(test.x[i:i + 16].to(device)).argmax(1).cpu()
                               for i in range(0, len(test), 16)])
             row[f"miou_{name}"] = round(_miou(pred, test.y, NUM_CLASSES), 4)
@@ -206,7 +212,7 @@ def ensemble_errors(cfg: dict, name: str, weight_files: list, device: str = "cpu
     rng = np.random.default_rng(11)
     n = cfg["test"]
     rots = haar_rotations(rng, n, 1.0)
-    base = _data(cfg, "test", 1.0, n, 7)
+    base = _test_set(cfg["nside"], tuple(cfg["faces"]), 1.0, n)
     turned = _data(cfg, "test", 1.0, n, 7, then_rotate=rots)
     probs, probs_rot = [], []
     for path in weight_files:
