@@ -1,8 +1,10 @@
-"""Checks shared by the U-Net backbones (gauge CNN, S2CNN hybrid): per-stage widths and depths."""
+"""Checks shared by the HEALPix backbones: per-stage widths and depths (the U-Nets), input maps (all)."""
 
 from __future__ import annotations
 
 from typing import Sequence
+
+from ..grid import format_base_pixels
 
 
 def check_stages(nside: int, widths: Sequence[int], depths: Sequence[int], unit: str = "channel") -> tuple:
@@ -17,3 +19,11 @@ def check_stages(nside: int, widths: Sequence[int], depths: Sequence[int], unit:
         raise ValueError(f"nside={nside} is too small for {stages} stages: the last stage needs nside ≥ "
                          f"2^(stages−1) = {1 << (stages - 1)}")
     return widths, depths
+
+
+def check_healpix_input(model, x) -> None:
+    """ValueError unless x is (B, model.in_chans, len(model.faces)·model.nside²), naming the expected shape."""
+    n = len(model.faces) * model.nside ** 2
+    if x.dim() != 3 or x.shape[1] != model.in_chans or x.shape[2] != n:
+        raise ValueError(f"expected x of shape (B, {model.in_chans}, {n}) (in_chans, len(faces)·nside² for "
+                         f"nside={model.nside}, faces={format_base_pixels(model.faces)}), got {tuple(x.shape)}")

@@ -30,7 +30,7 @@ from ..grid import check_base_pixels, check_nside, format_base_pixels
 from ..layers import FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv, OrientationPool, share_face_tables
 from ._heads import create_head
 from ._registry import register_model
-from ._stages import check_stages
+from ._stages import check_healpix_input, check_stages
 
 __all__ = ["GaugeCNNUNet", "GaugeBlock", "GaugeStage", "GaugeDecoder"]
 
@@ -175,16 +175,10 @@ class GaugeCNNUNet(nn.Module):
                 f"task={self.task}, out_chans={self.num_classes}, widths={self.widths}, depths={self.depths}"
                 f"{turned}")
 
-    def _check_input(self, x):
-        n = len(self.faces) * self.nside ** 2
-        if x.dim() != 3 or x.shape[1] != self.in_chans or x.shape[2] != n:
-            raise ValueError(f"expected x of shape (B, {self.in_chans}, {n}) (in_chans, len(faces)·nside² for "
-                             f"nside={self.nside}, faces={format_base_pixels(self.faces)}), got {tuple(x.shape)}")
-
     def forward_features(self, x):
         """x: (B, in_chans, N) -> [(B, 4·C_i, N_i) for each stage], finest first, bottleneck last:
         flattened regular fields; `feature_info[i]` gives channels, nside, reduction, module."""
-        self._check_input(x)
+        check_healpix_input(self, x)
         x = self.stem(x).flatten(1, 2)
         features = []
         for stage in self.stages:

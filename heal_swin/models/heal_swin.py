@@ -30,6 +30,7 @@ from ..layers import (DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpan
                       UNetStage, WindowAttention, init_swin_weights, set_stage_checkpointing)
 from ._heads import create_head
 from ._registry import register_model
+from ._stages import check_healpix_input
 
 __all__ = ["HealSwinUNet", "HealSwinBlock", "HealSwinStage", "StageGeometry", "stage_geometry",
            "checkpoint_filter_fn", "load_original"]
@@ -374,16 +375,9 @@ class HealSwinUNet(nn.Module):
     def no_weight_decay_keywords(self):
         return {"relative_position_bias_table", "logit_scale", "absolute_pos_embed"}
 
-    def _check_input(self, x):
-        n = len(self.faces) * self.nside ** 2
-        if x.dim() != 3 or x.shape[1] != self.in_chans or x.shape[2] != n:
-            raise ValueError(f"expected x of shape (B, {self.in_chans}, {n}) (in_chans, "
-                             f"len(faces)·nside² for nside={self.nside}, faces={format_base_pixels(self.faces)}), "
-                             f"got {tuple(x.shape)}")
-
     def _encode(self, x):
         """Token-major stage maps [(B, N_i, C_i)], finest first, bottleneck (normalised) last."""
-        self._check_input(x)
+        check_healpix_input(self, x)
         x = self.patch_embed(x)
         if self.absolute_pos_embed is not None:
             x = x + self.absolute_pos_embed

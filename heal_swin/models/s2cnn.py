@@ -45,7 +45,7 @@ from ..harmonics import (InverseRealSHT, RealSHT, SO3Analysis, SO3Synthesis, Tab
                          check_bandwidth, legendre, wigner_d)
 from ._heads import create_head
 from ._registry import register_model
-from ._stages import check_stages
+from ._stages import check_healpix_input, check_stages
 
 __all__ = ["ChebConv", "S2CNN", "S2CNNUNet", "S2Conv", "SO3Activation", "SO3Conv", "SO3ToS2Conv",
            "s2_near_identity_grid", "so3_near_identity_grid"]
@@ -413,13 +413,6 @@ class SpectralCore(nn.Module):
 # --------------------------------------------------------------------------- models
 
 
-def _check_faces_input(model, x):
-    n = len(model.faces) * model.nside ** 2
-    if x.dim() != 3 or x.shape[1] != model.in_chans or x.shape[2] != n:
-        raise ValueError(f"expected x of shape (B, {model.in_chans}, {n}) (in_chans, len(faces)·nside² for "
-                         f"nside={model.nside}, faces={format_base_pixels(model.faces)}), got {tuple(x.shape)}")
-
-
 class S2CNN(nn.Module):
     """The all-spectral S2CNN for segmentation (Gerken et al. 2022): SHT → S² conv → SO(3) convs →
     SO(3) → S² → inverse SHT → task head. x (B, in_chans, N) NESTED over `base_pixels` -> (B, num_classes, N).
@@ -451,7 +444,7 @@ class S2CNN(nn.Module):
                 f"bandwidths={core.bandwidths}")
 
     def forward_features(self, x):
-        _check_faces_input(self, x)
+        check_healpix_input(self, x)
         return [self.core(x)]
 
     def forward_decoder(self, features):
@@ -513,7 +506,7 @@ class S2CNNUNet(nn.Module):
                 f"core nside={self.core_nside}, core bandwidths={self.core.bandwidths}")
 
     def forward_features(self, x):
-        _check_faces_input(self, x)
+        check_healpix_input(self, x)
         x = self.stem(x)
         features = []
         for i, stage in enumerate(self.stages):
