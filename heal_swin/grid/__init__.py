@@ -10,10 +10,13 @@ from ._pixelfunc import (ang2pix, ang2vec, check_nside, check_pixels, get_all_ne
                          is_valid_nside, nest2ring, nest2xyf, npix2nside, nside2npix, nside2order,
                          nside2pixarea, nside2resol, order2nside, pix2ang, pix2vec, ring2nest,
                          ring2xyf, vec2ang, vec2pix, xyf2nest, xyf2ring)
+from ._symmetry import (bilinear_rotation_weights, equatorial_flip, grid_symmetries, is_symmetry,
+                        nearest_rotation_index, polar_turn_matrix, rotation_angle, symmetry_permutation)
 from ._charts import chart_neighbour, extended_xyf, face_transitions, turn_xy
 from ._windows import (SHIFT_STRATEGIES, ShiftTable, check_permutation, check_window_size, grid_shift,
                        invert_permutation, is_valid_window_size, nest_roll_shift, original_grid_shift,
-                       relative_position_index, ring_shift, window_layout, window_mask)
+                       polar_turn, relative_position_index, ring_shift, symmetric_grid_shift, window_layout,
+                       window_mask)
 
 __all__ = [
     "ang2pix", "ang2vec", "base_pixel_indices", "check_base_pixels", "check_nside", "check_pixels",
@@ -24,7 +27,9 @@ __all__ = [
     "pix2vec", "ring2nest", "ring2xyf", "ring_above", "ring_info", "vec2ang", "vec2pix",
     "xyf2nest", "xyf2ring",
     "chart_neighbour", "face_transitions", "turn_xy",
+    "bilinear_rotation_weights", "equatorial_flip", "grid_symmetries", "is_symmetry", "nearest_rotation_index",
+    "polar_turn_matrix", "rotation_angle", "symmetry_permutation",
     "SHIFT_STRATEGIES", "ShiftTable", "check_permutation", "check_window_size", "extended_xyf",
     "grid_shift", "invert_permutation", "is_valid_window_size", "nest_roll_shift", "original_grid_shift", "relative_position_index", "ring_shift",
-    "window_layout", "window_mask",
+    "window_layout", "window_mask", "polar_turn", "symmetric_grid_shift",
 ]

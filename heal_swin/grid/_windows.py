@@ -20,6 +20,10 @@ Three shift strategies:
   and along the border of a partial set of faces) are packed together, each piece with its own
   label.
 
+`symmetric_grid_shift` is `grid_shift` with a layout that commutes with the grid's 90° polar
+turns (`polar_turn`): windows across seams laid out by a turn-invariant rule, pieces moved by
+translations only.
+
 All returned arrays are read-only; tables are permutations checked against their inverses.
 """
 
@@ -39,6 +43,7 @@ __all__ = [
     "ShiftTable", "is_valid_window_size", "check_window_size", "window_layout",
     "relative_position_index", "window_mask", "invert_permutation", "check_permutation",
     "nest_roll_shift", "ring_shift", "grid_shift", "original_grid_shift", "SHIFT_STRATEGIES",
+    "symmetric_grid_shift", "polar_turn",
 ]
 
 SHIFT_STRATEGIES = ("nest_roll", "ring_shift", "grid_shift", "nest_grid_shift")
@@ -247,20 +252,15 @@ def _placements(quads: tuple[tuple[int, int], ...]):
                     yield d, (tu, tv), bits
 
 
-@functools.lru_cache(maxsize=64)
-def grid_shift(nside: int, base_pixels, window_size: int) -> ShiftTable:
-    """Shift by half a window along both chart axes, seam-exact, on any set of faces.
+def _corner_windows(nside: int, faces: tuple[int, ...], window_size: int, what: str, symmetric: bool = False):
+    """The shifted windows of `grid_shift` and `symmetric_grid_shift`: one per corner of the
+    regular window grid on the sphere, laid out in the chart of its owner face.
 
-    Every corner of the regular window grid (on the sphere, not per face) becomes the centre of
-    a shifted window, laid out in the chart of the lowest face that contains that corner and
-    extended across its edges with the neighbouring faces' pixels (rotated where the charts
-    are). Complete windows keep label 0. Incomplete ones (where only three faces meet, or a
-    neighbour is not among `base_pixels`) are packed into the remaining windows by rigid moves
-    of whole quadrants, each piece with its own label; the pixels of a piece keep their 2-D
-    adjacency. Needs 2 ≤ √window_size ≤ nside.
+    Returns (src, quad_valid, owner, kx, ky): src int64 (W, ws), the local token of every window
+    slot (−1 where no used face lies); quad_valid bool (W, 4, ws/4), per quadrant; owner, kx, ky
+    int64 (W,), the owner face and the corner's position in its window grid. The owner is the
+    lowest face at the corner, or with `symmetric`, the first by (ring, ky, kx, face).
     """
-    nside = check_nside(nside)
-    faces = check_base_pixels(base_pixels)
     side = check_window_size(window_size)
     if not 2 <= side <= nside:
         raise ValueError(f"grid_shift needs a window inside one face and at least 2 × 2: "
@@ -273,6 +273,12 @@ def grid_shift(nside: int, base_pixels, window_size: int) -> ShiftTable:
     # Candidate windows: every face × every corner (kx, ky) ∈ [0, m]² of its window grid.
     k = np.arange(m + 1, dtype=np.int64)
     cf, cky, ckx = (a.ravel() for a in np.meshgrid(np.asarray(faces, np.int64), k, k, indexing="ij"))
+    if symmetric:
+        # A polar turn moves face f to the next face of its ring and keeps chart coordinates, so
+        # it keeps (ring, ky, kx): the owner it picks for a turned window is the turned owner.
+        # Only the pole windows, which a turn maps onto themselves, tie on it (broken by face).
+        order = np.lexsort((cf, ckx, cky, cf // 4))
+        cf, cky, ckx = cf[order], cky[order], ckx[order]
     sx, sy, sf = extended_xyf(nside, ckx[:, None] * side - half + u, cky[:, None] * side - half + v,
                               cf[:, None])
     glob = np.where(sf >= 0, xyf2nest(nside, sx, sy, np.maximum(sf, 0)), -1)
@@ -281,18 +287,41 @@ def grid_shift(nside: int, base_pixels, window_size: int) -> ShiftTable:
     centre = _spread_bits(np.array([half - 1, half, half - 1, half])) \
         + (_spread_bits(np.array([half - 1, half - 1, half, half])) << 1)
     _, first = np.unique(np.sort(glob[:, centre], axis=1), axis=0, return_index=True)
-    glob = glob[np.sort(first)]
+    keep = np.sort(first)
+    glob = glob[keep]
 
     lookup = np.full(12, -1, dtype=np.int64)
     lookup[list(faces)] = np.arange(len(faces))
     slot_face = np.where(glob >= 0, lookup[np.maximum(glob, 0) // npface], -1)
     src = np.where(slot_face >= 0, slot_face * npface + glob % npface, -1)
-    valid = src >= 0
-    quad_valid = valid.reshape(len(src), 4, quarter)
+    quad_valid = (src >= 0).reshape(len(src), 4, quarter)
     if not np.array_equal(quad_valid.all(-1), quad_valid.any(-1)):
-        raise RuntimeError("grid_shift: a window quadrant straddles a face edge (a bug)")
-    full = valid.all(1)
+        raise RuntimeError(f"{what}: a window quadrant straddles a face edge (a bug)")
+    return src, quad_valid, cf[keep], ckx[keep], cky[keep]
+
+
+@functools.lru_cache(maxsize=64)
+def grid_shift(nside: int, base_pixels, window_size: int) -> ShiftTable:
+    """Shift by half a window along both chart axes, seam-exact, on any set of faces.
+
+    Every corner of the regular window grid (on the sphere, not per face) becomes the centre of
+    a shifted window, laid out in the chart of the lowest face that contains that corner and
+    extended across its edges with the neighbouring faces' pixels (rotated where the charts
+    are). Complete windows keep label 0. Incomplete ones (where only three faces meet, or a
+    neighbour is not among `base_pixels`) are packed into the remaining windows by rigid moves
+    of whole quadrants, each piece with its own label; the pixels of a piece keep their 2-D
+    adjacency. Needs 2 ≤ √window_size ≤ nside. Not equivariant to the grid's polar turns (see
+    `symmetric_grid_shift`).
+    """
+    nside = check_nside(nside)
+    faces = check_base_pixels(base_pixels)
+    side = check_window_size(window_size)
     what = f"grid_shift(nside={nside}, faces={faces}, window_size={window_size})"
+    src, quad_valid, _, _, _ = _corner_windows(nside, faces, window_size, what)
+    half, npface = side // 2, nside * nside
+    slot = np.arange(window_size, dtype=np.int64)
+    u, v = _compact_bits(slot), _compact_bits(slot >> 1)
+    full = quad_valid.all((1, 2))
     n_tokens = len(faces) * npface
     n_bins = n_tokens // window_size - int(full.sum())
 
@@ -351,6 +380,142 @@ def grid_shift(nside: int, base_pixels, window_size: int) -> ShiftTable:
         label += 1
         put(b, row, ((qu, qv),), 0, (q % 2 - qu, q // 2 - qv), label)
 
+    index = np.concatenate([src[full].ravel(), bin_src.ravel()])
+    labels = np.concatenate([np.zeros(int(full.sum()) * window_size, np.int64), bin_lab.ravel()])
+    return _table(index, labels, what)
+
+
+# --------------------------------------------------------------------------- polar-turn symmetric grid shift
+
+
+def _closed_under_turns(faces: tuple[int, ...]) -> bool:
+    return all(4 * (f // 4) + (f + 1) % 4 in faces for f in faces)
+
+
+@functools.lru_cache(maxsize=64)
+def polar_turn(nside: int, base_pixels, turns: int = 1) -> np.ndarray:
+    """The local NESTED token map of the grid's turn by turns·90° about the polar axis.
+
+    The turn moves face f to face 4·(f // 4) + (f + turns) mod 4 (the next face of its ring, as
+    a rotation by +90° about z does) and keeps the nested index inside the face, so
+    `(g·x)[..., p] = x[..., index[p]]`. Needs a set of faces that the turn maps onto itself
+    (each ring's four faces all or none). Returns int64 (N,), read-only.
+    """
+    nside = check_nside(nside)
+    faces = check_base_pixels(base_pixels)
+    if not _closed_under_turns(faces):
+        raise ValueError(f"base_pixels={faces}: a polar turn maps these faces outside the set (use "
+                         "each ring's four faces, 0–3, 4–7, 8–11, all or none)")
+    npface = nside * nside
+    lookup = np.full(12, -1, dtype=np.int64)
+    lookup[list(faces)] = np.arange(len(faces))
+    source = np.array([4 * (f // 4) + (f - turns) % 4 for f in faces], dtype=np.int64)
+    index = (lookup[source][:, None] * npface + np.arange(npface, dtype=np.int64)).ravel()
+    return _frozen(index)
+
+
+def _split_piece(bits: int) -> tuple[int, ...]:
+    """A piece's quadrants (bits q = qu + 2·qv) in two parts: an L of three keeps the domino of
+    its corner quadrant (the one beside both others) and the lower-numbered arm; a domino or a
+    diagonal pair falls into single quadrants."""
+    quads = [q for q in range(4) if bits >> q & 1]
+    if len(quads) == 3:
+        corner = next(q for q in quads if all(bin(q ^ r).count("1") == 1 for r in quads if r != q))
+        arm = min(q for q in quads if q != corner)
+        return (1 << corner) | (1 << arm), bits & ~((1 << corner) | (1 << arm))
+    return tuple(1 << q for q in quads)
+
+
+def _translations(bits: int):
+    """(moved bits, (tu, tv)) for every translation by whole quadrants that keeps `bits` inside
+    the 2 × 2 window, the untranslated one first."""
+    for tu, tv in _TRANSLATIONS:
+        moved = 0
+        for q in range(4):
+            if bits >> q & 1:
+                qu, qv = q % 2 + tu, q // 2 + tv
+                if not (0 <= qu <= 1 and 0 <= qv <= 1):
+                    break
+                moved |= 1 << (qu + 2 * qv)
+        else:
+            yield moved, (tu, tv)
+
+
+@functools.lru_cache(maxsize=64)
+def symmetric_grid_shift(nside: int, base_pixels, window_size: int) -> ShiftTable:
+    """`grid_shift` with a layout that commutes with the grid's 90° polar turns.
+
+    The same windows (half a window along both chart axes, seam-exact), but:
+
+    - a window across a seam is laid out in the chart of its first face by (ring, corner row,
+      corner column, face) instead of the lowest face, a rule that the turn (which moves every
+      face to the next of its ring and keeps chart coordinates) carries along; the lowest-face
+      rule does not where a ring wraps (the seams 3|0, 11|8 and the vertices beside them);
+    - the pieces of incomplete windows move by translations of whole quadrants only, never turned
+      or mirrored, so the 2-D offsets between their tokens are those of the chart; a piece that
+      does not fit whole is split (an L into a domino and a quadrant, a domino into quadrants) in
+      the same way as every piece of its class (ring, corner, quadrants), the class that a turn
+      maps onto itself; each part gets its own label.
+
+    On a set of faces that the turn maps onto itself (`polar_turn`), every window and every
+    piece then maps onto one with the same offsets between its tokens, except the complete
+    windows around a pole, which map onto themselves turned by 90° about their centre: a bias
+    over offsets is equivariant there only when averaged over the four quarter turns.
+    Needs 2 ≤ √window_size ≤ nside.
+    """
+    nside = check_nside(nside)
+    faces = check_base_pixels(base_pixels)
+    side = check_window_size(window_size)
+    what = f"symmetric_grid_shift(nside={nside}, faces={faces}, window_size={window_size})"
+    src, quad_valid, owner, kx, ky = _corner_windows(nside, faces, window_size, what, symmetric=True)
+    half, npface = side // 2, nside * nside
+    slot = np.arange(window_size, dtype=np.int64)
+    u, v = _compact_bits(slot), _compact_bits(slot >> 1)
+    quad_of_slot = u // half + 2 * (v // half)
+    full = quad_valid.all((1, 2))
+    n_bins = len(faces) * npface // window_size - int(full.sum())
+
+    # Classes of pieces: (ring, ky, kx, quadrants); a turn maps each onto itself. Larger pieces
+    # first; a class goes in whole or is split as a whole, so turned pieces stay alike.
+    classes: dict[tuple, list[int]] = {}
+    for row in np.flatnonzero(~full):
+        bits = int(sum(1 << q for q in range(4) if quad_valid[row, q, 0]))
+        classes.setdefault((int(owner[row]) // 4, int(ky[row]), int(kx[row]), bits), []).append(int(row))
+    queue = [(-bin(key[3]).count("1"), key, key[3]) for key in classes]
+    heapq.heapify(queue)
+
+    occupied = [0] * n_bins
+    placed: list[tuple[int, int, int, tuple[int, int]]] = []  # (bin, row, part bits, translation)
+    while queue:
+        _, key, part = heapq.heappop(queue)
+        trial, moves = list(occupied), []
+        for row in classes[key]:
+            # the fullest bin that takes the part: keeps empty bins for the larger parts to come
+            fits = [(-bin(trial[b]).count("1"), b, moved, t) for moved, t in _translations(part)
+                    for b in range(n_bins) if not trial[b] & moved]
+            if not fits:
+                break
+            _, b, moved, t = min(fits)
+            trial[b] |= moved
+            moves.append((b, row, part, t))
+        else:
+            occupied = trial
+            placed += moves
+            continue
+        if bin(part).count("1") == 1:  # cannot happen: free quadrants = quadrants to place
+            raise RuntimeError(f"{what}: no free quadrant for a piece (a bug)")
+        for sub in _split_piece(part):
+            heapq.heappush(queue, (-bin(sub).count("1"), key, sub))
+
+    bin_src = np.full((n_bins, window_size), -1, dtype=np.int64)
+    bin_lab = np.zeros((n_bins, window_size), dtype=np.int64)
+    for label, (b, row, part, (tu, tv)) in enumerate(placed, start=1):
+        sel = (part >> quad_of_slot & 1).astype(bool)
+        dst = _spread_bits(u[sel] + tu * half) + (_spread_bits(v[sel] + tv * half) << 1)
+        bin_src[b, dst] = src[row, sel]
+        bin_lab[b, dst] = label
+    if (bin_src < 0).any():
+        raise RuntimeError(f"{what}: {int((bin_src < 0).sum())} slots left empty (a bug)")
     index = np.concatenate([src[full].ravel(), bin_src.ravel()])
     labels = np.concatenate([np.zeros(int(full.sum()) * window_size, np.int64), bin_lab.ravel()])
     return _table(index, labels, what)
