@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +40,21 @@ def log_offsets(side: int) -> torch.Tensor:
     return torch.stack([dr, dc], dim=-1).reshape(-1, 2)
 
 
+def _orbit_index(index, turn):
+    """The bias index (k, ws, ws) of a window under the powers σ⁰ … σ^(k−1) of a slot permutation
+    σ of order k: entry p holds index[σ^p(i), σ^p(j)] for the pair (i, j)."""
+    sigma = np.asarray(turn, dtype=np.int64)
+    ws = index.shape[0]
+    if sigma.shape != (ws,) or not np.array_equal(np.sort(sigma), np.arange(ws)):
+        raise ValueError(f"bias_turn must be a permutation of the {ws} slots of a window, got shape "
+                         f"{sigma.shape}")
+    power, tables = np.arange(ws), []
+    while not tables or not np.array_equal(power, np.arange(ws)):
+        tables.append(index[power][:, power])
+        power = sigma[power]
+    return np.stack(tables)
+
+
 class WindowAttention(nn.Module):
     """Attention within each window of `window_size` consecutive tokens.
 
@@ -56,6 +72,11 @@ class WindowAttention(nn.Module):
             per offset, so rarely seen offsets (the corners of the table, which few token pairs
             share) are not left at their initial values, and one model works at other window sizes.
         mask_value: added to the logits of masked pairs (−inf, or the original's −100).
+        bias_turn: a permutation σ of a window's slots (int, (window_size,)): slot s's token moves
+            to slot σ[s] under a symmetry of the grid that maps some windows onto themselves (a
+            90° polar turn maps the pole windows onto themselves, turned). `forward(...,
+            turned=True)` gives those windows the bias averaged over the powers of σ, which is
+            invariant under it; a bias over 2-D offsets alone turns with the window.
         fused: train with the memory-lean hand-written backward pass (`_fused`); False: plain
             autograd through `scaled_dot_product_attention` (the reference; same function, its
             dropout masks drawn by torch).
@@ -65,7 +86,7 @@ class WindowAttention(nn.Module):
                  qk_scale: float | None = None, cosine: bool = False, rel_pos_bias: str | None = None,
                  bias_window_size: int | None = None, mask_value: float = float("-inf"),
                  attn_drop: float = 0.0, proj_drop: float = 0.0, logit_scale_max: float = 100.0,
-                 fused: bool = True):
+                 bias_turn=None, fused: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
@@ -90,6 +111,9 @@ class WindowAttention(nn.Module):
             index = relative_position_index(table_ws)[:window_size, :window_size]
             self.register_buffer("relative_position_index", torch.tensor(index.reshape(-1)),
                                  persistent=False)
+            if bias_turn is not None:
+                turned = _orbit_index(index, bias_turn).reshape(-1)
+                self.register_buffer("relative_position_index_turned", torch.tensor(turned), persistent=False)
         if rel_pos_bias == "flat":
             self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * side - 1) ** 2, num_heads))
         elif rel_pos_bias == "log_cpb":
@@ -104,7 +128,7 @@ class WindowAttention(nn.Module):
         return (f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
                 f"attention={kind}, rel_pos_bias={self.rel_pos_bias}, attn_drop={self.attn_drop}, fused={self.fused}")
 
-    def _bias(self, dtype):
+    def _bias(self, dtype, turned: bool = False):
         if self.rel_pos_bias is None:
             return None
         ws = self.window_size
@@ -112,13 +136,22 @@ class WindowAttention(nn.Module):
             16 * torch.sigmoid(self.cpb_mlp(self.cpb_coords))
         # gathered along the table's second axis: the backward pass then sums contiguous rows of
         # the (heads, ws·ws) gradient, 15× faster on CPUs than scattering (ws·ws, heads) rows
-        bias = table.t().index_select(1, self.relative_position_index)
+        if turned:
+            index = getattr(self, "relative_position_index_turned", None)
+            if index is None:
+                raise ValueError("turned=True needs the attention built with bias_turn (the slot "
+                                 "permutation to average the bias over)")
+            bias = table.t().index_select(1, index).view(self.num_heads, -1, ws, ws).mean(1)
+        else:
+            bias = table.t().index_select(1, self.relative_position_index)
         return bias.view(1, self.num_heads, ws, ws).to(dtype)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                turned: bool = False) -> torch.Tensor:
         """x: (B, N, C), N = windows·window_size, windows consecutive.
         mask: optional bool (m, ws, ws), True where two tokens may attend, for the last m windows
-        of each sequence. Returns (B, N, C)."""
+        of each sequence. turned: the windows map onto themselves under `bias_turn`; their bias
+        is averaged over its powers. Returns (B, N, C)."""
         B, N, C = x.shape
         ws, H = self.window_size, self.num_heads
         if N % ws:
@@ -132,8 +165,8 @@ class WindowAttention(nn.Module):
             dtype = _compute_dtype(x)
             add = self._mask_add(mask, dtype) if m else None
             return window_attention(x, self.qkv, self.proj, H, ws, scale=scale, qk_scale=self.scale,
-                                    bias=self._bias(dtype), add=add, p=self.attn_drop, p_out=self.proj_drop.p,
-                                    training=self.training)
+                                    bias=self._bias(dtype, turned), add=add, p=self.attn_drop,
+                                    p_out=self.proj_drop.p, training=self.training)
         qkv = self.qkv(x)
         q, k, v = qkv.view(B * nw, ws, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B·nw, H, ws, hd)
         if self.cosine:
@@ -144,7 +177,7 @@ class WindowAttention(nn.Module):
         else:
             qk_scale = self.scale
         add = self._mask_add(mask, q.dtype) if m else None
-        out = self._attend_sdpa(q, k, v, self._bias(q.dtype), add, B, nw, qk_scale)
+        out = self._attend_sdpa(q, k, v, self._bias(q.dtype, turned), add, B, nw, qk_scale)
         return self.proj_drop(self.proj(out))
 
     def _mask_add(self, mask, dtype):

@@ -25,7 +25,7 @@ from torch.nn.init import trunc_normal_
 
 from ..grid import (SHIFT_STRATEGIES, check_base_pixels, check_nside, check_permutation, check_window_size,
                     format_base_pixels, grid_shift, invert_permutation, is_valid_window_size, nest_roll_shift,
-                    original_grid_shift, ring_shift, window_mask)
+                    original_grid_shift, polar_turn, ring_shift, symmetric_grid_shift, window_mask)
 from ..layers import (DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge,
                       UNetStage, WindowAttention, init_swin_weights, set_stage_checkpointing)
 from ._heads import create_head
@@ -33,7 +33,7 @@ from ._registry import register_model
 from ._stages import check_healpix_input
 
 __all__ = ["HealSwinUNet", "HealSwinBlock", "HealSwinStage", "StageGeometry", "stage_geometry",
-           "checkpoint_filter_fn", "load_original"]
+           "turned_windows", "checkpoint_filter_fn", "load_original"]
 
 WINDOW_SPANS = ("face", "sequence")
 
@@ -44,13 +44,15 @@ WINDOW_SPANS = ("face", "sequence")
 @dataclass(frozen=True)
 class StageGeometry:
     """Where a stage's attention looks: tokens at `nside` over `faces`, windows of `window`
-    consecutive tokens, and the shift of its odd blocks (None: no shift)."""
+    consecutive tokens, and the shift of its odd blocks (None: no shift). `symmetric`: the
+    layout commutes with the grid's 90° polar turns (`symmetric_grid_shift`, see `HealSwinUNet`)."""
 
     nside: int
     faces: tuple[int, ...]
     window: int
     shift: str | None
     shift_size: int
+    symmetric: bool = False
 
     @property
     def tokens(self) -> int:
@@ -65,11 +67,12 @@ class StageGeometry:
         shift = "none" if self.shift is None else (
             f"{self.shift} (half window)" if "grid" in self.shift else f"{self.shift} ({self.shift_size})")
         return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, tokens={self.tokens}, window={win}, "
-                f"shift={shift}")
+                f"shift={shift}") + (", symmetric" if self.symmetric else "")
 
 
 def stage_geometry(nside: int, faces: Sequence[int], window_size: int, shift_strategy: str | None,
-                   shift_size: int | None, window_span: str = "face") -> StageGeometry:
+                   shift_size: int | None, window_span: str = "face",
+                   symmetric: bool = False) -> StageGeometry:
     """The window and shift of one stage.
 
     A stage with no more tokens than `window_size` attends globally and does not shift (as the
@@ -77,22 +80,28 @@ def stage_geometry(nside: int, faces: Sequence[int], window_size: int, shift_str
     tokens than `window_size`, the window is the whole face. With "sequence" (the original's
     behaviour) windows are `window_size` consecutive tokens even across faces.
     `shift_size` (tokens, nest_roll and ring_shift) defaults to half the window; grid_shift always
-    moves half a window along both axes.
+    moves half a window along both axes. `symmetric` (grid_shift or no shift, windows inside
+    faces) lays the shifted windows out as `symmetric_grid_shift`.
     """
     faces = tuple(faces)
+    symmetric = bool(symmetric)
+    if symmetric and (shift_strategy not in (None, "grid_shift") or window_span != "face"):
+        raise ValueError(f"symmetric=True needs shift_strategy 'grid_shift' or None and window_span='face' "
+                         f"(got {shift_strategy!r}, {window_span!r}): the other layouts are not "
+                         "turn-symmetric")
     tokens = len(faces) * nside ** 2
     if tokens <= window_size:
-        return StageGeometry(nside, faces, tokens, None, 0)
+        return StageGeometry(nside, faces, tokens, None, 0, symmetric)
     window = window_size
     if window_span == "face":
         window = min(window_size, nside ** 2)
     if shift_strategy is None or shift_size == 0 or window == 1:
-        return StageGeometry(nside, faces, window, None, 0)
+        return StageGeometry(nside, faces, window, None, 0, symmetric)
     if shift_strategy == "grid_shift":
         if window > nside ** 2:
             raise ValueError(f"shift_strategy='grid_shift' needs windows inside one face, but "
                              f"window_size={window} > nside²={nside ** 2} (use window_span='face')")
-        return StageGeometry(nside, faces, window, "grid_shift", math.isqrt(window) // 2)
+        return StageGeometry(nside, faces, window, "grid_shift", math.isqrt(window) // 2, symmetric)
     if shift_strategy == "nest_grid_shift":
         if faces != tuple(range(8)) or window > nside ** 2 or window < 4:
             raise ValueError(f"shift_strategy='nest_grid_shift' (the original's) needs faces 0–7 and "
@@ -111,12 +120,16 @@ def shift_buffers(geometry: StageGeometry):
 
     index/inverse: int64 (N,) permutations (shifted = x[:, index], x = shifted[:, inverse]);
     mask: bool (m, ws, ws) for the last m windows, True where two tokens may attend.
+    A symmetric geometry puts the windows that the polar turn maps onto themselves (the complete
+    pole windows, see `turned_windows`) first.
     """
     g = geometry
     if g.shift == "nest_roll":
         table = nest_roll_shift(g.tokens, g.window, g.shift_size)
     elif g.shift == "ring_shift":
         table = ring_shift(g.nside, g.faces, g.shift_size)
+    elif g.shift == "grid_shift" and g.symmetric:
+        table = symmetric_grid_shift(g.nside, g.faces, g.window)
     elif g.shift == "grid_shift":
         table = grid_shift(g.nside, g.faces, g.window)
     elif g.shift == "nest_grid_shift":
@@ -126,12 +139,69 @@ def shift_buffers(geometry: StageGeometry):
     index = table.index.reshape(-1, g.window)
     labels = table.labels.reshape(-1, g.window)
     masked = (labels != labels[:, :1]).any(1)
-    order = np.argsort(masked, kind="stable")
+    turned = _self_mapped(g, index)[0] & ~masked if g.symmetric else np.zeros_like(masked)
+    order = np.argsort(np.where(masked, 2, np.where(turned, 0, 1)), kind="stable")
     index = np.ascontiguousarray(index[order].reshape(-1))
     inverse = invert_permutation(index)
     check_permutation(index, inverse, f"shift of stage ({g})")
     n_masked = int(masked.sum())
     return index, inverse, window_mask(labels[order][len(order) - n_masked:], g.window)
+
+
+def _self_mapped(geometry: StageGeometry, windows: np.ndarray):
+    """Which windows (W, ws) of tokens the grid's 90° polar turn maps onto themselves: bool (W,),
+    and sigma int64 (W, ws), the slot that each slot's token moves to (−1 in other windows)."""
+    turn = polar_turn(geometry.nside, geometry.faces)  # (g·x)[p] = x[turn[p]]: token turn[p] moves to p
+    moves_to = invert_permutation(turn)
+    ws = windows.shape[1]
+    flat = windows.reshape(-1)
+    window_of, slot_of = np.empty_like(flat), np.empty_like(flat)
+    window_of[flat], slot_of[flat] = np.arange(flat.size) // ws, np.arange(flat.size) % ws
+    target = moves_to[windows]
+    mapped = (window_of[target] == np.arange(len(windows))[:, None]).all(1)
+    return mapped, np.where(mapped[:, None], slot_of[target], -1)
+
+
+@functools.lru_cache(maxsize=256)
+def turned_windows(geometry: StageGeometry, shifted: bool):
+    """(n, sigma): the first n windows of a symmetric stage's sequence (the shifted one with
+    `shifted`) are mapped onto themselves by the grid's 90° polar turn, and sigma, int64 (ws,),
+    is the slot that each slot's token moves to (the same turn of the layout in each of them, up
+    to its powers). These are the complete windows around a pole, and the one window of a stage
+    that attends globally; a bias over 2-D offsets turns with them, so they get its average over
+    the four quarter turns. (0, None) for a geometry that is not symmetric or has no such window.
+    """
+    g = geometry
+    if not g.symmetric:
+        return 0, None
+    if not shifted:
+        if g.window != g.tokens:  # windows inside faces: the turn moves each to another face
+            return 0, None
+        windows = np.arange(g.tokens)[None]
+        mapped, sigma = _self_mapped(g, windows)
+    else:
+        # a masked window may map onto itself too (a bin of one class's pieces), but its pieces
+        # keep their chart offsets there, so its bias needs no average
+        index, _, mask = shift_buffers(g)
+        windows = index.reshape(-1, g.window)
+        mapped, sigma = _self_mapped(g, windows)
+        mapped[len(windows) - len(mask):] = False
+    n = int(mapped.sum())
+    if not mapped[:n].all():
+        raise RuntimeError(f"stage ({g}): the turned windows are not first (a bug)")
+    if n == 0:
+        return 0, None
+
+    def powers(s):
+        p, out = np.arange(g.window), set()
+        for _ in range(4):
+            p = s[p]
+            out.add(p.tobytes())
+        return out
+
+    if any(powers(sigma[w]) != powers(sigma[0]) for w in range(1, n)):
+        raise RuntimeError(f"stage ({g}): the polar turn turns its pole windows differently (a bug)")
+    return n, np.ascontiguousarray(sigma[0])
 
 
 def _check_pow4(value, name, what):
@@ -167,7 +237,9 @@ def _permute_tokens(x, index, inverse):
 class HealSwinBlock(nn.Module):
     """Window attention + MLP with residuals; `shift=True` applies the stage's shift around the
     attention. Pre-norm: x + A(LN(x)), x + M(LN(x)); post-norm (Swin V2): x + LN(A(x)),
-    x + LN(M(x)). x: (B, N, C), N = tokens of the stage, NESTED."""
+    x + LN(M(x)). x: (B, N, C), N = tokens of the stage, NESTED. In a symmetric geometry the
+    windows that the polar turn maps onto themselves (`turned_windows`) attend with the bias
+    averaged over the four quarter turns, in a call of their own."""
 
     def __init__(self, dim: int, num_heads: int, geometry: StageGeometry, shift: bool = False, *,
                  bias_window_size: int | None = None, mlp_ratio: float = 4.0, qkv_bias: bool = True,
@@ -179,10 +251,12 @@ class HealSwinBlock(nn.Module):
         self.shift = bool(shift and geometry.shift)
         self.post_norm = post_norm
         self.norm1 = nn.LayerNorm(dim)
+        n_turned, bias_turn = turned_windows(geometry, self.shift)
+        self.turned_tokens = n_turned * geometry.window  # leading tokens of the (shifted) sequence
         self.attn = WindowAttention(dim, num_heads, geometry.window, qkv_bias=qkv_bias, qk_scale=qk_scale,
                                     cosine=cosine_attention, rel_pos_bias=rel_pos_bias,
                                     bias_window_size=bias_window_size, mask_value=mask_value,
-                                    attn_drop=attn_drop, proj_drop=drop, fused=fused)
+                                    attn_drop=attn_drop, proj_drop=drop, bias_turn=bias_turn, fused=fused)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, fused=fused)
@@ -200,12 +274,18 @@ class HealSwinBlock(nn.Module):
         if self.shift:
             shift = g.shift if "grid" in g.shift else f"{g.shift}({g.shift_size})"
         norm = "post" if self.post_norm else "pre"
-        return f"nside={g.nside}, window={g.window}, shift={shift}, norm={norm}"
+        turned = f", turned={self.turned_tokens // g.window}" if self.turned_tokens else ""
+        return f"nside={g.nside}, window={g.window}, shift={shift}, norm={norm}{turned}"
 
     def _attend(self, x):
+        t = self.turned_tokens
         if not self.shift:
-            return self.attn(x)
-        x = self.attn(_permute_tokens(x, self.shift_index, self.shift_inverse), self.attn_mask)
+            return self.attn(x, turned=True) if t else self.attn(x)
+        x = _permute_tokens(x, self.shift_index, self.shift_inverse)
+        if t:  # the pole windows first, with the turn-averaged bias; the masked ones stay last
+            x = torch.cat([self.attn(x[:, :t], turned=True), self.attn(x[:, t:], self.attn_mask)], 1)
+        else:
+            x = self.attn(x, self.attn_mask)
         return _permute_tokens(x, self.shift_inverse, self.shift_index)
 
     def forward(self, x):
@@ -282,6 +362,17 @@ class HealSwinUNet(nn.Module):
     attention and MLP blocks with plain autograd instead of the hand-written kernels of
     `layers._fused` (same function; the reference they are tested against).
 
+    `symmetric=True` makes the model exactly equivariant to the grid's 90° turns about the polar
+    axis (face f -> the next face of its ring, nested indices kept; faces 0–11, 0–7 or any set
+    of whole rings): grid_shift lays its windows out as `grid.symmetric_grid_shift` (seam
+    windows in a chart chosen by a turn-invariant rule, incomplete pieces moved by translations
+    only) and the windows that a turn maps onto itself (around the poles, and a stage that
+    attends globally) use the relative-position bias averaged over the four quarter turns. Same
+    parameters and nearly the same cost; needs shift_strategy "grid_shift" or None,
+    window_span="face" and ape=False. The 180° flips about equatorial axes remain broken (they
+    turn every face chart by 180°, so the patch embedding and merging, which read the nested
+    children in order, and every window's bias would have to be symmetric too).
+
     Backbone surface (see `heal_swin.models`): `forward_features(x)` returns the stage maps
     `[(B, C_i, N_i)]`, finest first, bottleneck last, described by `feature_info`;
     `forward_decoder(features)` returns `(B, embed_dim, N_0)`; the head maps that to the output.
@@ -297,7 +388,7 @@ class HealSwinUNet(nn.Module):
                  rel_pos_bias: str | None = "flat", drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, ape: bool = False, patch_norm: bool = False,
                  window_span: str = "face", mask_value: float = float("-inf"), head_bias: bool = False,
-                 grad_checkpointing: bool = False, fused: bool = True):
+                 grad_checkpointing: bool = False, fused: bool = True, symmetric: bool = False):
         super().__init__()
         self.nside = check_nside(nside)
         self.faces = check_base_pixels(base_pixels)
@@ -310,6 +401,14 @@ class HealSwinUNet(nn.Module):
             raise ValueError(f"shift_strategy={shift_strategy!r} must be one of {SHIFT_STRATEGIES} or None")
         if window_span not in WINDOW_SPANS:
             raise ValueError(f"window_span={window_span!r} must be one of {WINDOW_SPANS}")
+        self.symmetric = bool(symmetric)
+        if self.symmetric:
+            if ape:
+                raise ValueError("symmetric=True needs ape=False: a learned embedding per token is not "
+                                 "turn-symmetric")
+            if any(4 * (f // 4) + (f + 1) % 4 not in self.faces for f in self.faces):
+                raise ValueError(f"symmetric=True needs faces that the polar turn maps onto themselves (each "
+                                 f"ring's four faces all or none), got {format_base_pixels(self.faces)}")
         depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
         if not depths or len(depths) != len(num_heads) or min(depths) < 1:
             raise ValueError(f"depths={depths} and num_heads={num_heads} must be non-empty, of equal "
@@ -327,7 +426,7 @@ class HealSwinUNet(nn.Module):
                 raise ValueError(f"stage {i}: width embed_dim·2^{i}={d} must be divisible by "
                                  f"num_heads[{i}]={h}")
         self.geometries = [stage_geometry(self.nside // (side << i), self.faces, window_size, shift_strategy,
-                                          shift_size, window_span) for i in range(L)]
+                                          shift_size, window_span, self.symmetric) for i in range(L)]
         self.window_size, self.shift_strategy, self.window_span = window_size, shift_strategy, window_span
         self.embed_dim, self.num_features = embed_dim, dims[-1]
         # stage i's map enters stage i: made by the patch embedding, then by stage i − 1's merging;
@@ -369,7 +468,7 @@ class HealSwinUNet(nn.Module):
         return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, in_chans={self.in_chans}, "
                 f"task={self.task}, out_chans={self.num_classes}, patch_size={self.patch_size}, "
                 f"window_size={self.window_size}, shift={self.shift_strategy}, "
-                f"window_span={self.window_span}")
+                f"window_span={self.window_span}" + (", symmetric=True" if self.symmetric else ""))
 
     @torch.jit.ignore
     def no_weight_decay_keywords(self):
