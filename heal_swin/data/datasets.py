@@ -171,10 +171,9 @@ class HealpixDataset(_WoodScapeDataset):
                                 ignore_index=self.ignore_index, cache_dir=self.cache_dir,
                                 cache=rotation is None)
 
-    def _project_one(self, sample, rng):
+    def _project_one(self, sample, rng, rotation=None):
         item = self._load(sample, rng)
-        rotation = None
-        if self.transform is not None:
+        if rotation is None and self.transform is not None:
             rotation = self.transform.rotation(item["camera"], self.orientation, rng)
         proj = self._projector(item["camera"], rotation)
         out = {"image": proj.project_image(item["image"]), "valid": proj.valid_mask.copy()}
@@ -232,6 +231,23 @@ class HealpixDataset(_WoodScapeDataset):
                     save_checked_arrays(cache, out)
                 except OSError:
                     pass  # a read-only or full cache folder only costs re-projection
+        k = self.transform.turns(rng) if self.transform is not None else 0
+        return self._tensors(out, entry, k)
+
+    def rotated(self, index: int, rotation) -> dict:
+        """Item `index` with its sphere content turned by the rotation R (3×3, in the sphere's frame):
+        (R·x)(v) = x(R⁻¹ v), for every map of the item (image, labels or depth, valid). The fisheye image is
+        projected through the turned grid, so the rotated item is as exact as the upright one (one
+        interpolation, labels nearest), and sphere pixels whose turned direction leaves the image are invalid.
+        Augmentation other than photometric is not applied; rig items have no single camera to turn."""
+        if self.rig:
+            raise ValueError(f"{self!r}: rotated() turns one camera's projection; a rig sphere fuses four")
+        r = np.asarray(rotation, dtype=np.float64)
+        entry = self.items[index]
+        return self._tensors(self._project_one(entry, self._rng(index), rotation=r.T), entry, 0)
+
+    def _tensors(self, out: dict, entry, turns: int) -> dict:
+        """A projected sample -> the item: depth validity, normalisation, quarter turns, tensors."""
         valid = out["valid"]
         if self.task == "depth":
             ok = np.isfinite(out["depth"])
@@ -245,9 +261,8 @@ class HealpixDataset(_WoodScapeDataset):
             result["labels"] = out["labels"].astype(np.int64)
         else:
             result["depth"] = out["depth"].astype(np.float32)
-        k = self.transform.turns(rng) if self.transform is not None else 0
-        if k:
-            perm = quarter_turn_permutation(self.nside, self.base_pixels, k)
+        if turns:
+            perm = quarter_turn_permutation(self.nside, self.base_pixels, turns)
             result = {key: value[..., perm] for key, value in result.items()}
         tensors = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in result.items()}
         tensors["camera"] = "rig" if self.rig else entry.camera

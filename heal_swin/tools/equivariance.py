@@ -1,0 +1,463 @@
+"""heal-swin-equivariance: how equivariant is a trained model? An equivariance report for any run.
+
+    heal-swin-equivariance runs/demo/run                        # rolls about the optical axis, split val
+    heal-swin-equivariance runs/a runs/b runs/c --rotations 12  # an ensemble: the mean of the runs' outputs
+    heal-swin-equivariance runs/rotated_digits/runs/heal_swin_tiny-aug1-seed0 --kind so3
+    python -m heal_swin.tools.equivariance RUN_DIR [...]
+
+For every sample of the split, the input x is turned by a rotation R of the sphere and the model's
+prediction of the turned input, f(R·x), is compared with the turned prediction, R·f(x):
+
+- the grid's own symmetries (90° turns about the pole; on the full sphere also the 180° flips about
+  equatorial axes) move pixels onto pixels, so both sides are exact permutations and an exactly
+  equivariant model agrees on every pixel (agreement 1);
+- `--rotations N` further rotations: rolls about the camera's optical axis (`--kind roll`, the physically
+  meaningful ones for a fisheye camera: the camera turned on its mount; the default for WoodScape-format
+  runs) or random rotations of SO(3) (`--kind so3`, the default for the rotated digits). The turned input
+  is rendered anew (the fisheye image projected through the turned grid; the digits drawn turned), and
+  the prediction is moved by the nearest pixel, which costs some agreement at edges even for an exactly
+  equivariant model: the same measure on the ground truth (labels or depth rendered turned against moved)
+  is reported beside it as the floor.
+
+Only pixels both sides see count: sphere pixels whose turned direction leaves the fisheye image (or the
+model's faces) are excluded, and counted. Segmentation: per-pixel agreement of the class ids and the mIoU
+between the two; depth: the mean relative difference |f(R·x) − R·f(x)| / R·f(x). Beside it, the task metric
+of f(R·x) against the turned ground truth, as a function of the angle. Several run directories make an
+ensemble: the mean of the members' class probabilities (segmentation) or depths, as in Gerken & Kessel
+2024 ("Emergent equivariance in deep ensembles").
+
+Writes OUT/equivariance.json, OUT/equivariance.md (a table) and OUT/equivariance.png (agreement and the
+task metric against the angle). OUT defaults to FIRST_RUN/equivariance-<split> (with -ensemble<K> for K runs).
+
+Runs: a train.py run directory (config.yaml + weights/; HEALPix models, single-camera data) or a
+rotated-digits run (`run.json` + `weights.safetensors`, written by bench/rotated_digits/run.py, any backbone,
+the flat one through its equirectangular adapter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROG = "heal-swin-equivariance"
+KINDS = ("auto", "roll", "so3")
+DIGITS_RUN = "run.json"
+
+
+class EquivarianceError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- rotated-digits runs
+
+
+def save_digits_run(run_dir, model_name: str, model_kwargs: dict, data: dict, model: torch.nn.Module,
+                    extra: dict | None = None) -> None:
+    """A rotated-digits run as a directory the report reads: run.json (the model's registry name and
+    kwargs, the `DigitSpheres` settings in `data`) and weights.safetensors; both written atomically."""
+    from ..engine import atomic_write_text, save_weights
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(model, run_dir / "weights.safetensors")
+    meta = {"kind": "digits", "model": model_name, "model_kwargs": model_kwargs, "data": data, **(extra or {})}
+    atomic_write_text(run_dir / DIGITS_RUN, json.dumps(meta, indent=2) + "\n")
+
+
+def build_digits_model(meta: dict):
+    """The network of a rotated-digits run: (B, 1, N) sphere maps -> (B, 11, N) logits; flat backbones run
+    on the equirectangular image of the sphere (`models.EquirectangularAdapter`)."""
+    from .. import models
+    from ..data.digits import NUM_CLASSES
+
+    d = meta["data"]
+    kwargs = dict(meta.get("model_kwargs") or {})
+    if models.model_info(meta["model"]).domain == "flat":
+        shape = models.equirectangular_shape(d["nside"], d["faces"])
+        net = models.create_model(meta["model"], in_chans=1, num_classes=NUM_CLASSES, img_size=shape, **kwargs)
+        return models.EquirectangularAdapter(net, d["nside"], d["faces"], shape)
+    return models.create_model(meta["model"], in_chans=1, num_classes=NUM_CLASSES, nside=d["nside"],
+                               base_pixels=d["faces"], **kwargs)
+
+
+def load_digits_run(run_dir, device="cpu"):
+    """(model in eval mode, run.json's dict) of a rotated-digits run."""
+    from ..engine import load_weights
+
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / DIGITS_RUN).read_text())
+    if meta.get("kind") != "digits":
+        raise EquivarianceError(f"{run_dir / DIGITS_RUN}: kind={meta.get('kind')!r} must be 'digits'")
+    model = build_digits_model(meta)
+    load_weights(model, run_dir / "weights.safetensors")
+    return model.to(device).eval(), meta
+
+
+# --------------------------------------------------------------------------- what the report rotates
+
+
+@dataclass
+class Member:
+    """One run: `predict(x)` -> class probabilities (B, K, N) or depth in metres (B, N)."""
+    run_dir: Path
+    model: torch.nn.Module
+    depth_target: str | None
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        from ..tasks import from_prediction
+
+        out = self.model(x)
+        if self.depth_target is None:
+            return out.float().softmax(1)
+        return from_prediction(out[:, 0].float(), self.depth_target)
+
+
+class _WoodScapeSource:
+    """Samples of a train.py run's split (no augmentation); turned samples are projected anew."""
+
+    def __init__(self, cfg, split: str, run_dir: Path):
+        from omegaconf import OmegaConf
+
+        from ..engine import config_faces
+        from ..engine.trainer import build_datasets, model_domain
+
+        if model_domain(cfg) != "healpix":
+            raise EquivarianceError(f"{run_dir}: model.name={cfg.model.name} takes flat images; the report turns "
+                                    "sphere inputs, so it needs a HEALPix run (the flat baseline is measured on "
+                                    "the rotated digits through its equirectangular adapter)")
+        if cfg.data.rig:
+            raise EquivarianceError(f"{run_dir}: data.rig=true fuses four cameras on one sphere; the report turns "
+                                    "one camera's projection (use a single-camera run)")
+        cfg = OmegaConf.merge(cfg, {"augment": {"photometric": [], "rotate_deg": 0, "quarter_turns": False,
+                                                "hflip": 0}})
+        self.dataset = build_datasets(cfg, (split,))[split]
+        if len(self.dataset) == 0:
+            raise EquivarianceError(f"{run_dir / 'config.yaml'}: split {split!r} holds no samples "
+                                    f"(data.split_fractions={list(cfg.data.split_fractions)}); choose another --split")
+        self.task, self.nside, self.faces = cfg.task, int(cfg.data.nside), tuple(config_faces(cfg))
+        self.class_names = tuple(self.dataset.class_names)
+        self.ignore_index = int(cfg.data.ignore_index)
+        self.orientation = cfg.data.orientation
+        self.default_kind = "roll"
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def _unpack(self, item):
+        target = item["labels" if self.task == "segmentation" else "depth"]
+        return item["image"], target, item["valid"]
+
+    def upright(self, i):
+        return self._unpack(self.dataset[i])
+
+    def rotated(self, i, rotation):
+        return self._unpack(self.dataset.rotated(i, rotation))
+
+    def roll_axis(self, i) -> np.ndarray:
+        """The optical axis in the sphere's frame."""
+        if self.orientation == "camera":
+            return np.array([0.0, 0.0, 1.0])
+        camera = self.dataset.tree.load(self.dataset.items[i], labels=False, depth=False)["camera"]
+        return np.asarray(camera.rotation, dtype=np.float64) @ [0.0, 0.0, 1.0]
+
+
+class _DigitsSource:
+    """The rotated-digits spheres of a digits run; turned spheres are drawn turned (exact rendering)."""
+
+    def __init__(self, meta: dict, split: str, samples: int):
+        from ..data.digits import CLASS_NAMES
+
+        d = meta["data"]
+        self.task, self.nside, self.faces = "segmentation", int(d["nside"]), tuple(d["faces"])
+        self.class_names, self.ignore_index = CLASS_NAMES, 255
+        # the benchmark's held-out spheres (seed 7, upright), or spheres of training source images
+        self.kw = dict(nside=self.nside, faces=self.faces, split="test" if split in ("val", "test") else "train",
+                       rotate=0.0, seed=7, digits=tuple(d["digits"]), half_width=d["half_width"])
+        from ..data.digits import DigitSpheres
+
+        self.spheres = DigitSpheres(samples, **self.kw)
+        self._turned: dict = {}
+        self.default_kind = "so3"
+
+    def __len__(self):
+        return len(self.spheres)
+
+    def upright(self, i):
+        return self.spheres.x[i], self.spheres.y[i], torch.ones(self.spheres.y.shape[1], dtype=torch.bool)
+
+    def rotated(self, i, rotation):
+        from ..data.digits import DigitSpheres
+
+        # the same spheres (same seed) turned after their own rotation, drawn once per rotation
+        key = np.asarray(rotation, dtype=np.float64).tobytes()
+        if key not in self._turned:
+            self._turned[key] = DigitSpheres(len(self.spheres), then_rotate=rotation, **self.kw)
+        s = self._turned[key]
+        return s.x[i], s.y[i], torch.ones(s.y.shape[1], dtype=torch.bool)
+
+    def roll_axis(self, i) -> np.ndarray:
+        return np.array([0.0, 0.0, 1.0])
+
+
+def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=torch.float32):
+    """(members, source) for one run or an ensemble of runs of the same data and task."""
+    from ..engine import load_model, load_run_config
+
+    members, source, first = [], None, None
+    for run_dir in map(Path, run_dirs):
+        if (run_dir / DIGITS_RUN).is_file():
+            model, meta = load_digits_run(run_dir, device)
+            signature = {"kind": "digits", **{k: meta["data"][k] for k in ("nside", "faces", "digits", "half_width")}}
+            if source is None:
+                source = _DigitsSource(meta, split, samples or 50)
+            members.append(Member(run_dir, model.to(dtype), None))
+        elif (run_dir / "config.yaml").is_file():
+            cfg = load_run_config(run_dir)
+            signature = {"kind": "woodscape", "task": cfg.task, "data.root": str(cfg.data.root),
+                         "data.nside": cfg.data.nside, "data.base_pixels": str(cfg.data.base_pixels),
+                         "data.orientation": cfg.data.orientation, "data.class_names": str(cfg.data.class_names)}
+            if source is None:
+                source = _WoodScapeSource(cfg, split, run_dir)
+            model = load_model(run_dir, device=device).to(dtype)
+            members.append(Member(run_dir, model, cfg.loss.depth_target if cfg.task == "depth" else None))
+        else:
+            raise EquivarianceError(f"{run_dir}: not a run directory (no config.yaml of train.py, no {DIGITS_RUN} "
+                                    "of the rotated-digits benchmark)")
+        if first is None:
+            first = (run_dir, signature)
+        for key, value in signature.items():
+            if first[1].get(key) != value:
+                raise EquivarianceError(f"{run_dir}: {key}={value!r} differs from {first[0]}'s {first[1].get(key)!r}; "
+                                        "an ensemble averages runs of the same data and task")
+    if samples is not None and isinstance(source, _WoodScapeSource):
+        source.n = min(samples, len(source))
+    else:
+        source.n = len(source)
+    return members, source
+
+
+def ensemble_predict(members, x: torch.Tensor) -> torch.Tensor:
+    """The mean of the members' probabilities (segmentation) or depths (depth)."""
+    return torch.stack([m.predict(x) for m in members]).mean(0)
+
+
+# --------------------------------------------------------------------------- the measurement
+
+
+def rotations_for(source, kind: str, count: int, seed: int = 0) -> list:
+    """[(name, kind, R, roll_deg or None)]: the grid symmetries of the source's faces, then `count` rolls
+    about the optical axis (evenly spaced, the exact quarter turns left out) or Haar-random rotations."""
+    from .. import grid
+    from ..data.augment import axis_rotation
+    from ..data.digits import haar_rotations
+
+    out = [(name, "exact", m, None) for name, m in grid.grid_symmetries(source.nside, source.faces).items()]
+    if kind == "roll":
+        axis = source.roll_axis(0)
+        angles = [a for a in np.linspace(0, 360, count + 2)[1:-1]]
+        out += [(f"roll {a:.1f}°", "roll", axis_rotation(axis, math.radians(a)), float(a)) for a in angles]
+    else:
+        for j, m in enumerate(haar_rotations(np.random.default_rng(seed), count, 1.0)):
+            out.append((f"SO(3) #{j}", "so3", m, None))
+    return out
+
+
+def measure(members, source, rotations, dtype=torch.float32, progress: bool = True) -> dict:
+    """The report's numbers: one row per rotation (module docstring), plus the upright task metric."""
+    from tqdm import tqdm
+
+    from .. import grid
+    from ..tasks import ConfusionMatrix, DepthMetrics
+
+    seg = source.task == "segmentation"
+    k = len(source.class_names)
+    device = next(members[0].model.parameters()).device
+
+    def metric():
+        return ConfusionMatrix(k, source.ignore_index, source.class_names) if seg else DepthMetrics()
+
+    tables = []
+    for name, kind, m, roll in rotations:
+        exact = kind == "exact"
+        index = (grid.symmetry_permutation if exact else grid.nearest_rotation_index)(source.nside, m, source.faces)
+        tables.append(torch.as_tensor(np.asarray(index)))
+    stats = [dict(between=metric(), task=metric(), floor=metric(), pixels=0, excluded=0) for _ in rotations]
+    upright = metric()
+    for i in tqdm(range(source.n), desc="equivariance", unit="sample", disable=not progress):
+        x, t, v = source.upright(i)
+        p = ensemble_predict(members, x[None].to(device, dtype))[0].cpu()
+        upright.update(p.argmax(0) if seg else p, t, v)
+        turned = [((x[..., idx], t[idx], v[idx]) if kind == "exact" else source.rotated(i, m))
+                  for (name, kind, m, _), idx in zip(rotations, tables)]
+        batch = torch.stack([xr for xr, _, _ in turned]).to(device, dtype)
+        p_rot = ensemble_predict(members, batch).cpu()
+        for j, (idx, (xr, tr, vr)) in enumerate(zip(tables, turned)):
+            ok = idx >= 0
+            safe = idx.clamp_min(0)
+            moved_valid = v[safe] & ok                                    # R·f(x) is defined here
+            both = vr & moved_valid
+            s = stats[j]
+            s["pixels"] += int(both.sum())
+            s["excluded"] += int((vr | moved_valid).sum() - both.sum())
+            a = p_rot[j].argmax(0) if seg else p_rot[j]
+            moved = p[..., safe]
+            b = moved.argmax(0) if seg else moved
+            t_moved = t[safe]
+            if seg:
+                b_labels = torch.where(both, b, torch.full_like(b, source.ignore_index))
+                s["between"].update(a, b_labels, both)
+                s["floor"].update(tr, torch.where(both, t_moved, torch.full_like(t_moved, source.ignore_index)), both)
+            else:
+                s["between"].update(a, b, both)
+                s["floor"].update(tr, t_moved, both)
+            s["task"].update(a, tr, vr)
+    up = upright.summary()
+    rows = []
+    for (name, kind, m, roll), s in zip(rotations, stats):
+        between, task, floor = s["between"].summary(), s["task"].summary(), s["floor"].summary()
+        row = dict(name=name, kind=kind, angle_deg=round(grid.rotation_angle(m), 3), roll_deg=roll,
+                   pixels=s["pixels"], excluded=s["excluded"])
+        if seg:
+            row.update(agreement=between["accuracy"], miou_between=between["miou"], task_miou=task["miou"],
+                       floor_agreement=floor["accuracy"], floor_miou=floor["miou"])
+        else:
+            row.update(relative_difference=between["abs_rel"], task_abs_rel=task["abs_rel"],
+                       floor_relative_difference=floor["abs_rel"])
+        rows.append(row)
+    return {"task": source.task, "samples": source.n, "nside": source.nside, "faces": list(source.faces),
+            "upright": ({"miou": up["miou"], "accuracy": up["accuracy"]} if seg else {"abs_rel": up["abs_rel"]}),
+            "rows": rows}
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def markdown(result: dict) -> str:
+    seg = result["task"] == "segmentation"
+    runs = ", ".join(f"`{r}`" for r in result["runs"])
+    head = (f"Equivariance of {runs} ({'ensemble of ' + str(len(result['runs'])) if len(result['runs']) > 1 else 'one run'}), "
+            f"split `{result['split']}`, {result['samples']} samples, nside {result['nside']}, faces "
+            f"{result['faces_text']}, rotations `{result['kind']}`.")
+    if seg:
+        lines = [head, "", f"Upright: mIoU {result['upright']['miou']:.4f}, accuracy {result['upright']['accuracy']:.4f}.", "",
+                 "| rotation | kind | angle | agreement f(Rx) vs R f(x) | mIoU between | floor: agreement / mIoU "
+                 "(labels) | task mIoU on Rx | pixels | excluded |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in result["rows"]:
+            lines.append(f"| {r['name']} | {r['kind']} | {r['angle_deg']:.1f}° | {r['agreement']:.4f} | "
+                         f"{r['miou_between']:.4f} | {r['floor_agreement']:.4f} / {r['floor_miou']:.4f} | "
+                         f"{r['task_miou']:.4f} | {r['pixels']} | {r['excluded']} |")
+    else:
+        lines = [head, "", f"Upright: AbsRel {result['upright']['abs_rel']:.4f}.", "",
+                 "| rotation | kind | angle | relative difference f(Rx) vs R f(x) | floor (depth) | task AbsRel on Rx | "
+                 "pixels | excluded |", "|---|---|---|---|---|---|---|---|"]
+        for r in result["rows"]:
+            lines.append(f"| {r['name']} | {r['kind']} | {r['angle_deg']:.1f}° | {r['relative_difference']:.4f} | "
+                         f"{r['floor_relative_difference']:.4f} | {r['task_abs_rel']:.4f} | {r['pixels']} | "
+                         f"{r['excluded']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seg = result["task"] == "segmentation"
+    keys = (("agreement", "floor_agreement", "task_miou") if seg else
+            ("relative_difference", "floor_relative_difference", "task_abs_rel"))
+    labels = (("agreement f(Rx) vs R f(x)", "floor: labels rendered vs moved", "task mIoU on Rx") if seg else
+              ("relative difference f(Rx) vs R f(x)", "floor: depth rendered vs moved", "task AbsRel on Rx"))
+    rows = result["rows"]
+    roll = any(r["kind"] == "roll" for r in rows)
+
+    def x_of(r):
+        return r["roll_deg"] if r["roll_deg"] is not None else r["angle_deg"]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, pair in ((axes[0], (0, 1)), (axes[1], (2,))):
+        for j in pair:
+            sampled = sorted((r for r in rows if r["kind"] != "exact"), key=x_of)
+            exact = [r for r in rows if r["kind"] == "exact"]
+            line, = ax.plot([x_of(r) for r in sampled], [r[keys[j]] for r in sampled], marker="o", markersize=4,
+                            linestyle="--" if j == 1 else "-", label=labels[j])
+            ax.scatter([x_of(r) if not (roll and r["name"].startswith("polar")) else float(r["name"].split()[2][:-1])
+                        for r in exact], [r[keys[j]] for r in exact], marker="*", s=110, color=line.get_color(),
+                       edgecolor="black", zorder=3, label=f"{labels[j]}: exact grid symmetries")
+        if seg and 2 in pair:
+            ax.axhline(result["upright"]["miou"], color="grey", linewidth=1, label="upright mIoU")
+        ax.set_xlabel("roll about the optical axis (°)" if roll else "rotation angle (°)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_title("f(R·x) against R·f(x)")
+    axes[1].set_title("the task on turned inputs")
+    ens = len(result["runs"])
+    fig.suptitle(f"Equivariance ({'ensemble of ' + str(ens) if ens > 1 else Path(result['runs'][0]).name}, "
+                 f"split {result['split']}, {result['samples']} samples)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(run_dirs, split: str = "val", rotations: int = 8, kind: str = "auto", samples: int | None = None,
+           out=None, device: str = "cpu", double: bool = False, seed: int = 0, progress: bool = True) -> dict:
+    """Measure and write the report (module docstring); returns the result dict."""
+    from .. import grid
+    from ..engine import atomic_write_text
+
+    if kind not in KINDS:
+        raise EquivarianceError(f"--kind {kind!r} must be one of {KINDS}")
+    if rotations < 0:
+        raise EquivarianceError(f"--rotations {rotations} must be >= 0")
+    dtype = torch.float64 if double else torch.float32
+    members, source = load_runs(run_dirs, split, samples, device, dtype)
+    kind = source.default_kind if kind == "auto" else kind
+    rots = rotations_for(source, kind, rotations, seed)
+    result = measure(members, source, rots, dtype, progress)
+    result.update(runs=[str(m.run_dir) for m in members], split=split, kind=kind,
+                  faces_text=grid.format_base_pixels(source.faces), dtype=str(dtype).replace("torch.", ""))
+    k = len(members)
+    out = Path(out) if out else Path(run_dirs[0]) / (f"equivariance-{split}" + (f"-ensemble{k}" if k > 1 else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "equivariance.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "equivariance.md", markdown(result))
+    plot(result, out / "equivariance.png")
+    result["out"] = str(out)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one run, or several for an ensemble")
+    p.add_argument("--rotations", type=int, default=8, help="rolls or random rotations besides the grid symmetries")
+    p.add_argument("--kind", default="auto", choices=KINDS,
+                   help="roll: about the optical axis; so3: Haar-random; auto: roll for fisheye runs, so3 for digits")
+    p.add_argument("--split", default="val", help="train, val or test (digits: val/test = the held-out spheres)")
+    p.add_argument("--samples", type=int, default=None, help="at most this many samples (digits: default 50)")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/equivariance-SPLIT)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--double", action="store_true", help="run the models in float64 (separates the model's "
+                   "symmetry from float32 rounding)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random SO(3) rotations")
+    args = p.parse_args(argv)
+    try:
+        result = report(args.runs, args.split, args.rotations, args.kind, args.samples, args.out, args.device,
+                        args.double, args.seed, progress=sys.stderr.isatty())
+    except EquivarianceError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 2
+    print(markdown(result))
+    print(f"wrote {result['out']}/equivariance.{{json,md,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""heal-swin-equivariance (issue #16, part 3): the report on rotated-digits runs and on train.py runs,
+ensembles of runs, the grid's symmetries as permutations, and `HealpixDataset.rotated`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from heal_swin import grid
+from heal_swin.tools import equivariance as eq
+
+from equivariance import rotation_permutation
+
+pytest.importorskip("sklearn")
+
+DIGITS = dict(nside=8, faces=list(range(12)), digits=[2, 3], half_width=0.5)
+
+
+def _digits_run(path, name, seed=0, data=DIGITS, **kwargs):
+    torch.manual_seed(seed)
+    meta = {"model": name, "model_kwargs": kwargs, "data": data}
+    eq.save_digits_run(path, name, kwargs, data, eq.build_digits_model(meta))
+    return path
+
+
+# --------------------------------------------------------------------------- grid symmetries
+
+
+@pytest.mark.parametrize("faces", [tuple(range(12)), tuple(range(8)), (0, 1, 2, 3)])
+def test_grid_symmetries_are_the_pixel_maps_of_the_rotations(faces):
+    syms = grid.grid_symmetries(8, faces)
+    want = 6 if len(faces) == 12 else 3
+    assert len(syms) == want, list(syms)
+    x = np.random.default_rng(0).standard_normal(len(faces) * 64)
+    for name, m in syms.items():
+        perm = grid.symmetry_permutation(8, m, faces)
+        np.testing.assert_array_equal(perm, rotation_permutation(8, m, faces).numpy())
+        np.testing.assert_array_equal(grid.nearest_rotation_index(8, m, faces), perm)
+        idx, w = grid.bilinear_rotation_weights(8, m, faces)
+        np.testing.assert_allclose((w * x[np.maximum(idx, 0)]).sum(0), x[perm], atol=1e-12)
+    # the data layer's quarter turns sample at R·v: the inverse turn
+    from heal_swin.data.augment import quarter_turn_permutation
+
+    np.testing.assert_array_equal(quarter_turn_permutation(8, faces, 1),
+                                  grid.symmetry_permutation(8, grid.polar_turn_matrix(-1), faces))
+
+
+def test_non_symmetries_are_refused_and_resampled():
+    r = grid.equatorial_flip(0)
+    with pytest.raises(ValueError, match=r"not a symmetry of the nside-8 grid over faces \[0, 1, 2, 3, 4, 5, 6, 7\]"):
+        grid.symmetry_permutation(8, r, range(8))                      # swaps north and south faces
+    tilt = np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)], [0, np.sin(0.3), np.cos(0.3)]])
+    assert not grid.is_symmetry(8, tilt, range(12))
+    assert grid.rotation_angle(tilt) == pytest.approx(np.degrees(0.3))
+    with pytest.raises(ValueError, match="must be a 3×3 rotation matrix"):
+        grid.nearest_rotation_index(8, 2 * np.eye(3), range(12))
+    # faces 0-7 lose the pixels whose source lies on a southern face
+    idx = grid.nearest_rotation_index(8, tilt, range(8))
+    assert (idx == -1).any() and (idx >= 0).any()
+    widx, w = grid.bilinear_rotation_weights(8, tilt, range(8))
+    assert np.all(w[widx < 0] == 0)
+    # a smooth map turned by bilinear resampling: close to the map of the turned function
+    v = np.stack(grid.pix2vec(16, np.arange(12 * 256)), axis=1)
+    f = lambda u: u[:, 0] + 0.5 * u[:, 2]  # noqa: E731 (linear: interpolation error is the chord's)
+    idx, w = grid.bilinear_rotation_weights(16, tilt, range(12))
+    turned = (w * f(v)[idx]).sum(0)
+    assert np.abs(turned - f(v @ tilt)).max() < 0.02
+
+
+# --------------------------------------------------------------------------- digits runs
+
+
+def test_report_is_exactly_one_for_an_equivariant_model_and_less_otherwise(tmp_path):
+    gauge = _digits_run(tmp_path / "gauge", "gauge_cnn_tiny")
+    res = eq.report([gauge], split="test", rotations=1, kind="so3", samples=2, double=True, progress=False)
+    exact = [r for r in res["rows"] if r["kind"] == "exact"]
+    assert [r["name"] for r in exact] == list(grid.grid_symmetries(8, range(12)))
+    for r in exact:                                    # a gauge CNN commutes with the grid's symmetries
+        assert r["agreement"] == 1.0 and r["miou_between"] == 1.0 and r["floor_agreement"] == 1.0, r
+        assert r["excluded"] == 0 and r["pixels"] == 2 * 12 * 64
+    so3 = [r for r in res["rows"] if r["kind"] == "so3"]
+    assert len(so3) == 1 and 0 < so3[0]["floor_agreement"] < 1      # moving by the nearest pixel costs a little
+
+    swin = _digits_run(tmp_path / "swin", "heal_swin_tiny")          # grid shift: not equivariant
+    res = eq.report([swin], split="test", rotations=0, samples=2, double=True, progress=False)
+    assert all(r["agreement"] < 0.95 for r in res["rows"]), [r["agreement"] for r in res["rows"]]
+    out = tmp_path / "swin" / "equivariance-test"
+    saved = json.loads((out / "equivariance.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(res["rows"]))
+    assert "| polar turn 90° | exact |" in (out / "equivariance.md").read_text()
+    assert (out / "equivariance.png").stat().st_size > 10_000
+
+
+def test_an_ensemble_of_runs_loads_and_averages(tmp_path):
+    a = _digits_run(tmp_path / "a", "gauge_cnn_tiny", seed=0)
+    b = _digits_run(tmp_path / "b", "gauge_cnn_tiny", seed=1)
+    members, source = eq.load_runs([a, b], "test", 2)
+    assert [m.run_dir for m in members] == [a, b] and source.n == 2
+    x = source.upright(0)[0][None]
+    p = eq.ensemble_predict(members, x)
+    want = (members[0].model(x).softmax(1) + members[1].model(x).softmax(1)) / 2
+    torch.testing.assert_close(p, want)
+    assert not torch.allclose(members[0].predict(x), members[1].predict(x))
+    # the report of a run twice is the report of the run
+    one = eq.report([a], split="test", rotations=1, samples=2, out=tmp_path / "one", progress=False)
+    two = eq.report([a, a], split="test", rotations=1, samples=2, out=tmp_path / "two", progress=False)
+    assert [r["agreement"] for r in one["rows"]] == pytest.approx([r["agreement"] for r in two["rows"]])
+    ens = eq.report([a, b], split="test", rotations=1, samples=2, progress=False)
+    assert ens["out"].endswith("equivariance-test-ensemble2") and len(ens["runs"]) == 2
+
+
+def test_runs_of_other_data_and_non_runs_are_refused(tmp_path):
+    a = _digits_run(tmp_path / "a", "gauge_cnn_tiny")
+    b = _digits_run(tmp_path / "b", "gauge_cnn_tiny", data={**DIGITS, "half_width": 0.4})
+    with pytest.raises(eq.EquivarianceError, match=r"b: half_width=0.4 differs from .*a's 0.5"):
+        eq.load_runs([a, b], "test", 2)
+    with pytest.raises(eq.EquivarianceError, match="not a run directory"):
+        eq.load_runs([tmp_path], "test", 2)
+    assert eq.main([str(tmp_path), "--samples", "1"]) == 2
+
+
+# --------------------------------------------------------------------------- train.py runs (fisheye data)
+
+
+@pytest.mark.usefixtures("run_env")
+def test_report_on_a_fisheye_run_rolls_about_the_optical_axis(data_root, tmp_path, capsys):
+    from pathlib import Path
+
+    from heal_swin.engine import load_config, trainer
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    cfg = load_config(root / "configs" / "gauge_cnn_demo.yaml",
+                      [f"run.dir={run}", f"data.root={data_root}", "data.generate=false", "data.nside=8",
+                       "data.batch_size=2", "data.split_fractions=[0.5,0.5,0.0]", "train.max_steps=2",
+                       "train.warmup_steps=0", "train.eval_every=2", "run.threads=1", "eval.backproject=false"])
+    trainer.main(cfg)
+    assert eq.main([str(run), "--rotations", "2", "--samples", "2", "--double"]) == 0
+    printed = capsys.readouterr().out
+    assert "rotations `roll`" in printed
+    res = json.loads((run / "equivariance-val" / "equivariance.json").read_text())
+    exact = [r for r in res["rows"] if r["kind"] == "exact"]
+    assert [r["name"] for r in exact] == ["polar turn 90°", "polar turn 180°", "polar turn 270°"]
+    for r in exact:                                    # the camera rolled by 90°: exact, nothing excluded
+        assert r["agreement"] == 1.0 and r["excluded"] == 0 and r["pixels"] > 0, r
+    rolls = [r for r in res["rows"] if r["kind"] == "roll"]
+    assert [r["roll_deg"] for r in rolls] == [120.0, 240.0]
+    for r in rolls:                                    # the image's corners turn out of the field of view
+        assert r["excluded"] > 0 and 0 < r["floor_agreement"] <= 1
+
+
+@pytest.mark.usefixtures("run_env")
+def test_rotated_dataset_items_are_the_turned_projection(data_root):
+    from heal_swin.data import HealpixDataset
+
+    ds = HealpixDataset(data_root, nside=16, base_pixels=range(8), split="train", split_fractions=(1.0, 0.0, 0.0))
+    item = ds[0]
+    for k in (1, 2):
+        perm = torch.as_tensor(grid.symmetry_permutation(16, grid.polar_turn_matrix(k), range(8)))
+        turned = ds.rotated(0, grid.polar_turn_matrix(k))
+        # the same directions sampled: equal up to ties at the 1/32-pixel rounding of the sampling positions
+        assert (turned["valid"] == item["valid"][perm]).float().mean() > 0.99
+        both = turned["valid"] & item["valid"][perm]
+        assert (turned["labels"][both] == item["labels"][perm][both]).float().mean() > 0.99
+        assert (turned["image"][:, both] - item["image"][:, perm][:, both]).abs().median() < 1e-3
+    with pytest.raises(ValueError, match="rig sphere fuses four"):
+        HealpixDataset(data_root, nside=8, base_pixels=range(12), rig=True).rotated(0, np.eye(3))
