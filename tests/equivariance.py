@@ -16,23 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from heal_swin import grid, harmonics, layers
+from heal_swin import grid, layers
 from heal_swin.layers import trivial
+from heal_swin.tools.equivariance import relative_error as equivariance_error, so3_errors  # noqa: F401
 
 SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
 FACE_SETS = pytest.mark.parametrize("faces", [SPHERE, FACES_0_7], ids=["sphere", "faces0-7"])
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
-
-
-def equivariance_error(fn, act_in, act_out, x) -> float:
-    """max |f(g·x) − g·f(x)| / max |f(x)|: the relative error of equivariance at x."""
-    with torch.no_grad():
-        y = fn(x)
-        gy = act_out(y)
-        fgx = fn(act_in(x))
-    scale = y.abs().max().clamp_min(torch.finfo(y.dtype).tiny)
-    return ((fgx - gy).abs().max() / scale).item()
 
 
 def assert_equivariant(fn, act_in, act_out, x, tol: float | None = None) -> float:
@@ -56,19 +47,9 @@ def local_index(nside, faces, ipix):
 
 
 def rotation_permutation(nside, matrix, faces=tuple(range(12))):
-    """The local NESTED pixel map of a grid symmetry: (g·x)[..., p'] = x[..., index[p']], the
-    pixel centre of index[p'] rotated by `matrix` is p's. Checks that it is a symmetry (centres map
-    onto centres, within the face set)."""
-    glob = np.concatenate([f * nside ** 2 + np.arange(nside ** 2) for f in faces])
-    v = np.stack(grid.pix2vec(nside, glob))
-    w = matrix @ v
-    target = grid.vec2pix(nside, *w)
-    np.testing.assert_allclose(np.stack(grid.pix2vec(nside, target)), w, atol=1e-12)
-    local = local_index(nside, faces, target)
-    assert (local >= 0).all() and len(set(local)) == len(local)
-    index = np.empty_like(local)
-    index[local] = np.arange(len(local))
-    return torch.as_tensor(index)
+    """The local NESTED pixel map of a grid symmetry: (g·x)[..., p'] = x[..., index[p']], the pixel centre of
+    index[p'] rotated by `matrix` is p's (`grid.symmetry_permutation`, which checks that it is a symmetry)."""
+    return torch.as_tensor(grid.symmetry_permutation(nside, matrix, faces))
 
 
 def rz(angle):
@@ -128,26 +109,3 @@ class PlainFaceCNN(nn.Module):
             for blk in blocks:
                 x = self._run(blk, x)
         return self.head(x)
-
-
-def so3_errors(nets: dict, nside=32, in_chans=2, lmax_in=4, lmax_out=8, rotations=3, seed=0) -> dict:
-    """Relative error of equivariance of each net (a callable on full-sphere NESTED maps (1, in_chans, N),
-    float64) under random rotations R of a band-limited input: ‖SHT f(R·x) − R·SHT f(x)‖ / ‖SHT f(x)‖ in
-    harmonic space up to lmax_out, the input made exactly by rotating random a_lm (l ≤ lmax_in), averaged
-    over the rotations. Add torch.relu as a net to see the measurement's own floor."""
-    rng = np.random.default_rng(seed)
-    isht = harmonics.InverseRealSHT(nside, lmax_in).double()
-    sht = harmonics.RealSHT(nside, lmax_out, iterations=3).double()
-    n_alm = harmonics.alm_size(lmax_in)
-    a = torch.as_tensor(rng.standard_normal((1, in_chans, n_alm, 2)))
-    a[..., :lmax_in + 1, 1] = 0
-    errors: dict = {k: [] for k in nets}
-    with torch.no_grad():
-        x = isht(a)
-        for _ in range(rotations):
-            angles = rng.uniform(0, 2 * np.pi), math.acos(rng.uniform(-1, 1)), rng.uniform(0, 2 * np.pi)
-            x_rot = isht(harmonics.rotate_alm(a, *angles))
-            for k, f in nets.items():
-                want = harmonics.rotate_alm(sht(f(x)), *angles)
-                errors[k].append(((sht(f(x_rot)) - want).norm() / want.norm()).item())
-    return {k: float(np.mean(v)) for k, v in errors.items()}

@@ -2,25 +2,27 @@
 
     python bench/rotated_digits/run.py [--out runs/rotated_digits] [--workers 2] [--full]
 
-Data: `heal_swin.data.digits` (scikit-learn's 8 × 8 digits, 1-3 per sphere, 11 classes), nside 16 on the
-full sphere by default. Each non-equivariant backbone (heal_swin_tiny, gauge_cnn_tiny, and the flat
-swin_unet_flat_tiny on a 32 × 96 θ-φ image of the sphere: the same pixel count, nearest-pixel resampling
-both ways) trains on spheres rotated by an increasing fraction of SO(3) (--augment, default 0, ¼, ½, 1);
-s2cnn_digits trains on upright (0) and fully rotated (1) spheres. Every run is scored on the same
-held-out test spheres (digits from other source images), upright and fully rotated: mIoU over the
-classes present, on the sphere's pixels. --seeds runs per setting (the spread is over seeds: model
-init, data order, training spheres). Then, as in Gerken & Kessel 2024, an ensemble of --ensemble
-members per model in --ensemble-models, trained with full augmentation: the equivariance error of each
-member and of the ensemble mean (average of softmax outputs) for K = 1, 2, ..., against random rotations
-R of the test spheres rendered exactly (`DigitSpheres(then_rotate=R)`): the fraction of pixels where
-argmax f(R·x) differs from R·argmax f(x) (the prediction moved by R, nearest pixel), among the pixels
-where either says "digit"; the same measure on the ground-truth labels is the floor that nearest-pixel
-moving alone causes.
+Data: `heal_swin.data.digits` (scikit-learn's 8 × 8 digits, 3-5 per sphere, half width 0.5 rad, 11
+classes), nside 16 on the full sphere by default. Each non-equivariant backbone (heal_swin_tiny, gauge_cnn_tiny
+and the flat swin_unet_flat_tiny on the 32 × 96 θ-φ image of the sphere: the same pixel count, nearest-pixel
+resampling both ways, `models.EquirectangularAdapter`) trains on spheres rotated by an increasing fraction
+of SO(3) (--augment, default 0, ¼, ½, 1); the equivariant ones (s2cnn_digits, and heal_swin_tiny with
+`symmetric=True`, written `heal_swin_tiny:symmetric=true`) on upright (0) and fully rotated (1) spheres.
+Steps and learning rate are set per family (BUDGETS: the S2CNN's step costs about 9 of the others'). Every
+run is scored on the same held-out test spheres (digits from other source images), upright and fully
+rotated: mIoU over the classes present, on the sphere's pixels. --seeds runs per setting (the spread is over
+seeds: model init, data order, training spheres). Then, as in Gerken & Kessel 2024, an ensemble of
+--ensemble members per model in --ensemble-models, trained with full augmentation: the equivariance error
+of each member and of the ensemble mean (average of softmax outputs) for K = 1, 2, ..., as 1 − the mIoU
+between f(R·x) and R·f(x) over random rotations R of held-out spheres drawn turned
+(`heal_swin.tools.equivariance`); the same measure on the ground-truth labels is the floor that moving
+by the nearest pixel alone causes.
 
-Writes OUT/results.jsonl (one row per trained model), OUT/ensembles.jsonl, OUT/results.md (tables),
-OUT/miou_vs_augmentation.png and OUT/ensemble_equivariance.png. Runs are independent and spread over
---workers processes (1 torch thread each); a finished run's row is kept and not retrained on a rerun.
---full: nside 32, 4× the spheres and steps (GPU-sized; pass --device cuda).
+Each run is a directory OUT/runs/MODEL-augA-seedS (run.json + weights.safetensors) that
+`heal-swin-equivariance` reads. Writes OUT/results.jsonl (one row per run), OUT/ensembles.jsonl,
+OUT/results.md (tables), OUT/miou_vs_augmentation.png and OUT/ensemble_equivariance.png. Runs are
+independent and spread over --workers processes (1 torch thread each); a finished run with the same settings
+is kept on a rerun. --full: nside 32, 4× the spheres and steps (GPU-sized; pass --device cuda).
 """
 
 from __future__ import annotations
@@ -39,139 +41,138 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-EQUIVARIANT = {"s2cnn_digits"}
 FLAT = "swin_unet_flat_tiny"
+SYMMETRIC = "heal_swin_tiny:symmetric=true"
+# trained only on upright and fully rotated spheres (their symmetry, not the data, is what is measured)
+EQUIVARIANT = {"s2cnn_digits", SYMMETRIC}
+# steps and peak learning rate (one-cycle) per family at the default size (batch 4: at the same number of
+# spheres seen, 800 steps of 4 took gauge_cnn_tiny to mIoU 0.52 where 400 steps of 8 reached 0.34)
+BUDGETS = {"heal_swin": dict(steps=400, lr=1e-3), "swin_unet_flat": dict(steps=400, lr=1e-3),
+           "gauge_cnn": dict(steps=400, lr=3e-3), "s2cnn": dict(steps=150, lr=5e-3)}
+
+
+def parse_model(spec: str) -> tuple[str, dict]:
+    """'heal_swin_tiny:symmetric=true,embed_dim=16' -> ('heal_swin_tiny', {'symmetric': True, 'embed_dim': 16}):
+    a registry name and keyword overrides (JSON values; bare words are strings)."""
+    name, _, rest = spec.partition(":")
+    kwargs = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise SystemExit(f"--models {spec}: {part!r} must be key=value")
+        try:
+            kwargs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = value
+    return name, kwargs
+
+
+def run_name(spec: str) -> str:
+    name, kwargs = parse_model(spec)
+    return name + "".join(f"-{k}{v}" for k, v in sorted(kwargs.items())).lower()
 
 
 # --------------------------------------------------------------------------- data and models
 
 
-def _flat_tables(nside: int, faces, shape):
-    """Index of the nearest sphere pixel for each pixel of the (H, W) θ-φ image, and of the nearest image
-    pixel for each sphere pixel (local NESTED indices over `faces`)."""
-    from heal_swin import grid
-
-    h, w = shape
-    theta = (np.arange(h) + 0.5) * np.pi / h
-    phi = (np.arange(w) + 0.5) * 2 * np.pi / w
-    tt, pp = np.meshgrid(theta, phi, indexing="ij")
-    glob = grid.ang2pix(nside, tt.ravel(), pp.ravel(), nest=True)
-    local = grid.global_to_local(nside, faces, glob)
-    sph_theta, sph_phi = grid.pix2ang(nside, grid.base_pixel_indices(nside, faces), nest=True)
-    row = np.clip((sph_theta / np.pi * h).astype(np.int64), 0, h - 1)
-    col = np.clip((np.mod(sph_phi, 2 * np.pi) / (2 * np.pi) * w).astype(np.int64), 0, w - 1)
-    return np.asarray(local), row * w + col
-
-
-class _Model:
-    """A backbone with its input / output adapters: always (B, 1, N) sphere maps in, (B, 11, N) logits out."""
-
-    def __init__(self, name: str, nside: int, faces, device):
-        import torch
-
-        from heal_swin import models
-        from heal_swin.data.digits import NUM_CLASSES
-
-        self.name, self.device = name, device
-        if name == FLAT:
-            npix = len(faces) * nside ** 2
-            self.shape = (nside * 2, npix // (nside * 2))                   # 32 x 96 at nside 16, full sphere
-            to_img, to_sph = _flat_tables(nside, faces, self.shape)
-            self.to_img = torch.as_tensor(np.where(to_img >= 0, to_img, npix), device=device)
-            self.to_sph = torch.as_tensor(to_sph, device=device)
-            self.net = models.create_model(name, in_chans=1, num_classes=NUM_CLASSES, img_size=self.shape)
-        else:
-            self.net = models.create_model(name, in_chans=1, num_classes=NUM_CLASSES, nside=nside,
-                                           base_pixels=faces)
-        self.net.to(device)
-
-    def image(self, x):
-        import torch
-
-        x = torch.cat([x, x.new_zeros(*x.shape[:-1], 1)], dim=-1)
-        return x.index_select(-1, self.to_img).unflatten(-1, self.shape)
-
-    def __call__(self, x):
-        if self.name != FLAT:
-            return self.net(x)
-        return self.net(self.image(x)).flatten(-2).index_select(-1, self.to_sph)
-
-    def train_logits_labels(self, x, y):
-        """Logits and labels on the pixels the model predicts (the flat model: its image pixels)."""
-        import torch
-
-        if self.name != FLAT:
-            return self.net(x), y
-        y_img = torch.cat([y, y.new_zeros(y.shape[0], 1)], dim=-1).index_select(-1, self.to_img)
-        return self.net(self.image(x)).flatten(-2), y_img
-
-
-def _miou(pred, y, num_classes: int) -> float:
-    import torch
-
-    conf = torch.bincount(y.flatten() * num_classes + pred.flatten(), minlength=num_classes ** 2)
-    conf = conf.reshape(num_classes, num_classes).double()
-    inter, union = conf.diag(), conf.sum(0) + conf.sum(1) - conf.diag()
-    present = union > 0
-    return float((inter[present] / union[present]).mean())
-
-
-def _data(cfg: dict, split: str, rotate: float, n: int, seed: int, then_rotate=None):
+def _data(cfg: dict, split: str, rotate: float, n: int, seed: int):
     from heal_swin.data.digits import DigitSpheres
 
     return DigitSpheres(n, nside=cfg["nside"], faces=cfg["faces"], split=split, rotate=rotate, seed=seed,
-                        then_rotate=then_rotate)
+                        digits=tuple(cfg["digits"]), half_width=cfg["half_width"])
 
 
 @functools.lru_cache(maxsize=4)
-def _test_set(nside: int, faces: tuple, rotate: float, n: int):
+def _test_set(nside: int, faces: tuple, digits: tuple, half_width: float, rotate: float, n: int):
     """The held-out test spheres (seed 7), made once per worker process and shared by its runs."""
-    return _data(dict(nside=nside, faces=faces), "test", rotate, n, 7)
+    return _data(dict(nside=nside, faces=faces, digits=digits, half_width=half_width), "test", rotate, n, 7)
+
+
+def _data_meta(cfg: dict) -> dict:
+    """The DigitSpheres settings a run's run.json keeps (what the equivariance report redraws)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()
+            if k in ("nside", "faces", "digits", "half_width")}
+
+
+def _logits_labels(model, x, y):
+    """Logits and labels on the pixels the model predicts: the flat model's are its image pixels."""
+    import torch
+
+    from heal_swin.models import EquirectangularAdapter
+
+    if not isinstance(model, EquirectangularAdapter):
+        return model(x), y
+    y_img = torch.cat([y, y.new_zeros(y.shape[0], 1)], dim=-1).index_select(-1, model.to_image)
+    return model.net(model.image(x)).flatten(-2), y_img
+
+
+def _miou(pred, y, num_classes: int) -> float:
+    from heal_swin.tasks import ConfusionMatrix
+
+    conf = ConfusionMatrix(num_classes)
+    conf.update(pred, y)
+    return conf.summary()["miou"]
+
+
+def budget(model: str, cfg: dict) -> dict:
+    """The steps and learning rate of a model's family (BUDGETS), scaled by --steps-scale."""
+    from heal_swin.models import model_info
+
+    b = dict(BUDGETS[model_info(parse_model(model)[0]).family])
+    b["steps"] = max(1, int(round(b["steps"] * cfg["steps_scale"])))
+    if cfg.get("lr"):
+        b["lr"] = cfg["lr"]
+    return b
 
 
 # --------------------------------------------------------------------------- one run
 
 
 def train_one(job: dict) -> dict:
-    """Train `job["model"]` on spheres rotated by `job["augment"]` of SO(3); score on the test sets;
-    save its weights for the ensemble measurement."""
+    """Train `job["model"]` on spheres rotated by `job["augment"]` of SO(3); score on the test sets; save
+    the run (run.json + weights) for the ensemble measurement and `heal-swin-equivariance`."""
     import torch
 
     from heal_swin.data.digits import NUM_CLASSES
+    from heal_swin.tools.equivariance import build_digits_model, save_digits_run
 
     torch.set_num_threads(job["threads"])
     cfg, device = job["cfg"], torch.device(job["device"])
+    b = budget(job["model"], cfg)
     torch.manual_seed(job["seed"])
     train = _data(cfg, "train", job["augment"], cfg["train"], 1000 + job["seed"])
-    model = _Model(job["model"], cfg["nside"], cfg["faces"], device)
-    params = sum(p.numel() for p in model.net.parameters())
+    name, kwargs = parse_model(job["model"])
+    meta = {"kind": "digits", "model": name, "model_kwargs": kwargs, "data": _data_meta(cfg)}
+    model = build_digits_model(meta).to(device)
+    params = sum(p.numel() for p in model.parameters())
     counts = torch.bincount(train.y.flatten(), minlength=NUM_CLASSES).double()
     weight = (counts.sum() / counts.clamp_min(1)).sqrt()
     weight = (weight / weight.mean()).float().to(device)            # inverse-sqrt frequency, the same for all
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=b["lr"], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, b["lr"], total_steps=b["steps"], pct_start=0.1)
     gen = torch.Generator().manual_seed(job["seed"])
-    model.net.train()
+    model.train()
     start = time.perf_counter()
-    for _ in range(cfg["steps"]):
+    for _ in range(b["steps"]):
         idx = torch.randint(0, len(train), (cfg["batch"],), generator=gen)
         x, y = train.x[idx].to(device), train.y[idx].to(device)
-        logits, target = model.train_logits_labels(x, y)
+        logits, target = _logits_labels(model, x, y)
         loss = torch.nn.functional.cross_entropy(logits, target, weight=weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     train_s = time.perf_counter() - start
-    model.net.eval()
-    row = dict(model=job["model"], augment=job["augment"], seed=job["seed"], params=params,
-               steps=cfg["steps"], batch=cfg["batch"], train_s=round(train_s, 1), loss=round(float(loss), 4))
+    model.eval()
+    row = dict(model=job["model"], augment=job["augment"], seed=job["seed"], params=params, steps=b["steps"],
+               lr=b["lr"], batch=cfg["batch"], train_s=round(train_s, 1), loss=round(loss.item(), 4))
     with torch.no_grad():
-        for name, rotate in (("upright", 0.0), ("rotated", 1.0)):
-            test = _test_set(cfg["nside"], tuple(cfg["faces"]), rotate, cfg["test"])
+        for test_name, rotate in (("upright", 0.0), ("rotated", 1.0)):
+            test = _test_set(cfg["nside"], tuple(cfg["faces"]), tuple(cfg["digits"]), cfg["half_width"], rotate,
+                             cfg["test"])
             pred = torch.cat([model(test.x[i:i + 16].to(device)).argmax(1).cpu()
                               for i in range(0, len(test), 16)])
-            row[f"miou_{name}"] = round(_miou(pred, test.y, NUM_CLASSES), 4)
+            row[f"miou_{test_name}"] = round(_miou(pred, test.y, NUM_CLASSES), 4)
         x1 = test.x[:1].to(device)
         model(x1)
         times = []
@@ -180,68 +181,40 @@ def train_one(job: dict) -> dict:
             model(x1)
             times.append(time.perf_counter() - t)
         row["latency_ms"] = round(1e3 * sorted(times)[2], 2)
-    torch.save(model.net.state_dict(), job["weights"])
+    save_digits_run(job["run_dir"], name, kwargs, _data_meta(cfg), model,
+                    extra={"train": {"augment": job["augment"], "seed": job["seed"], **b, "batch": cfg["batch"],
+                                     "spheres": cfg["train"]}, "cfg": _jsonable(cfg), "result": row})
     return row
+
+
+def _jsonable(cfg: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
 
 
 # --------------------------------------------------------------------------- ensembles
 
 
-def _moved(pred, nside: int, faces, rotations):
-    """R·g for per-pixel values g (n, N): (R·g)(p) = g(nearest pixel of R^-1 p)."""
-    import torch
+def ensemble_errors(cfg: dict, name: str, run_dirs: list, rotations: int, device: str = "cpu") -> list:
+    """Equivariance error of each member and of the mean of the first K members, as 1 − the mIoU between
+    f(R·x) and R·f(x) (`heal_swin.tools.equivariance`) over random rotations R of the held-out spheres,
+    drawn turned; the same measure on the labels (drawn turned against moved) is the floor."""
+    from heal_swin.tools import equivariance as eq
 
-    from heal_swin import grid
+    members, source = eq.load_runs(run_dirs, "test", cfg["ens_samples"], device)
+    rots = [r for r in eq.rotations_for(source, "so3", rotations, seed=11) if r[1] == "so3"]
 
-    glob = grid.base_pixel_indices(nside, faces)
-    v = np.stack(grid.pix2vec(nside, glob, nest=True), axis=1)
-    out = torch.full_like(pred, -1)
-    for i, r in enumerate(rotations):
-        src = grid.global_to_local(nside, faces, grid.vec2pix(nside, *(v @ r).T, nest=True))  # R^T v = R^-1 v
-        ok = torch.as_tensor(np.asarray(src) >= 0)
-        out[i, ok] = pred[i, torch.as_tensor(np.asarray(src)[np.asarray(src) >= 0])]
-    return out
+    def error(ms):
+        res = eq.measure(ms, source, rots, progress=False)
+        return (float(np.mean([1 - r["miou_between"] for r in res["rows"]])),
+                float(np.mean([r["task_miou"] for r in res["rows"]])),
+                float(np.mean([1 - r["floor_miou"] for r in res["rows"]])))
 
-
-def ensemble_errors(cfg: dict, name: str, weight_files: list, device: str = "cpu") -> list:
-    """Equivariance error (and rotated-test mIoU) of each member and of the mean of the first K members."""
-    import torch
-
-    from heal_swin.data.digits import NUM_CLASSES, haar_rotations
-
-    rng = np.random.default_rng(11)
-    n = cfg["test"]
-    rots = haar_rotations(rng, n, 1.0)
-    base = _test_set(cfg["nside"], tuple(cfg["faces"]), 1.0, n)
-    turned = _data(cfg, "test", 1.0, n, 7, then_rotate=rots)
-    probs, probs_rot = [], []
-    for path in weight_files:
-        m = _Model(name, cfg["nside"], cfg["faces"], torch.device(device))
-        m.net.load_state_dict(torch.load(path, map_location=device))
-        m.net.eval()
-        with torch.no_grad():
-            probs.append(torch.cat([m(base.x[i:i + 16]).softmax(1) for i in range(0, n, 16)]))
-            probs_rot.append(torch.cat([m(turned.x[i:i + 16]).softmax(1) for i in range(0, n, 16)]))
-
-    def disagreement(a_rot, moved):
-        """Pixels where the two differ, over the pixels where either is a digit (background is most of
-        the sphere and would dilute the measure)."""
-        valid = moved >= 0
-        a_rot, moved = a_rot[valid], moved[valid]
-        fg = (a_rot > 0) | (moved > 0)
-        return float((a_rot != moved)[fg].float().sum() / fg.float().sum().clamp_min(1))
-
-    def err(p, p_rot):
-        return disagreement(p_rot.argmax(1), _moved(p.argmax(1), cfg["nside"], cfg["faces"], rots))
-
-    floor = disagreement(turned.y, _moved(base.y, cfg["nside"], cfg["faces"], rots))
     rows = []
-    for k in range(1, len(weight_files) + 1):
-        mean, mean_rot = torch.stack(probs[:k]).mean(0), torch.stack(probs_rot[:k]).mean(0)
-        rows.append(dict(model=name, k=k, ensemble_error=round(err(mean, mean_rot), 4),
-                         member_error=round(err(probs[k - 1], probs_rot[k - 1]), 4),
-                         ensemble_miou_rotated=round(_miou(mean.argmax(1), base.y, NUM_CLASSES), 4),
-                         member_miou_rotated=round(_miou(probs[k - 1].argmax(1), base.y, NUM_CLASSES), 4),
+    for k in range(1, len(members) + 1):
+        ens_err, ens_miou, floor = error(members[:k])
+        mem_err, mem_miou, _ = error(members[k - 1:k])
+        rows.append(dict(model=name, k=k, ensemble_error=round(ens_err, 4), member_error=round(mem_err, 4),
+                         ensemble_miou_rotated=round(ens_miou, 4), member_miou_rotated=round(mem_miou, 4),
                          floor=round(floor, 4)))
     return rows
 
@@ -263,19 +236,21 @@ def write_report(out: Path, rows: list, ens: list, cfg: dict) -> None:
     import matplotlib.pyplot as plt
 
     groups = _summary(rows)
-    lines = [f"nside {cfg['nside']}, faces {cfg['faces_text']}, {cfg['train']} training spheres, {cfg['test']} test "
-             f"spheres per test set, {cfg['steps']} steps of batch {cfg['batch']}, AdamW (one-cycle, lr {cfg['lr']}), "
-             "mean ± std over seeds", "",
-             "| model | parameters | train augmentation (fraction of SO(3)) | seeds | mIoU upright test | "
-             "mIoU rotated test | train time | latency (batch 1) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"nside {cfg['nside']}, faces {cfg['faces_text']}, {cfg['digits'][0]}-{cfg['digits'][1]} digits per sphere "
+             f"(half width {cfg['half_width']} rad), {cfg['train']} training spheres, {cfg['test']} test spheres per "
+             f"test set, batch {cfg['batch']}, AdamW (one-cycle), steps and lr per family; mean ± std over seeds", "",
+             "| model | parameters | steps, lr | train augmentation (fraction of SO(3)) | seeds | mIoU upright test | "
+             "mIoU rotated test | train time | latency (batch 1) |", "|---|---|---|---|---|---|---|---|---|"]
     for (model, aug), rs in sorted(groups.items()):
         up, rot = np.array([r["miou_upright"] for r in rs]), np.array([r["miou_rotated"] for r in rs])
-        lines.append(f"| {model} | {rs[0]['params']:,} | {aug:g} | {len(rs)} | {up.mean():.3f} ± {up.std():.3f} | "
+        lines.append(f"| {model} | {rs[0]['params']:,} | {rs[0]['steps']}, {rs[0]['lr']:g} | {aug:g} | {len(rs)} | {up.mean():.3f} ± {up.std():.3f} | "
                      f"{rot.mean():.3f} ± {rot.std():.3f} | {np.mean([r['train_s'] for r in rs]):.0f} s | "
                      f"{np.mean([r['latency_ms'] for r in rs]):.1f} ms |")
     if ens:
-        lines += ["", "| model | K | member equivariance error | ensemble equivariance error | member mIoU rotated | "
-                  "ensemble mIoU rotated | floor (labels moved) |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "Equivariance error: 1 − mIoU between f(R·x) and R·f(x) over random rotations R of "
+                  f"{cfg['ens_samples']} held-out spheres (drawn turned; the prediction moved by the nearest pixel).", "",
+                  "| model | K | member k's equivariance error | ensemble (first K) equivariance error | member k's mIoU "
+                  "rotated | ensemble mIoU rotated | floor (labels drawn turned vs moved) |", "|---|---|---|---|---|---|---|"]
         for e in ens:
             lines.append(f"| {e['model']} | {e['k']} | {e['member_error']:.4f} | {e['ensemble_error']:.4f} | "
                          f"{e['member_miou_rotated']:.3f} | {e['ensemble_miou_rotated']:.3f} | {e['floor']:.4f} |")
@@ -305,7 +280,7 @@ def write_report(out: Path, rows: list, ens: list, cfg: dict) -> None:
                     label=f"{model}: member k")
         ax.axhline(ens[0]["floor"], color="grey", linewidth=1, label="floor (labels moved, nearest pixel)")
         ax.set_xlabel("ensemble size K")
-        ax.set_ylabel("equivariance error (pixels changed)")
+        ax.set_ylabel("equivariance error: 1 − mIoU(f(Rx), R f(x))")
         ax.set_title("Emergent equivariance of ensembles (full SO(3) augmentation)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -320,18 +295,22 @@ def write_report(out: Path, rows: list, ens: list, cfg: dict) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/rotated_digits")
-    p.add_argument("--models", nargs="+", default=["heal_swin_tiny", "gauge_cnn_tiny", "s2cnn_digits", FLAT])
+    p.add_argument("--models", nargs="+", default=["heal_swin_tiny", SYMMETRIC, "gauge_cnn_tiny", "s2cnn_digits", FLAT],
+                   help="registry names, with keyword overrides as NAME:key=value,...")
     p.add_argument("--augment", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--ensemble", type=int, default=5, help="members per ensemble (0: no ensemble part)")
     p.add_argument("--ensemble-models", nargs="+", default=["heal_swin_tiny", FLAT])
+    p.add_argument("--ensemble-rotations", type=int, default=4, help="random rotations in the ensemble measure")
     p.add_argument("--nside", type=int, default=None)
     p.add_argument("--faces", default="all", help="all or 0-7")
     p.add_argument("--train", type=int, default=None, help="training spheres")
     p.add_argument("--test", type=int, default=None, help="test spheres per test set")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--digits", type=int, nargs=2, default=(3, 5), metavar=("MIN", "MAX"), help="digits per sphere")
+    p.add_argument("--half-width", type=float, default=0.5, help="a digit's half width in the tangent plane (rad)")
+    p.add_argument("--steps-scale", type=float, default=None, help="multiply every family's steps (BUDGETS)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=None, help="one learning rate for every family (default: BUDGETS)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--device", default="cpu")
@@ -341,61 +320,62 @@ def main(argv=None) -> int:
     from heal_swin import grid, models
 
     for m in args.models + args.ensemble_models:
-        models.model_info(m)
+        models.model_info(parse_model(m)[0])
     scale = 4 if args.full else 1
     faces = grid.parse_base_pixels(args.faces) if args.faces != "all" else tuple(range(12))
     cfg = dict(nside=args.nside or (32 if args.full else 16), faces=tuple(faces), faces_text=args.faces,
-               train=args.train or 400 * scale, test=args.test or 100, steps=args.steps or 150 * scale,
-               batch=args.batch, lr=args.lr)
+               train=args.train or 400 * scale, test=args.test or 100, digits=tuple(args.digits),
+               half_width=args.half_width, steps_scale=args.steps_scale or float(scale), batch=args.batch,
+               lr=args.lr, ens_samples=50)
     out = Path(args.out)
-    (out / "weights").mkdir(parents=True, exist_ok=True)
-    done_path = out / "results.jsonl"
-    done = {}
-    if done_path.exists():
-        for line in done_path.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("cfg") == {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}:
-                done[(r["model"], r["augment"], r["seed"])] = r
-    jobs = []
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    jobs, rows = [], []
     for model in args.models:
         augs = [a for a in args.augment if a in (0.0, 1.0)] if model in EQUIVARIANT else args.augment
-        seeds = range(args.seeds)
-        if model in args.ensemble_models and args.ensemble:
-            extra = range(args.seeds, max(args.seeds, args.ensemble))
-        else:
-            extra = range(0)
+        extra = range(args.seeds, max(args.seeds, args.ensemble)) if model in args.ensemble_models else range(0)
         for aug in augs:
-            for seed in list(seeds) + (list(extra) if aug == 1.0 else []):
-                w = out / "weights" / f"{model}-aug{aug:g}-seed{seed}.pt"
-                if (model, aug, seed) in done and w.exists():
+            for seed in list(range(args.seeds)) + (list(extra) if aug == 1.0 else []):
+                run_dir = out / "runs" / f"{run_name(model)}-aug{aug:g}-seed{seed}"
+                kept = _kept(run_dir, cfg)
+                if kept is not None:
+                    rows.append(kept)
                     continue
                 jobs.append(dict(model=model, augment=aug, seed=seed, cfg=cfg, device=args.device,
-                                 threads=args.threads, weights=str(w)))
+                                 threads=args.threads, run_dir=str(run_dir)))
     jobs.sort(key=lambda j: j["model"] not in EQUIVARIANT)             # the slow ones first
-    print(f"{len(jobs)} runs to train ({len(done)} kept), {args.workers} workers", flush=True)
+    print(f"{len(jobs)} runs to train ({len(rows)} kept), {args.workers} workers", flush=True)
     from tqdm import tqdm
 
-    rows = list(done.values())
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    with ProcessPoolExecutor(args.workers) as pool, open(done_path, "a") as f:
+    with ProcessPoolExecutor(args.workers) as pool:
         for row in tqdm(pool.map(train_one, jobs), total=len(jobs), desc="runs"):
-            row["cfg"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-            f.write(json.dumps(row) + "\n")
-            f.flush()
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "cfg"}), flush=True)
+            print(json.dumps(row), flush=True)
     ens = []
     if args.ensemble:
         for model in args.ensemble_models:
-            files = [out / "weights" / f"{model}-aug1-seed{s}.pt" for s in range(max(args.seeds, args.ensemble))]
-            files = [str(w) for w in files if w.exists()][:args.ensemble]
-            ens += ensemble_errors(cfg, model, files, args.device)
+            dirs = [out / "runs" / f"{run_name(model)}-aug1-seed{s}" for s in range(max(args.seeds, args.ensemble))]
+            dirs = [str(d) for d in dirs if (d / "run.json").is_file()][:args.ensemble]
+            if dirs:
+                ens += ensemble_errors(cfg, model, dirs, args.ensemble_rotations, args.device)
         with open(out / "ensembles.jsonl", "w") as f:
             for e in ens:
                 f.write(json.dumps(e) + "\n")
+    with open(out / "results.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
     write_report(out, rows, ens, cfg)
     print((out / "results.md").read_text())
     return 0
+
+
+def _kept(run_dir: Path, cfg: dict):
+    """The result row of a finished run with these settings (a rerun keeps it), else None."""
+    path = run_dir / "run.json"
+    if not (path.is_file() and (run_dir / "weights.safetensors").is_file()):
+        return None
+    meta = json.loads(path.read_text())
+    return meta["result"] if meta.get("cfg") == _jsonable(cfg) else None
 
 
 if __name__ == "__main__":

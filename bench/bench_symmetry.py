@@ -1,0 +1,134 @@
+"""Symmetry profile of every registered HEALPix backbone (issue #16, part 4).
+
+    python bench/bench_symmetry.py [--digits-runs runs/rotated_digits/runs] [--rotations 3]
+
+Per variant, in float64 and eval mode: the relative output error max |f(g·x) − g·f(x)| / max |f(x)| for
+random inputs under the grid's own symmetries (the 90° turn about the pole on the full sphere and on
+faces 0–7, the largest over the three 180° flips about equatorial axes at 0°, 45°, 90° on the full sphere),
+and the error under random rotations R of SO(3) of a band-limited input, measured in harmonic space
+(`heal_swin.tools.equivariance.so3_errors`: l ≤ 4 in, l ≤ 8 out; a pointwise map's error is the
+measurement's own floor). "At init": each variant's test build (`model_info(name).test_kwargs`, 2 input
+channels, 3 outputs) with its initial weights; heal_swin_tiny also with `symmetric=True`. "Trained": the
+aug-0 seed-0 run of each backbone of the rotated-digits benchmark (full sphere only: those models are
+built on faces 0–11). Prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
+
+
+def grid_errors(net, nside: int, faces, in_chans: int, seed: int = 0) -> dict:
+    """{symmetry name: relative error} for the grid symmetries this face set keeps."""
+    from heal_swin import grid
+    from heal_swin.tools.equivariance import relative_error
+
+    x = torch.as_tensor(np.random.default_rng(seed).standard_normal((2, in_chans, len(faces) * nside ** 2)))
+    out = {}
+    for name, m in grid.grid_symmetries(nside, faces).items():
+        perm = torch.as_tensor(grid.symmetry_permutation(nside, m, faces))
+        act = lambda t, p=perm: t[..., p]  # noqa: E731
+        out[name] = relative_error(net, act, act, x)
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    return "0" if v == 0 else f"{v:.1e}" if v < 1e-3 else f"{v:.3f}"
+
+
+def profile_row(label: str, build, nside: int, in_chans: int, rotations: int) -> dict:
+    """The errors of one network; `build(faces)` makes it on a face set (None where it cannot be)."""
+    from heal_swin.tools.equivariance import so3_errors
+
+    row = {"model": label, "nside": nside}
+    for key, faces in (("sphere", SPHERE), ("faces", FACES_0_7)):
+        try:
+            net = build(faces)
+        except ValueError as err:                      # e.g. the original's shift needs faces 0-7
+            row[key] = None
+            row.setdefault("notes", []).append(f"{key}: {str(err).split(':')[0][:60]}")
+            continue
+        if net is None:
+            row[key] = None
+            continue
+        errs = grid_errors(net, nside, faces, in_chans)
+        row[key] = errs
+        if key == "sphere":
+            row["so3"] = so3_errors({"net": net}, nside, in_chans, 4, 8, rotations)["net"]
+    return row
+
+
+def table(rows: list) -> str:
+    lines = ["| model | nside | polar turn 90°, sphere | polar turn 90°, faces 0–7 | flips 180°, sphere (max) | "
+             "random SO(3), band-limited input |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        s, f = r.get("sphere"), r.get("faces")
+        flips = max(v for k, v in s.items() if k.startswith("flip")) if s else None
+        lines.append(f"| {r['model']} | {r['nside']} | {_fmt(s['polar turn 90°']) if s else '–'} | "
+                     f"{_fmt(f['polar turn 90°']) if f else '–'} | {_fmt(flips)} | {_fmt(r.get('so3'))} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--digits-runs", default="runs/rotated_digits/runs")
+    p.add_argument("--rotations", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    from heal_swin import models
+    from heal_swin.tools.equivariance import load_digits_run
+
+    variants = [(n, {}) for n in models.list_models(domain="healpix")]
+    variants.insert(variants.index(("heal_swin_tiny", {})) + 1, ("heal_swin_tiny", {"symmetric": True}))
+    rows = []
+    for name, extra in variants:
+        kw = {**models.model_info(name).test_kwargs, **extra}
+        nside = kw.pop("nside")
+
+        def build(faces, name=name, kw=kw, nside=nside):
+            torch.manual_seed(args.seed)
+            net = models.create_model(name, in_chans=2, num_classes=3, nside=nside, base_pixels=faces, **kw)
+            return net.double().eval()
+
+        label = name + ("  (symmetric=True)" if extra else "")
+        rows.append(profile_row(label, build, nside, 2, args.rotations))
+        print(f"{label}: done", file=sys.stderr, flush=True)
+    print("At init (test builds, float64):\n")
+    print(table(rows))
+    for r in rows:
+        for note in r.get("notes", []):
+            print(f"- {r['model']}: {note}")
+
+    runs = sorted(Path(args.digits_runs).glob("*-aug0-seed0"))
+    if runs:
+        trained = []
+        for run in runs:
+            model, meta = load_digits_run(run)
+            model = model.double()
+            nside = meta["data"]["nside"]
+            label = meta["model"] + ("  (" + ", ".join(f"{k}={v}" for k, v in meta["model_kwargs"].items()) + ")"
+                                     if meta["model_kwargs"] else "")
+            trained.append(profile_row(label, lambda faces, m=model: m if faces == SPHERE else None, nside, 1,
+                                       args.rotations))
+            print(f"{label} (trained): done", file=sys.stderr, flush=True)
+        print(f"\nAfter training on the rotated digits (upright spheres, seed 0; {args.digits_runs}):\n")
+        print(table(trained))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
