@@ -166,3 +166,23 @@ def test_rotated_dataset_items_are_the_turned_projection(data_root):
         assert (turned["image"][:, both] - item["image"][:, perm][:, both]).abs().median() < 1e-3
     with pytest.raises(ValueError, match="rig sphere fuses four"):
         HealpixDataset(data_root, nside=8, base_pixels=range(12), rig=True).rotated(0, np.eye(3))
+
+
+def test_equirectangular_adapter_moves_pixels_both_ways():
+    from heal_swin import models
+
+    shape = models.equirectangular_shape(16, range(12))
+    assert shape == (32, 96) and shape[0] * shape[1] == 12 * 256
+    ident = models.EquirectangularAdapter(torch.nn.Identity(), 16, range(12))
+    x = torch.arange(12 * 256, dtype=torch.float64)[None, None]
+    img = ident.image(x)
+    assert img.shape == (1, 1, 32, 96)
+    assert set(img.unique().long().tolist()) <= set(range(12 * 256))       # values moved, never blended
+    back = ident(x)
+    assert (back == x).double().mean() > 0.5                              # most pixels come home unchanged
+    # an image pixel reads the sphere pixel containing its direction
+    theta, phi = (5 + 0.5) * np.pi / 32, (40 + 0.5) * 2 * np.pi / 96
+    assert int(img[0, 0, 5, 40]) == grid.ang2pix(16, theta, phi)
+    # faces the map lacks read zero
+    half = models.EquirectangularAdapter(torch.nn.Identity(), 16, range(8), shape=(32, 64))
+    assert (half.image(torch.ones(1, 1, 8 * 256))[0, 0, -1] == 0).all()     # the south pole row: faces 8-11
