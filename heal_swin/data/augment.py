@@ -95,9 +95,7 @@ def quarter_turn_permutation(nside: int, base_pixels, k: int) -> np.ndarray:
     if missing:
         raise ValueError(f"base_pixels={list(faces)} are not closed under quarter turns about the pole "
                          f"(need faces {missing}); use whole rows, e.g. 0–7 or 0–11")
-    npf = nside * nside
-    slot = {f: i for i, f in enumerate(faces)}
-    return np.concatenate([slot[s] * npf + np.arange(npf) for s in source])
+    return grid.polar_turn(nside, faces, -k)            # sampling at R·v moves the content by R⁻¹
 
 
 def rotate_quarter_turns(values, perm):
