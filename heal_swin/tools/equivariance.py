@@ -381,26 +381,28 @@ def so3_errors(nets: dict, nside: int = 32, in_chans: int = 2, lmax_in: int = 4,
 
 def markdown(result: dict) -> str:
     seg = result["task"] == "segmentation"
+    k = len(result["runs"])
     runs = ", ".join(f"`{r}`" for r in result["runs"])
-    head = (f"Equivariance of {runs} ({'ensemble of ' + str(len(result['runs'])) if len(result['runs']) > 1 else 'one run'}), "
-            f"split `{result['split']}`, {result['samples']} samples, nside {result['nside']}, faces "
-            f"{result['faces_text']}, rotations `{result['kind']}`.")
-    if seg:
-        lines = [head, "", f"Upright: mIoU {result['upright']['miou']:.4f}, accuracy {result['upright']['accuracy']:.4f}.", "",
-                 "| rotation | kind | angle | agreement f(Rx) vs R f(x) | mIoU between | floor: agreement / mIoU "
-                 "(labels) | task mIoU on Rx | pixels | excluded |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in result["rows"]:
-            lines.append(f"| {r['name']} | {r['kind']} | {r['angle_deg']:.1f}° | {r['agreement']:.4f} | "
-                         f"{r['miou_between']:.4f} | {r['floor_agreement']:.4f} / {r['floor_miou']:.4f} | "
-                         f"{r['task_miou']:.4f} | {r['pixels']} | {r['excluded']} |")
-    else:
-        lines = [head, "", f"Upright: AbsRel {result['upright']['abs_rel']:.4f}.", "",
-                 "| rotation | kind | angle | relative difference f(Rx) vs R f(x) | floor (depth) | task AbsRel on Rx | "
-                 "pixels | excluded |", "|---|---|---|---|---|---|---|---|"]
-        for r in result["rows"]:
-            lines.append(f"| {r['name']} | {r['kind']} | {r['angle_deg']:.1f}° | {r['relative_difference']:.4f} | "
-                         f"{r['floor_relative_difference']:.4f} | {r['task_abs_rel']:.4f} | {r['pixels']} | "
-                         f"{r['excluded']} |")
+    head = (f"Equivariance of {runs} ({f'ensemble of {k}' if k > 1 else 'one run'}), split `{result['split']}`, "
+            f"{result['samples']} samples, nside {result['nside']}, faces {result['faces_text']}, rotations "
+            f"`{result['kind']}`.")
+    up = result["upright"]
+    upright = (f"Upright: mIoU {up['miou']:.4f}, accuracy {up['accuracy']:.4f}." if seg
+               else f"Upright: AbsRel {up['abs_rel']:.4f}.")
+    # (header, value of a row) per column after the rotation's name, kind and angle
+    columns = ([("agreement f(Rx) vs R f(x)", lambda r: f"{r['agreement']:.4f}"),
+                ("mIoU between", lambda r: f"{r['miou_between']:.4f}"),
+                ("floor: agreement / mIoU (labels)", lambda r: f"{r['floor_agreement']:.4f} / {r['floor_miou']:.4f}"),
+                ("task mIoU on Rx", lambda r: f"{r['task_miou']:.4f}")] if seg else
+               [("relative difference f(Rx) vs R f(x)", lambda r: f"{r['relative_difference']:.4f}"),
+                ("floor (depth)", lambda r: f"{r['floor_relative_difference']:.4f}"),
+                ("task AbsRel on Rx", lambda r: f"{r['task_abs_rel']:.4f}")])
+    columns += [("pixels", lambda r: str(r["pixels"])), ("excluded", lambda r: str(r["excluded"]))]
+    lines = [head, "", upright, "", "| rotation | kind | angle | " + " | ".join(h for h, _ in columns) + " |",
+             "|---" * (3 + len(columns)) + "|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['name']} | {r['kind']} | {r['angle_deg']:.1f}° | " + " | ".join(f(r) for _, f in columns)
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
