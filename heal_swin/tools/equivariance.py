@@ -161,12 +161,13 @@ class _WoodScapeSource:
     def rotated(self, i, rotation):
         return self._unpack(self.dataset.rotated(i, rotation))
 
-    def roll_axis(self, i) -> np.ndarray:
-        """The optical axis in the sphere's frame."""
-        if self.orientation == "camera":
-            return np.array([0.0, 0.0, 1.0])
-        camera = self.dataset.tree.load(self.dataset.items[i], labels=False, depth=False)["camera"]
-        return np.asarray(camera.rotation, dtype=np.float64) @ [0.0, 0.0, 1.0]
+    def roll_axis(self) -> np.ndarray:
+        """The optical axis in the sphere's frame: its pole in the camera orientation."""
+        if self.orientation != "camera":
+            raise EquivarianceError("data.orientation=vehicle: each camera's optical axis points elsewhere on the "
+                                    "vehicle's sphere, so no one roll serves the split; use --kind so3 (the polar "
+                                    "turns, yaws of the vehicle there, stay exact)")
+        return np.array([0.0, 0.0, 1.0])
 
 
 class _DigitsSource:
@@ -203,7 +204,7 @@ class _DigitsSource:
         s = self._turned[key]
         return s.x[i], s.y[i], torch.ones(s.y.shape[1], dtype=torch.bool)
 
-    def roll_axis(self, i) -> np.ndarray:
+    def roll_axis(self) -> np.ndarray:
         return np.array([0.0, 0.0, 1.0])
 
 
@@ -261,7 +262,7 @@ def rotations_for(source, kind: str, count: int, seed: int = 0) -> list:
 
     out = [(name, "exact", m, None) for name, m in grid.grid_symmetries(source.nside, source.faces).items()]
     if kind == "roll":
-        axis = source.roll_axis(0)
+        axis = source.roll_axis()
         angles = [a for a in np.linspace(0, 360, count + 2)[1:-1]]
         out += [(f"roll {a:.1f}°", "roll", axis_rotation(axis, math.radians(a)), float(a)) for a in angles]
     else:
