@@ -82,6 +82,9 @@ def main(argv=None) -> int:
                    "batch": cfg.data.batch_size, "train_seconds": round(seconds, 1),
                    f"fisheye_{key}": result["fisheye"][key],
                    "fisheye": {k: v for k, v in result["fisheye"].items() if k != "iou"},
+                   # Per ring of incidence angle (issue #17): where in the image each model wins or loses.
+                   "fisheye_rings": {name: {k: v for k, v in m.items() if k not in ("iou", "theta_deg")}
+                                     for name, m in result.get("fisheye_rings", {}).items()},
                    "per_class_iou": result["fisheye"].get("iou")}
             results.append(row)
             print(json.dumps(row), flush=True)

@@ -59,6 +59,16 @@ def markdown_table(result: dict, task: str) -> str:
         for where, m in rows[:2]:
             lines += ["", f"Per-class IoU ({where}):", "", "| class | IoU |", "|---|---|"]
             lines += [f"| {name} | {_fmt(v)} |" for name, v in m["iou"].items()]
+    rings = result.get("fisheye_rings", {})
+    if rings:
+        # After the tables that were there before, so readers of the first lines see no change.
+        lines += ["", "Fisheye, per ring of incidence angle θ (the same pixels as the fisheye row):", "",
+                  "| θ | " + " | ".join(keys) + " | pixels |", "|---" * (len(keys) + 2) + "|"]
+        for m in rings.values():
+            lo, hi = m["theta_deg"]
+            ring = f"{lo:g}–{hi:g}°" if hi < 180 else f"> {lo:g}°"
+            cells = " | ".join(_fmt(m.get(k)) for k in keys)
+            lines.append(f"| {ring} | {cells} | {m.get('pixels', '')} |")
     return "\n".join(lines) + "\n"
 
 

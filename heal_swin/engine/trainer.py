@@ -31,7 +31,8 @@ from .config import ConfigError, check_resume_config, config_faces, save_config
 from .memory import retain_freed_memory
 
 __all__ = ["main", "build_datasets", "build_model", "build_loss", "build_optimizer", "train_one_epoch",
-           "evaluate", "EpochSampler", "Distributed", "model_domain"]
+           "evaluate", "EpochSampler", "Distributed", "model_domain", "INCIDENCE_RINGS", "incidence_angle",
+           "incidence_ring"]
 
 
 # ----------------------------------------------------------------------------- processes, devices
@@ -272,6 +273,33 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, scaler, loader, cfg, d
 # ----------------------------------------------------------------------------- evaluation
 
 
+# Rings of the incidence angle θ (degrees from the optical axis) that the fisheye metrics are also
+# split into: name -> [lo, hi). Names are plain identifiers so they pass as TensorBoard / MLflow
+# metric keys; the last ring holds everything beyond 90°, where a flat image is most distorted.
+INCIDENCE_RINGS = {"theta_0_30": (0.0, 30.0), "theta_30_60": (30.0, 60.0), "theta_60_90": (60.0, 90.0),
+                   "theta_90_plus": (90.0, 180.0)}
+
+
+def incidence_angle(camera) -> np.ndarray:
+    """float64 (H, W): the incidence angle θ in degrees of every pixel centre of `camera`'s image
+    (cos θ = the z component of its ray in the camera frame); NaN where the model has no ray."""
+    w, h = int(camera.width), int(camera.height)
+    vv, uu = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    rays = np.asarray(camera.pixel_to_ray(np.stack([uu, vv], axis=-1).reshape(-1, 2)), dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.degrees(np.arccos(np.clip(rays[:, 2], -1.0, 1.0))).reshape(h, w)
+
+
+def incidence_ring(camera, rings=INCIDENCE_RINGS) -> np.ndarray:
+    """int8 (H, W): the index of the ring of `rings` (name -> [lo, hi) degrees) each pixel of
+    `camera`'s image falls in; -1 where it has no ray or lies in no ring."""
+    theta = incidence_angle(camera)
+    out = np.full(theta.shape, -1, dtype=np.int8)
+    for r, (lo, hi) in enumerate(rings.values()):
+        out[(theta >= lo) & (theta < hi)] = r
+    return out
+
+
 @torch.no_grad()
 def predict(model, batch, cfg, device) -> torch.Tensor:
     """Class ids (segmentation) or metres (depth), (B, N) or (B, H, W)."""
@@ -286,7 +314,9 @@ def predict(model, batch, cfg, device) -> torch.Tensor:
 def evaluate(model, dataset, cfg, dist: Distributed, backproject: bool | None = None, collect=None) -> dict:
     """Metrics on a dataset: on the sphere (or the flat grid), and, with `backproject`, in the
     fisheye image at full resolution, masked to the pixels the chosen faces cover (so sphere and
-    flat models are scored on the same pixels); per camera too. `collect(i, batch, pred)` sees every
+    flat models are scored on the same pixels); per camera too, and per ring of incidence angle
+    (`INCIDENCE_RINGS`, result["fisheye_rings"]: name -> the same figures as result["fisheye"] plus
+    "theta_deg" = [lo, hi)), which partition those pixels. `collect(i, batch, pred)` sees every
     prediction (figures)."""
     from tqdm import tqdm
 
@@ -308,12 +338,14 @@ def evaluate(model, dataset, cfg, dist: Distributed, backproject: bool | None = 
     sphere, fisheye = new_metric(), new_metric()
     # Every rank holds every camera's metric, so the sums over ranks line up.
     per_camera = {c: new_metric() for c in dataset.tree.cameras}
+    rings = {name: new_metric() for name in INCIDENCE_RINGS}
     sampler = EpochSampler(len(dataset), False, 0, dist.rank, dist.world, drop_last=False)
     # Its own generator: evaluating never moves the global RNG, so resumed runs stay identical.
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size or cfg.data.batch_size,
                                          sampler=sampler, num_workers=cfg.data.num_workers,
                                          generator=torch.Generator().manual_seed(0))
     back_cache: dict = {}
+    ring_cache: dict = {}  # camera fingerprint -> (H, W) ring index, like back_cache
     tree = dataset.tree
     indices = list(iter(sampler))
     seen = 0
@@ -337,6 +369,8 @@ def evaluate(model, dataset, cfg, dist: Distributed, backproject: bool | None = 
                 if key not in back_cache:
                     back_cache[key] = HealpixToFisheye(cam, cfg.data.nside, faces, cfg.data.orientation)
                 back = back_cache[key]
+                if key not in ring_cache:
+                    ring_cache[key] = torch.from_numpy(incidence_ring(cam)).to(dist.device)
                 covered = torch.from_numpy(back.covered_mask)
                 if flat:  # flat predictions: nearest upsampling to the full image
                     p = torch.nn.functional.interpolate(pred[j][None, None].float(), size=truth.shape,
@@ -348,15 +382,19 @@ def evaluate(model, dataset, cfg, dist: Distributed, backproject: bool | None = 
                 p_dev, t_dev, ok_dev = p.to(dist.device), truth.to(dist.device), ok.to(dist.device)
                 fisheye.update(p_dev, t_dev, ok_dev)
                 per_camera[sample.camera].update(p_dev, t_dev, ok_dev)
+                for r, m in enumerate(rings.values()):
+                    m.update(p_dev, t_dev, ok_dev & (ring_cache[key] == r))
         seen += len(pred)
     if dist.world > 1:
-        for m in [sphere, fisheye, *per_camera.values()]:
+        for m in [sphere, fisheye, *per_camera.values(), *rings.values()]:
             m.all_reduce()
     result = {"split": dataset.split, "samples": len(dataset), "sphere" if not flat else "flat": sphere.summary()}
     if backproject:
         result["fisheye"] = fisheye.summary()
         result["per_camera"] = {c: m.summary() for c, m in per_camera.items()
                                 if (m.counts.sum() if seg else m.sums[0]) > 0}
+        result["fisheye_rings"] = {name: m.summary() | {"theta_deg": list(INCIDENCE_RINGS[name])}
+                                   for name, m in rings.items()}
     if seg:
         result["confusion_matrix"] = sphere.counts.cpu().tolist()
     return result
