@@ -1,15 +1,21 @@
 """Learning benchmark: backbones on the sphere vs the flat Swin-UNet, same step budget and data, on
 synthetic WoodScape-format data, scored on the same fisheye pixels (those the sphere models' faces
-cover), for segmentation and depth.
+cover), for segmentation and depth, over seeds, with learning curves (issues #5, #17).
 
     python bench/learning/run.py [--models heal_swin_tiny swin_unet_flat_tiny gauge_cnn_tiny s2cnn_tiny]
-                                 [--steps 300] [--frames 24] [--tasks segmentation depth] [--out runs/learning]
-                                 [--threads N]
+                                 [--steps 300] [--seeds 1] [--evals 1] [--frames 24]
+                                 [--tasks segmentation depth] [--out runs/learning] [--threads N] [--workers 1]
 
 Any registered variant can be named; sphere models train at the demo's nside 32 on faces 0-7, flat
 ones on a 64 x 96 image (about as many pixels). Default: heal_swin_tiny and swin_unet_flat_tiny.
+--seeds S trains each (task, model) with run.seed 0 … S-1 (model init, data order; the data are the
+same); --evals E evaluates E times during training (the learning curve, from each run's metrics.jsonl);
+--workers W trains W runs at once (each with --threads, default 1 then). --full: the paper's setting
+for a GPU (nside 256, a 512 x 1024 flat image, 1280 x 966 frames, more frames and steps).
 
-Prints one JSON line per run and writes them to OUT/results.jsonl.
+Prints one JSON line per run and writes OUT/results.jsonl, OUT/results.md (mean ± std over seeds,
+overall and per ring of incidence angle) and OUT/curves.png (validation metric against step). A run
+that finished with the same settings is kept on a rerun.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,72 +34,170 @@ DEFAULT_MODELS = ("heal_swin_tiny", "swin_unet_flat_tiny")
 # The flat input has about as many pixels as the sphere models see (nside 32, faces 0-7: 8192 pixels,
 # 75 % of them inside the image).
 FLAT_OVERRIDES = ["data.flat_size=[64,96]"]
+FULL = dict(nside=256, flat_size=[512, 1024], size=(1280, 966), frames=200, steps=20000)
+METRIC = {"segmentation": ("miou", "mIoU ↑"), "depth": ("abs_rel", "AbsRel ↓")}
 
 
-def overrides_for(model: str) -> list:
+def overrides_for(model: str, full: bool = False) -> list:
     from heal_swin.models import model_info
 
-    return list(FLAT_OVERRIDES) if model_info(model).domain == "flat" else []
+    if model_info(model).domain == "flat":
+        return [f"data.flat_size=[{FULL['flat_size'][0]},{FULL['flat_size'][1]}]"] if full else list(FLAT_OVERRIDES)
+    return [f"data.nside={FULL['nside']}"] if full else []
+
+
+def train_one(job: dict) -> dict:
+    """One training run (job: task, model, seed, overrides, run_dir); its result row."""
+    from heal_swin.engine import load_config
+    from heal_swin.engine.trainer import build_model
+    from heal_swin.engine.trainer import main as train
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", job["overrides"])
+    start = time.perf_counter()
+    result = train(cfg)
+    seconds = time.perf_counter() - start
+    task, model = job["task"], job["model"]
+    params = sum(p.numel() for p in build_model(cfg, 10 if task == "segmentation" else 1).parameters())
+    key = METRIC[task][0]
+    return {"task": task, "model": model, "seed": job["seed"], "params": params, "steps": cfg.train.max_steps,
+            "batch": cfg.data.batch_size, "train_seconds": round(seconds, 1),
+            f"fisheye_{key}": result["fisheye"][key],
+            "fisheye": {k: v for k, v in result["fisheye"].items() if k != "iou"},
+            # Per ring of incidence angle (issue #17): where in the image each model wins or loses.
+            "fisheye_rings": {name: {k: v for k, v in m.items() if k not in ("iou", "theta_deg")}
+                              for name, m in result.get("fisheye_rings", {}).items()},
+            "per_class_iou": result["fisheye"].get("iou"), "run_dir": job["run_dir"], "settings": job["settings"]}
+
+
+def curve(run_dir, task: str) -> tuple[list, list]:
+    """(steps, fisheye metric) of a run's evaluations, from its metrics.jsonl."""
+    key = METRIC[task][0]
+    steps, values = [], []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "eval" in row and "fisheye" in row["eval"]:
+            steps.append(row["step"])
+            values.append(row["eval"]["fisheye"][key])
+    return steps, values
+
+
+def write_report(out: Path, rows: list) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["model"]), []).append(r)
+    rings = sorted({k for r in rows for k in r.get("fisheye_rings", {})}, key=lambda k: float(k.split("_")[1]))
+    lines = ["| task | model | parameters | seeds | steps | fisheye metric (mean ± std) | "
+             + " | ".join(f"θ {k.split('_', 1)[1].replace('_', '–').replace('–plus', '+')}°" for k in rings)
+             + " | train time |", "|---" * (7 + len(rings)) + "|"]
+    for (task, model), rs in sorted(groups.items()):
+        key, label = METRIC[task]
+        v = np.array([r[f"fisheye_{key}"] for r in rs])
+        ring_cells = [np.mean([r["fisheye_rings"][k][key] for r in rs if k in r.get("fisheye_rings", {})])
+                      for k in rings]
+        lines.append(f"| {task} | {model} | {rs[0]['params']:,} | {len(rs)} | {rs[0]['steps']} | {label[:-2]} "
+                     f"{v.mean():.3f} ± {v.std():.3f} | " + " | ".join(f"{c:.3f}" for c in ring_cells)
+                     + f" | {np.mean([r['train_seconds'] for r in rs]):.0f} s |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+    tasks = sorted({t for t, _ in groups})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for (t, model), rs in sorted(groups.items()):
+            if t != task:
+                continue
+            curves = [curve(r["run_dir"], task) for r in rs]
+            n = min(len(c[0]) for c in curves)
+            if n == 0:
+                continue
+            steps = curves[0][0][:n]
+            vals = np.array([c[1][:n] for c in curves])
+            line, = ax.plot(steps, vals.mean(0), marker="o", markersize=3, label=f"{model} ({len(rs)} seeds)")
+            ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"validation fisheye {METRIC[task][1]}")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Learning curves: mean over seeds, band = min–max", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="registered variants to train")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--steps", type=int, default=None, help="default 300 (--full: 20000)")
+    p.add_argument("--frames", type=int, default=None, help="default 24 (--full: 200)")
     p.add_argument("--tasks", nargs="+", default=["segmentation", "depth"])
     p.add_argument("--out", default="runs/learning")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="the first seed (and the synthetic data's)")
+    p.add_argument("--seeds", type=int, default=1, help="runs per (task, model): seeds seed … seed+S-1")
+    p.add_argument("--evals", type=int, default=1, help="evaluations per run (the learning curve)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 with --workers "
+                   "> 1, else torch's)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at once")
+    p.add_argument("--full", action="store_true", help="the paper's setting on a GPU (see the docstring)")
+    p.add_argument("--device", default=None, help="run.device for every run (--full: cuda)")
     args = p.parse_args(argv)
 
-    import torch
-
     from heal_swin.data.synthetic import ensure_synthetic
-    from heal_swin.engine import load_config
-    from heal_swin.engine.checkpoint import unwrap
-    from heal_swin.engine.trainer import main as train
     from heal_swin.models import model_info
 
     for model in args.models:
         model_info(model)                      # an unknown name fails here, before any training
+    steps = args.steps or (FULL["steps"] if args.full else 300)
+    frames = args.frames or (FULL["frames"] if args.full else 24)
+    threads = args.threads or (1 if args.workers > 1 else None)
+    device = args.device or ("cuda" if args.full else None)
     out = Path(args.out)
     data = out / "data"
-    ensure_synthetic(data, frames=args.frames, seed=args.seed, size=(640, 483))
-    results = []
+    ensure_synthetic(data, frames=frames, seed=args.seed, size=FULL["size"] if args.full else (640, 483))
+    eval_every = max(1, steps // max(1, args.evals))
+    kept = {}
+    if (out / "results.jsonl").is_file():
+        for line in (out / "results.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            kept[(r["task"], r["model"], r.get("seed", 0), json.dumps(r.get("settings")))] = r
+    jobs, rows = [], []
     for task in args.tasks:
         for model in args.models:
-            extra = overrides_for(model)
-            run_dir = out / f"{task}-{model}"
-            overrides = [f"run.dir={run_dir}", f"data.root={data}", "data.generate=false", f"task={task}",
-                         f"model.name={model}", f"train.max_steps={args.steps}", f"train.eval_every={args.steps}",
-                         "data.split_fractions=[0.75,0.25,0.0]", f"run.seed={args.seed}", *extra]
-            if args.threads:
-                overrides.append(f"run.threads={args.threads}")
-            if task == "depth":
-                overrides += ["train.metric=abs_rel", "train.metric_mode=min", "loss.depth=silog",
-                              "data.max_depth=100"]
-            cfg = load_config(ROOT / "configs" / "demo.yaml", overrides)
-            start = time.perf_counter()
-            result = train(cfg)
-            seconds = time.perf_counter() - start
-            from heal_swin.engine.trainer import build_model
-
-            params = sum(p.numel() for p in build_model(cfg, 10 if task == "segmentation" else 1).parameters())
-            key = "miou" if task == "segmentation" else "abs_rel"
-            row = {"task": task, "model": model, "params": params, "steps": args.steps,
-                   "batch": cfg.data.batch_size, "train_seconds": round(seconds, 1),
-                   f"fisheye_{key}": result["fisheye"][key],
-                   "fisheye": {k: v for k, v in result["fisheye"].items() if k != "iou"},
-                   # Per ring of incidence angle (issue #17): where in the image each model wins or loses.
-                   "fisheye_rings": {name: {k: v for k, v in m.items() if k not in ("iou", "theta_deg")}
-                                     for name, m in result.get("fisheye_rings", {}).items()},
-                   "per_class_iou": result["fisheye"].get("iou")}
-            results.append(row)
-            print(json.dumps(row), flush=True)
-    with open(out / "results.jsonl", "w") as f:
-        for row in results:
-            f.write(json.dumps(row) + "\n")
+            for seed in range(args.seed, args.seed + args.seeds):
+                run_dir = out / f"{task}-{model}" if args.seeds == 1 else out / f"{task}-{model}-seed{seed}"
+                overrides = [f"run.dir={run_dir}", f"data.root={data}", "data.generate=false", f"task={task}",
+                             f"model.name={model}", f"train.max_steps={steps}", f"train.eval_every={eval_every}",
+                             "data.split_fractions=[0.75,0.25,0.0]", f"run.seed={seed}", "run.overwrite=true",
+                             *overrides_for(model, args.full)]
+                if threads:
+                    overrides.append(f"run.threads={threads}")
+                if device:
+                    overrides.append(f"run.device={device}")
+                if task == "depth":
+                    overrides += ["train.metric=abs_rel", "train.metric_mode=min", "loss.depth=silog",
+                                  "data.max_depth=100"]
+                settings = {"steps": steps, "frames": frames, "evals": args.evals, "full": args.full}
+                done = kept.get((task, model, seed, json.dumps(settings)))
+                if done is not None and (run_dir / "metrics.jsonl").is_file():
+                    rows.append(done)
+                    continue
+                jobs.append(dict(task=task, model=model, seed=seed, overrides=overrides, run_dir=str(run_dir),
+                                 settings=settings))
+    print(f"{len(jobs)} runs to train ({len(rows)} kept), {args.workers} at once", flush=True)
+    with ProcessPoolExecutor(args.workers) as pool:
+        for row in pool.map(train_one, jobs):
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("per_class_iou", "fisheye", "fisheye_rings")}),
+                  flush=True)
+            with open(out / "results.jsonl", "w") as f:        # after every run: an interrupted study resumes
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+    write_report(out, rows)
+    print((out / "results.md").read_text())
     return 0
 
 
