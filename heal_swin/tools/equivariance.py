@@ -115,9 +115,10 @@ class Member:
         from ..tasks import from_prediction
 
         out = self.model(x)
+        out = out if out.dtype == torch.float64 else out.float()       # --double keeps float64 throughout
         if self.depth_target is None:
-            return out.float().softmax(1)
-        return from_prediction(out[:, 0].float(), self.depth_target)
+            return out.softmax(1)
+        return from_prediction(out[:, 0], self.depth_target)
 
 
 class _WoodScapeSource:
