@@ -118,6 +118,8 @@ def test_runs_of_other_data_and_non_runs_are_refused(tmp_path):
     with pytest.raises(eq.EquivarianceError, match="not a run directory"):
         eq.load_runs([tmp_path], "test", 2)
     assert eq.main([str(tmp_path), "--samples", "1"]) == 2
+    with pytest.raises(eq.EquivarianceError, match="--split 'dev' must be train, val or test"):
+        eq.report([a], split="dev")
 
 
 # --------------------------------------------------------------------------- train.py runs (fisheye data)

@@ -460,6 +460,8 @@ def report(run_dirs, split: str = "val", rotations: int = 8, kind: str = "auto",
         raise EquivarianceError(f"--kind {kind!r} must be one of {KINDS}")
     if rotations < 0:
         raise EquivarianceError(f"--rotations {rotations} must be >= 0")
+    if split not in ("train", "val", "test"):
+        raise EquivarianceError(f"--split {split!r} must be train, val or test")
     dtype = torch.float64 if double else torch.float32
     members, source = load_runs(run_dirs, split, samples, device, dtype)
     kind = source.default_kind if kind == "auto" else kind
