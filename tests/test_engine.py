@@ -241,6 +241,40 @@ def test_shipped_configs_are_valid(path):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+def _recipe(path) -> dict:
+    """A shipped config, flattened to dotted keys, less what may differ between the backbones of one
+    comparison: the run directory, the model, the flat image size and the sphere-only rotation."""
+    from omegaconf import OmegaConf
+
+    def flatten(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flatten(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    cfg = OmegaConf.to_container(load_config(path), resolve=True)
+    skip = {"run.dir", "data.flat_size", "augment.rotate_deg"}
+    return {k: v for k, v in flatten(cfg) if k not in skip and not k.startswith("model.")}
+
+
+@pytest.mark.parametrize("family", ["woodscape_seg", "synwoodscape_depth"])
+def test_comparison_configs_share_one_recipe(family):
+    """Issue #17: the configs that compare the backbones on one task differ only in the model (and the
+    flat image size); data, augmentation (photometric list, flips), loss, optimiser and schedule are
+    the same. Rotation is the sphere's only: the flat dataset has no exact rotation."""
+    paths = sorted(p for p in (ROOT / "configs").glob(f"{family}*.yaml") if not p.stem.endswith("_paper"))
+    assert len(paths) == 4, paths                  # HEAL-SWIN, flat, gauge CNN, S2CNN
+    base = _recipe(ROOT / "configs" / f"{family}.yaml")
+    for path in paths:
+        other = _recipe(path)
+        differing = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
+        assert not differing, f"{path.name} differs from {family}.yaml in {differing}"
+        flat = models.model_info(load_config(path).model.name).domain == "flat"
+        rotate = load_config(path).augment.rotate_deg
+        assert (rotate == 0) if flat else (rotate == load_config(ROOT / "configs" / f"{family}.yaml").augment.rotate_deg)
+
+
 def test_flat_baseline_through_the_same_program(data_root, tmp_path):
     """The flat model trains on resized images and is scored on the same fisheye pixels as the
     sphere model (the pixels its faces cover)."""
