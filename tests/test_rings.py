@@ -98,3 +98,45 @@ def test_oracle_ceiling_on_tiny_data(data_root):
     # The fisheye compresses the periphery: a fisheye pixel there spans less of the sphere.
     assert d["per_fisheye_px_periphery"] < d["per_fisheye_px_centre"]
     assert "| sphere nside 16 |" in oracle.markdown(result)
+
+
+def test_learning_study_runner(data_root, tmp_path, capsys):
+    """bench/learning/run.py: seeds, a flat model at its own size (NAME@HxW), --set overrides, a
+    report with mean ± std per model and ring, learning curves; a rerun keeps the finished runs, and
+    rows of other settings in the same folder are not lost."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("learning_run", ROOT / "bench" / "learning" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    out = tmp_path / "study"
+    args = ["--models", "heal_swin_tiny", "swin_unet_flat_tiny@32x32", "--tasks", "segmentation", "--steps", "2",
+            "--seeds", "2", "--evals", "2", "--workers", "1", "--threads", "1", "--data", str(data_root),
+            "--out", str(out), "--set", "data.nside=8", "data.batch_size=2"]
+    assert run.main(args) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["model"], r["seed"]) for r in rows) == [
+        ("heal_swin_tiny", 0), ("heal_swin_tiny", 1), ("swin_unet_flat_tiny@32x32", 0), ("swin_unet_flat_tiny@32x32", 1)]
+    assert {r["grid"] for r in rows} == {"nside 8", "flat 32×32"}
+    assert all(r["settings"]["set"] == ["data.batch_size=2", "data.nside=8"] for r in rows)
+    assert all(set(r["fisheye_rings"]) == set(trainer.INCIDENCE_RINGS) for r in rows)
+    report = (out / "results.md").read_text()
+    assert "| segmentation | heal_swin_tiny | nside 8 |" in report
+    assert "| segmentation | swin_unet_flat_tiny@32x32 | flat 32×32 |" in report
+    assert report.count(" ± ") >= 2 * 6          # metric, second metric and four rings per model
+    assert (out / "curves.png").stat().st_size > 0
+    steps, values = run.curve(rows[0]["run_dir"], "segmentation")
+    assert steps == [1, 2] and len(values) == 2
+    capsys.readouterr()
+    assert run.main(args) == 0                    # everything kept: nothing trains
+    assert "0 runs to train (4 kept)" in capsys.readouterr().out
+    # Another setting in the same folder trains anew; the earlier rows stay in results.jsonl.
+    assert run.main([*args[:-2], "data.nside=8", "data.batch_size=2", "train.lr=1e-3",
+                     "--models", "heal_swin_tiny", "--seeds", "1"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 5
+    with pytest.raises(SystemExit, match="is a healpix model"):
+        run.main(["--models", "heal_swin_tiny@8x8", "--out", str(out)])
+    with pytest.raises(SystemExit, match="must be KEY=VALUE"):
+        run.main(["--set", "train.lr", "--out", str(out)])
