@@ -136,6 +136,18 @@ def test_learning_study_runner(data_root, tmp_path, capsys):
                      "--models", "heal_swin_tiny", "--seeds", "1"]) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 5
+    # --merge: one report of every row; the overrides that not all rows share name the group.
+    merged = tmp_path / "merged"
+    assert run.main(["--merge", str(out), "--out", str(merged)]) == 0
+    report = (merged / "results.md").read_text()
+    assert "| segmentation | heal_swin_tiny | nside 8 | " in report
+    assert "| segmentation | heal_swin_tiny (train.lr=1e-3) | nside 8 | " in report
+    assert "| segmentation | swin_unet_flat_tiny@32x32 | flat 32×32 | " in report
+    assert (merged / "curves.png").stat().st_size > 0
+    assert run.group_label({"model": "gauge_cnn_tiny", "settings": {"set": ["model.kwargs.widths=[4,8]"]}}) \
+        == "gauge_cnn_tiny (widths=[4,8])"
+    with pytest.raises(SystemExit, match="no results.jsonl"):
+        run.main(["--merge", str(tmp_path / "nowhere"), "--out", str(merged)])
     with pytest.raises(SystemExit, match="is a healpix model"):
         run.main(["--models", "heal_swin_tiny@8x8", "--out", str(out)])
     with pytest.raises(SystemExit, match="must be KEY=VALUE"):

@@ -6,16 +6,18 @@ cover), for segmentation and depth, over seeds, with learning curves (issues #5,
                                  [--steps 300] [--seeds 3] [--evals 6] [--frames 24]
                                  [--tasks segmentation depth] [--out runs/learning] [--threads N] [--workers 2]
                                  [--set KEY=VALUE ...] [--data DIR]
+    python bench/learning/run.py --merge DIR [DIR ...] --out DIR
 
 The default is the study of issue #17: the four backbones, both tasks, 3 seeds, 6 evaluations per run,
-two runs at once of one thread each (about 50 min on 2 CPU cores). Any registered variant can be named;
+two runs at once of one thread each (28 min on 2 CPU cores). Any registered variant can be named;
 sphere models train at the demo's nside 32 on faces 0-7, flat ones on a 64 x 96 image (about as many
 pixels as the sphere models see: matched token counts). NAME@HxW trains a flat model at another size,
 e.g. swin_unet_flat_tiny@96x128 (about the sphere's angular resolution in the image centre).
 --seeds S trains each (task, model) with run.seed 0 … S-1 (model init, data order; the data are the
 same); --evals E evaluates E times during training (the learning curve, from each run's metrics.jsonl);
 --workers W trains W runs at once (each with --threads, default 1 then); --set adds config overrides
-to every run (e.g. train.lr=1e-3 for a learning-rate sweep). --full: the paper's setting for a GPU
+to every run (e.g. train.lr=1e-3 for a learning-rate sweep, model.kwargs.embed_dim=10 for another width);
+--merge reports the rows of several such folders in one table. --full: the paper's setting for a GPU
 (nside 256, a 512 x 1024 flat image, 1280 x 966 frames, more frames and steps).
 
 Prints one JSON line per run and writes OUT/results.jsonl, OUT/results.md (mean ± std over seeds,
@@ -128,6 +130,13 @@ def ring_label(key: str) -> str:
     return f"> {lo}°" if hi == "plus" else f"{lo}–{hi}°"
 
 
+def group_label(row: dict, shared: set = frozenset()) -> str:
+    """The model spec, with the --set overrides that not every row of the report shares:
+    'heal_swin_tiny (embed_dim=10)', 'swin_unet_flat_tiny (train.lr=1e-3)'."""
+    own = [x.removeprefix("model.kwargs.") for x in sorted(row.get("settings", {}).get("set", [])) if x not in shared]
+    return f"{row['model']} ({', '.join(own)})" if own else row["model"]
+
+
 def write_report(out: Path, rows: list) -> None:
     import matplotlib
 
@@ -137,8 +146,19 @@ def write_report(out: Path, rows: list) -> None:
     import matplotlib.pyplot as plt
 
     groups: dict = {}
+    shared = set.intersection(*(set(r.get("settings", {}).get("set", [])) for r in rows)) if rows else set()
     for r in rows:
-        groups.setdefault((r["task"], r["model"]), []).append(r)
+        groups.setdefault((r["task"], group_label(r, shared), json.dumps(r.get("settings"), sort_keys=True)),
+                          []).append(r)
+    # One label per group: the same model under other settings (another budget) gets them named.
+    labels = [(task, label) for task, label, _ in groups]
+    renamed = {}
+    for (task, label, settings), rs in groups.items():
+        if labels.count((task, label)) > 1:
+            s = json.loads(settings) or {}
+            label = f"{label} [{s.get('steps')} steps, {s.get('frames')} frames]"
+        renamed[(task, label)] = rs
+    groups = renamed
     rings = sorted({k for r in rows for k in r.get("fisheye_rings", {})}, key=lambda k: float(k.split("_")[1]))
     lines = ["| task | model | grid | parameters | seeds | steps | fisheye metric (mean ± std) | second metric | "
              + " | ".join(f"θ {ring_label(k)}" for k in rings)
@@ -153,7 +173,7 @@ def write_report(out: Path, rows: list) -> None:
             rv = np.array([r["fisheye_rings"][k][key] for r in rs if k in r.get("fisheye_rings", {})])
             ring_cells.append(f"{rv.mean():.3f} ± {rv.std():.3f}" if rv.size else "–")
         full = bool(rs[0].get("settings", {}).get("full"))
-        lines.append(f"| {task} | {model} | {rs[0].get('grid') or grid_of(model, full)} | {rs[0]['params']:,} | {len(rs)} | {rs[0]['steps']} "
+        lines.append(f"| {task} | {model} | {rs[0].get('grid') or grid_of(rs[0]['model'], full)} | {rs[0]['params']:,} | {len(rs)} | {rs[0]['steps']} "
                      f"| {label[:-2]} {v.mean():.3f} ± {v.std():.3f} | {label2[:-2]} {v2.mean():.3f} ± {v2.std():.3f} | "
                      + " | ".join(ring_cells) + f" | {np.mean([r['train_seconds'] for r in rs]):.0f} s |")
     lines.append("")
@@ -161,6 +181,9 @@ def write_report(out: Path, rows: list) -> None:
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
 
     tasks = sorted({t for t, _ in groups})
+    names = sorted({m for _, m in groups})
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    color = {m: cmap(i % cmap.N) for i, m in enumerate(names)}  # one colour per model in every panel
     fig, axes = plt.subplots(2, len(tasks), figsize=(6.5 * len(tasks), 8.4), squeeze=False)
     for ax, task in zip(axes[1], tasks):          # the final metric per ring: where each model wins
         models = [m for t, m in sorted(groups) if t == task]
@@ -170,7 +193,7 @@ def write_report(out: Path, rows: list) -> None:
             key = METRIC[task][0]
             vals = np.array([[r["fisheye_rings"][k][key] for k in rings] for r in rs])
             ax.bar(np.arange(len(rings)) + (i - (len(models) - 1) / 2) * width, vals.mean(0), width,
-                   yerr=vals.std(0), capsize=2, label=model)
+                   yerr=vals.std(0), capsize=2, label=model, color=color[model])
         ax.set_xticks(np.arange(len(rings)), [f"θ {ring_label(k)}" for k in rings])
         ax.set_ylabel(f"fisheye {METRIC[task][1]} (final, mean ± std)")
         ax.set_title(f"{task}: per ring of incidence angle")
@@ -186,8 +209,8 @@ def write_report(out: Path, rows: list) -> None:
                 continue
             steps = curves[0][0][:n]
             vals = np.array([c[1][:n] for c in curves])
-            line, = ax.plot(steps, vals.mean(0), marker="o", markersize=3, label=f"{model} ({len(rs)} seeds)")
-            ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2)
+            ax.plot(steps, vals.mean(0), marker="o", markersize=3, color=color[model], label=f"{model} ({len(rs)} seeds)")
+            ax.fill_between(steps, vals.min(0), vals.max(0), color=color[model], alpha=0.2)
         ax.set_xlabel("step")
         ax.set_ylabel(f"validation fisheye {METRIC[task][1]}")
         ax.set_title(task)
@@ -197,6 +220,21 @@ def write_report(out: Path, rows: list) -> None:
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
+
+
+def merge_reports(folders: list, out: Path) -> int:
+    """One report (results.md, curves.png in `out`) of the rows of several studies, e.g. the arms of a
+    sweep trained into their own folders; groups differ by model, --set overrides and budget."""
+    rows = []
+    for folder in folders:
+        path = folder / "results.jsonl"
+        if not path.is_file():
+            raise SystemExit(f"--merge {folder}: no results.jsonl there (a study writes it after its first run)")
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(out, rows)
+    print((out / "results.md").read_text())
+    return 0
 
 
 def main(argv=None) -> int:
@@ -217,7 +255,12 @@ def main(argv=None) -> int:
                    help="config overrides for every run (e.g. train.lr=1e-3)")
     p.add_argument("--full", action="store_true", help="the paper's setting on a GPU (see the docstring)")
     p.add_argument("--device", default=None, help="run.device for every run (--full: cuda)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="train nothing: one report in --out of every row in these folders' results.jsonl")
     args = p.parse_args(argv)
+
+    if args.merge:
+        return merge_reports([Path(d) for d in args.merge], Path(args.out))
 
     from heal_swin.data.synthetic import ensure_synthetic
     from heal_swin.engine import atomic_write_text
