@@ -125,6 +125,7 @@ def test_learning_study_runner(data_root, tmp_path, capsys):
     assert "| segmentation | heal_swin_tiny | nside 8 |" in report
     assert "| segmentation | swin_unet_flat_tiny@32x32 | flat 32×32 |" in report
     assert report.count(" ± ") >= 2 * 6          # metric, second metric and four rings per model
+    assert "| model | void | road |" in report    # IoU per class
     assert (out / "curves.png").stat().st_size > 0
     steps, values = run.curve(rows[0]["run_dir"], "segmentation")
     assert steps == [1, 2] and len(values) == 2

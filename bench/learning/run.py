@@ -178,6 +178,15 @@ def write_report(out: Path, rows: list) -> None:
                      + " | ".join(ring_cells) + f" | {np.mean([r['train_seconds'] for r in rs]):.0f} s |")
     lines.append("")
     lines.append("std: over seeds (population). Rings: incidence angle θ of the fisheye pixel from the optical axis.")
+    seg = {m: rs for (t, m), rs in sorted(groups.items()) if t == "segmentation" and rs[0].get("per_class_iou")}
+    if seg:                                   # which classes each model has learned at all
+        classes = list(next(iter(seg.values()))[0]["per_class_iou"])
+        lines += ["", "Segmentation, IoU per class (mean over seeds):", "",
+                  "| model | " + " | ".join(classes) + " |", "|---" * (1 + len(classes)) + "|"]
+        for model, rs in seg.items():
+            # null: the class is absent from the validation labels and predictions (IoU undefined)
+            cells = [[v for r in rs if (v := r["per_class_iou"].get(c)) is not None] for c in classes]
+            lines.append(f"| {model} | " + " | ".join(f"{np.mean(v):.3f}" if v else "–" for v in cells) + " |")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
 
     tasks = sorted({t for t, _ in groups})
