@@ -193,7 +193,8 @@ def write_report(out: Path, rows: list) -> None:
     names = sorted({m for _, m in groups})
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     color = {m: cmap(i % cmap.N) for i, m in enumerate(names)}  # one colour per model in every panel
-    fig, axes = plt.subplots(2, len(tasks), figsize=(6.5 * len(tasks), 8.4), squeeze=False)
+    many = len(names) > 6                     # then one legend beside the panels, not over the data
+    fig, axes = plt.subplots(2, len(tasks), figsize=(6.5 * len(tasks) + (3.2 if many else 0), 8.4), squeeze=False)
     for ax, task in zip(axes[1], tasks):          # the final metric per ring: where each model wins
         models = [m for t, m in sorted(groups) if t == task]
         width = 0.8 / max(1, len(models))
@@ -207,7 +208,8 @@ def write_report(out: Path, rows: list) -> None:
         ax.set_ylabel(f"fisheye {METRIC[task][1]} (final, mean ± std)")
         ax.set_title(f"{task}: per ring of incidence angle")
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7)
+        if not many:
+            ax.legend(fontsize=7)
     for ax, task in zip(axes[0], tasks):
         for (t, model), rs in sorted(groups.items()):
             if t != task:
@@ -224,9 +226,17 @@ def write_report(out: Path, rows: list) -> None:
         ax.set_ylabel(f"validation fisheye {METRIC[task][1]}")
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if task == "depth":
+            ax.set_yscale("log")              # early depth errors are many times the final ones
+        if not many:
+            ax.legend(fontsize=8)
     fig.suptitle("Learning curves: mean over seeds, band = min–max", fontsize=10)
-    fig.tight_layout()
+    if many:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=color[m]) for m in names]
+        fig.legend(handles, names, loc="center right", fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 3.2 / fig.get_figwidth(), 1))
+    else:
+        fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
 
