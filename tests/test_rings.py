@@ -149,6 +149,11 @@ def test_learning_study_runner(data_root, tmp_path, capsys):
         == "gauge_cnn_tiny (widths=[4,8])"
     with pytest.raises(SystemExit, match="no results.jsonl"):
         run.main(["--merge", str(tmp_path / "nowhere"), "--out", str(merged)])
+    # --full: the paper's grids (nside 256, a 512 x 1024 flat image) for every backbone
+    assert run.overrides_for("heal_swin_tiny", full=True) == ["data.nside=256"]
+    assert run.overrides_for("swin_unet_flat_tiny", full=True) == ["data.flat_size=[512,1024]"]
+    assert run.overrides_for("swin_unet_flat_tiny@96x128", full=True) == ["data.flat_size=[96,128]"]
+    assert run.grid_of("gauge_cnn_tiny", full=True) == "nside 256" and run.grid_of("s2cnn_tiny") == "nside 32"
     with pytest.raises(SystemExit, match="is a healpix model"):
         run.main(["--models", "heal_swin_tiny@8x8", "--out", str(out)])
     with pytest.raises(SystemExit, match="must be KEY=VALUE"):
