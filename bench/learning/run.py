@@ -241,15 +241,20 @@ def write_report(out: Path, rows: list) -> None:
     plt.close(fig)
 
 
+def read_rows(folder: Path) -> list:
+    """The result rows a study wrote into `folder` (results.jsonl), oldest first; [] before its first run."""
+    path = folder / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def merge_reports(folders: list, out: Path) -> int:
     """One report (results.md, curves.png in `out`) of the rows of several studies, e.g. the arms of a
     sweep trained into their own folders; groups differ by model, --set overrides and budget."""
     rows = []
     for folder in folders:
-        path = folder / "results.jsonl"
-        if not path.is_file():
+        if not (folder / "results.jsonl").is_file():
             raise SystemExit(f"--merge {folder}: no results.jsonl there (a study writes it after its first run)")
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows += read_rows(folder)
     out.mkdir(parents=True, exist_ok=True)
     write_report(out, rows)
     print((out / "results.md").read_text())
@@ -298,11 +303,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ensure_synthetic(data, frames=frames, seed=args.seed, size=FULL["size"] if args.full else (640, 483))
     eval_every = max(1, steps // max(1, args.evals))
-    kept = {}
-    if (out / "results.jsonl").is_file():
-        for line in (out / "results.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            kept[(r["task"], r["model"], r.get("seed", 0), json.dumps(r.get("settings")))] = r
+    kept = {(r["task"], r["model"], r.get("seed", 0), json.dumps(r.get("settings"))): r for r in read_rows(out)}
     jobs, rows = [], []
     for task in args.tasks:
         for model in args.models:
