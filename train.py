@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from heal_swin.cameras import CalibrationError
     from heal_swin.data import DatasetError
     from heal_swin.engine import CheckpointError, ConfigError, evaluate_run, load_config
-    from heal_swin.engine.trainer import main as train
+    from heal_swin.engine import main as train
 
     try:
         if args.evaluate:

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
 
     from .data.woodscape import find_frame_files
     from .engine import evaluate_run, load_config
-    from .engine.trainer import main as train
+    from .engine import main as train
     from .tools.run_export import export_run
     from .tools import infer, preview
 

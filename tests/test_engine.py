@@ -85,15 +85,13 @@ def test_resume_equals_uninterrupted(data_root, tmp_path, monkeypatch):
 
     original = trainer.train_one_epoch
 
-    def killed_after_step_3(*args):
-        state, hook = args[8], args[11]
-
-        def on_step():
-            hook()
-            if state["step"] == 3:
+    def killed_after_step_3(*args, state, on_step, **kwargs):
+        def killing_hook():
+            on_step()
+            if state.step == 3:
                 raise KeyboardInterrupt  # the process dies right after its step-3 checkpoint
 
-        return original(*args[:11], on_step)
+        return original(*args, state=state, on_step=killing_hook, **kwargs)
 
     monkeypatch.setattr(trainer, "train_one_epoch", killed_after_step_3)
     with pytest.raises(KeyboardInterrupt):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from heal_swin import cameras
 from heal_swin.data.synthetic import rig_cameras
-from heal_swin.engine import load_config
-from heal_swin.engine import trainer
+from heal_swin.engine import build_datasets, build_model, evaluate, evaluate_with_config, load_config
+from heal_swin.engine import evaluation
 from heal_swin.engine.evaluation import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,14 +26,14 @@ def _cfg(data_root, tmp_path, *extra):
 
 def test_incidence_angle_follows_the_camera_model():
     cam = rig_cameras(96, 72)["FV"]
-    theta = trainer.incidence_angle(cam)
+    theta = cameras.incidence_angle(cam)
     assert theta.shape == (72, 96)
     # The principal point is at about 0°, the image corners of the FV calibration beyond 90°.
     cy, cx = np.unravel_index(np.nanargmin(theta), theta.shape)
     assert theta[cy, cx] < 2.0 and abs(cx - 47.5) < 2 and abs(cy - 35.5) < 2
     assert np.nanmax(theta) > 100.0
-    ring = trainer.incidence_ring(cam)
-    lo = np.array([r[0] for r in trainer.INCIDENCE_RINGS.values()])
+    ring = cameras.incidence_ring(cam)
+    lo = np.array([r[0] for r in cameras.INCIDENCE_RINGS.values()])
     ok = ring >= 0
     assert ok.sum() == np.isfinite(theta).sum()
     assert np.all(theta[ok] >= lo[ring[ok]])
@@ -44,13 +45,13 @@ def test_rings_add_up_to_the_fisheye_pixels(data_root, tmp_path, task):
     evaluation's other figures are still there."""
     extra = ["train.metric=abs_rel", "train.metric_mode=min"] if task == "depth" else []
     cfg = _cfg(data_root, tmp_path, f"task={task}", *extra)
-    ds = trainer.build_datasets(cfg, ("val",))["val"]
+    ds = build_datasets(cfg, ("val",))["val"]
     torch.manual_seed(0)
-    model = trainer.build_model(cfg, len(ds.class_names) if task == "segmentation" else 1)
-    result = trainer.evaluate(model, ds, cfg, trainer.Distributed("cpu"))
+    model = build_model(cfg, len(ds.class_names) if task == "segmentation" else 1)
+    result = evaluate_with_config(model, ds, cfg, evaluation.Distributed("cpu"))
     assert {"sphere", "fisheye", "per_camera", "fisheye_rings"} <= set(result)
     rings = result["fisheye_rings"]
-    assert list(rings) == list(trainer.INCIDENCE_RINGS)
+    assert list(rings) == list(cameras.INCIDENCE_RINGS)
     assert sum(m["pixels"] for m in rings.values()) == result["fisheye"]["pixels"] > 0
     assert rings["theta_90_plus"]["pixels"] > 0  # faces 0-7 reach 104.6° in the FV calibration
     table = markdown_table(result, task)
@@ -67,10 +68,13 @@ def test_a_perfect_prediction_scores_perfectly_in_every_ring(data_root, tmp_path
     extra = ["train.metric=abs_rel", "train.metric_mode=min"] if task == "depth" else []
     cfg = _cfg(data_root, tmp_path, f"task={task}", "model.name=swin_unet_flat_tiny",
                "data.flat_size=[72,96]", *extra)
-    ds = trainer.build_datasets(cfg, ("val",))["val"]
+    ds = build_datasets(cfg, ("val",))["val"]
     key = "labels" if task == "segmentation" else "depth"
-    monkeypatch.setattr(trainer, "predict", lambda model, batch, cfg, device: batch[key])
-    result = trainer.evaluate(torch.nn.Identity(), ds, cfg, trainer.Distributed("cpu"))
+    # the prediction is the truth of the sample whose image comes in
+    by_image = {ds[i]["image"].numpy().tobytes(): ds[i][key] for i in range(len(ds))}
+    monkeypatch.setattr(evaluation, "predict",
+                        lambda model, images, **kw: torch.stack([by_image[x.numpy().tobytes()] for x in images]))
+    result = evaluate(torch.nn.Identity(), ds, task=task, batch_size=2, coverage=(8, tuple(range(8)), "camera"))
     rings = result["fisheye_rings"]
     assert sum(m["pixels"] for m in rings.values()) == result["fisheye"]["pixels"]
     for name, m in rings.items():
@@ -120,7 +124,7 @@ def test_learning_study_runner(data_root, tmp_path, capsys):
         ("heal_swin_tiny", 0), ("heal_swin_tiny", 1), ("swin_unet_flat_tiny@32x32", 0), ("swin_unet_flat_tiny@32x32", 1)]
     assert {r["grid"] for r in rows} == {"nside 8", "flat 32×32"}
     assert all(r["settings"]["set"] == ["data.batch_size=2", "data.nside=8"] for r in rows)
-    assert all(set(r["fisheye_rings"]) == set(trainer.INCIDENCE_RINGS) for r in rows)
+    assert all(set(r["fisheye_rings"]) == set(cameras.INCIDENCE_RINGS) for r in rows)
     report = (out / "results.md").read_text()
     assert "| segmentation | heal_swin_tiny | nside 8 |" in report
     assert "| segmentation | swin_unet_flat_tiny@32x32 | flat 32×32 |" in report

@@ -66,8 +66,7 @@ def collect_errors(run_dir, nside: int, faces) -> tuple[ErrorMaps, dict]:
     import torch
 
     from heal_swin.data import FlatDataset
-    from heal_swin.engine import load_model, load_run_config
-    from heal_swin.engine.trainer import Distributed, build_datasets, evaluate
+    from heal_swin.engine import build_datasets, evaluate, load_model, load_run_config
     from heal_swin.projection import HealpixToFisheye
 
     cfg = load_run_config(run_dir, ["eval.split=val"])
@@ -82,7 +81,7 @@ def collect_errors(run_dir, nside: int, faces) -> tuple[ErrorMaps, dict]:
         for j, i in enumerate(indices):
             preds[i] = (pred[j].cpu(), batch["labels"][j], batch["valid"][j])
 
-    evaluate(model, ds, cfg, Distributed("cpu"), backproject=False, collect=keep)
+    evaluate(model, ds, task=cfg.task, batch_size=cfg.data.batch_size, backproject=False, collect=keep)
     backs: dict = {}
     maps = None
     for i, (pred, sphere_labels, sphere_valid) in sorted(preds.items()):
@@ -139,7 +138,7 @@ def seam_mask(nside: int, faces) -> np.ndarray:
 
 def tables(maps: dict, theta: np.ndarray, seam_fisheye: np.ndarray) -> str:
     """Markdown: error rate per ring, and at seams against interiors, for each run in `maps`."""
-    from heal_swin.engine.trainer import INCIDENCE_RINGS
+    from heal_swin.cameras import INCIDENCE_RINGS
 
     names = list(maps)
     lines = ["Error rate (prediction != label) per ring of incidence angle, validation images:", "",
@@ -298,7 +297,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from heal_swin.engine import config_faces, load_run_config
-    from heal_swin.engine.trainer import incidence_angle
+    from heal_swin.cameras import incidence_angle
     from heal_swin.models import model_info
 
     if args.sphere is None:

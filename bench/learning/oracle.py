@@ -106,7 +106,7 @@ def run(root: Path, frames: int, nsides, flats, faces=tuple(range(8))) -> dict:
     """Scores every setting over the first `frames` frames of the tree at `root`; returns
     {"settings": {name: {"pixels", "miou", "iou", "rings", "density"}}, "images", "scored_pixels"}."""
     from heal_swin.data import WoodScapeTree
-    from heal_swin.engine.trainer import INCIDENCE_RINGS, incidence_ring
+    from heal_swin.cameras import INCIDENCE_RINGS, incidence_ring
     from heal_swin.projection import HealpixToFisheye
     from heal_swin.tasks import ConfusionMatrix
 
@@ -153,7 +153,7 @@ def _density(tree, samples, nsides, flats, faces) -> dict:
     """Per setting: model pixels per fisheye pixel and their angular size (degrees), median over the
     front camera's covered pixels in the centre and at the periphery; also how many sphere pixels
     see the image."""
-    from heal_swin.engine.trainer import incidence_angle
+    from heal_swin.cameras import incidence_angle
     from heal_swin.projection import FisheyeToHealpix, HealpixToFisheye
 
     front = next((s for s in samples if s.camera == "FV"), samples[0])
@@ -182,7 +182,7 @@ def _density(tree, samples, nsides, flats, faces) -> dict:
 
 
 def markdown(result: dict) -> str:
-    from heal_swin.engine.trainer import INCIDENCE_RINGS
+    from heal_swin.cameras import INCIDENCE_RINGS
 
     st = result["settings"]
     h0, w0 = result["image_size"]

@@ -10,18 +10,24 @@ Rays are in the OpenCV camera frame (x right, y down, z forward); pixel centres 
 
 from ._base import CalibrationError, Camera, quaternion_to_rotation, rotation_to_quaternion
 from ._calibration import FV_SAMPLE, load_calibration, save_calibration
+from ._incidence import INCIDENCE_RINGS, incidence_angle, incidence_ring, pixel_solid_angle, ring_label
 from ._kannala_brandt import KannalaBrandtCamera, fit_kannala_brandt
 from ._radial_poly import RadialPolyCamera
 
 __all__ = [
     "FV_SAMPLE",
+    "INCIDENCE_RINGS",
     "CalibrationError",
     "Camera",
     "KannalaBrandtCamera",
     "RadialPolyCamera",
     "fit_kannala_brandt",
+    "incidence_angle",
+    "incidence_ring",
     "load_calibration",
+    "pixel_solid_angle",
     "quaternion_to_rotation",
+    "ring_label",
     "rotation_to_quaternion",
     "save_calibration",
 ]

@@ -5,7 +5,9 @@ its wheel: nothing is downloaded; `pip install heal_swin[bench]`).
     from heal_swin.data import digits
     train = digits.DigitSpheres(200, nside=16, split="train", rotate=0.0, seed=0)   # upright digits
     test = digits.DigitSpheres(100, nside=16, split="test", rotate=1.0, seed=1)     # fully SO(3)-rotated
-    x, y = train.x, train.y     # (n, 1, N) float32 intensity in [0, 1], (n, N) int64 class, NESTED over faces
+    x, y = train.x, train.y     # (n, 1, N) float32 intensity in [0, 1], (n, N) int64 class, NESTED over
+                                # base_pixels
+    ds = digits.DigitsDataset("train", spheres=400, nside=16, rotate=0.5, seed=1000)   # what train.py reads
 
 Each sphere holds `digits` (a range) non-overlapping digits, each an 8 × 8 image upsampled smoothly
 (bicubic) and placed by a gnomonic projection on a square of half-width `half_width` (radians) in the
@@ -16,19 +18,25 @@ whose angle is drawn from the Haar measure of SO(3) restricted to angles <= rota
 upright, 1 is a uniformly random rotation (full SO(3) augmentation). Train and test spheres draw their
 digits from disjoint sets of source images (`source_split`, fixed by `split_seed`); everything is
 deterministic per seed.
+
+`DigitsDataset` is the trainer's view of these spheres (`data.source: digits` in a config): items like
+`HealpixDataset`'s (`image`, `labels`, `valid`, `stem`), and `rotated(i, R)` draws sphere i turned by R (the
+equivariance report's exact turned input).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import torch
 
 from .. import grid
 
-__all__ = ["CLASS_NAMES", "NUM_CLASSES", "DigitSpheres", "haar_rotations", "load_source_digits", "source_split"]
+__all__ = ["CLASS_NAMES", "NUM_CLASSES", "DigitSpheres", "DigitsDataset", "haar_rotations", "load_source_digits",
+           "source_split"]
 
 NUM_CLASSES = 11
 CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
@@ -115,15 +123,20 @@ def _bilinear(image: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray
 
 class DigitSpheres:
     """n spheres of digits (module docstring): `x` (n, 1, N) float32, `y` (n, N) int64, NESTED over
-    `faces`; `sources` (n, digits_max) the scikit-learn indices of the digits on each sphere (-1: none),
+    `base_pixels` (`faces=`, the old keyword, still works with a DeprecationWarning); `sources` (n, digits_max)
+    the scikit-learn indices of the digits on each sphere (-1: none),
     `rotations` (n, 3, 3) the rotation applied to each upright sphere. `then_rotate` ((3, 3) or (n, 3, 3)):
     the same spheres (same seed) turned by these rotations after their own, rendered from the geometry, not
     resampled: the exact rotated inputs and labels of an equivariance measurement."""
 
-    def __init__(self, n: int, nside: int = 16, faces=range(12), split: str = "train", rotate: float = 0.0,
+    def __init__(self, n: int, nside: int = 16, base_pixels=range(12), split: str = "train", rotate: float = 0.0,
                  digits=(1, 3), half_width: float = 0.35, threshold: float = 0.3, seed: int = 0,
-                 test_fraction: float = 0.25, split_seed: int = 0, upsample: int = 32, then_rotate=None):
-        self.nside, self.faces = grid.check_nside(nside), grid.check_base_pixels(faces)
+                 test_fraction: float = 0.25, split_seed: int = 0, upsample: int = 32, then_rotate=None, faces=None):
+        if faces is not None:
+            warnings.warn("DigitSpheres(faces=...) is deprecated; use base_pixels=...", DeprecationWarning,
+                          stacklevel=2)
+            base_pixels = faces
+        self.nside, self.base_pixels = grid.check_nside(nside), grid.check_base_pixels(base_pixels)
         lo, hi = (int(digits), int(digits)) if np.isscalar(digits) else (int(digits[0]), int(digits[1]))
         if n < 1 or lo < 1 or hi < lo:
             raise ValueError(f"n={n} and digits={digits} must be >= 1 (digits: a count or a (min, max) range)")
@@ -139,7 +152,7 @@ class DigitSpheres:
             if extra.shape[0] not in (1, n):
                 raise ValueError(f"then_rotate holds {extra.shape[0]} rotations; give one or n={n}")
             self.rotations = extra @ self.rotations
-        glob = grid.base_pixel_indices(self.nside, self.faces)
+        glob = grid.base_pixel_indices(self.nside, self.base_pixels)
         v = np.stack(grid.pix2vec(self.nside, glob, nest=True), axis=1)            # (N, 3)
         t = math.tan(half_width)
         # the angular radius of a digit's square (its corner), doubled plus a margin: no two overlap
@@ -189,8 +202,73 @@ class DigitSpheres:
                 out.append(c)
         return np.array(out)
 
+    @property
+    def faces(self) -> tuple:
+        """Deprecated name of `base_pixels`."""
+        return self.base_pixels
+
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def __getitem__(self, i):
         return self.x[i], self.y[i]
+
+
+class DigitsDataset(torch.utils.data.Dataset):
+    """Digit spheres as a dataset of the one trainer (`data.source: digits`).
+
+    split "train" draws `spheres` spheres from the training source images; "val" and "test" draw them from
+    the held-out source images (disjoint from the training ones), each with its own seed. `rotate` turns
+    every sphere by a random rotation of that fraction of SO(3) (module docstring). Items: `image` float32
+    (1, N) intensity in [0, 1], `labels` int64 (N,) (0 background, 1 + digit), `valid` bool (N,) (all
+    true: the whole map is data), `camera` "sphere", `stem` "<split>-<seed>-<index>"; N =
+    len(base_pixels)·nside², NESTED."""
+
+    task = "segmentation"
+    class_names = CLASS_NAMES
+    ignore_index = 255
+
+    def __init__(self, split: str = "train", *, spheres: int = 400, nside: int = 16, base_pixels=range(12),
+                 digits=(3, 5), half_width: float = 0.5, threshold: float = 0.3, rotate: float = 0.0, seed: int = 0,
+                 test_fraction: float = 0.25, split_seed: int = 0):
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split={split!r} must be 'train', 'val' or 'test'")
+        self.split, self.seed = split, int(seed)
+        self._kw = dict(nside=nside, base_pixels=base_pixels, split="train" if split == "train" else "test",
+                        rotate=rotate, digits=tuple(digits) if not np.isscalar(digits) else digits,
+                        half_width=half_width, threshold=threshold, seed=self.seed, test_fraction=test_fraction,
+                        split_seed=split_seed)
+        self.spheres = DigitSpheres(spheres, **self._kw)
+        self.nside, self.base_pixels = self.spheres.nside, self.spheres.base_pixels
+        self.rotate = float(rotate)
+        self._valid = torch.ones(self.spheres.y.shape[1], dtype=torch.bool)
+        self._turned: dict = {}
+
+    def __repr__(self) -> str:
+        return (f"DigitsDataset(split={self.split!r}, spheres={len(self)}, nside={self.nside}, "
+                f"base_pixels={list(self.base_pixels)}, rotate={self.rotate}, seed={self.seed})")
+
+    def __len__(self) -> int:
+        return len(self.spheres)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The spheres are fixed; augmentation is the rotation they were drawn with."""
+
+    def _item(self, spheres: DigitSpheres, index: int) -> dict:
+        return {"image": spheres.x[index], "labels": spheres.y[index], "valid": self._valid, "camera": "sphere",
+                "stem": f"{self.split}-{self.seed}-{index}"}
+
+    def __getitem__(self, index: int) -> dict:
+        return self._item(self.spheres, index)
+
+    def rotated(self, index: int, rotation) -> dict:
+        """Item `index` turned by the rotation R (3×3): the same sphere drawn with R after its own rotation,
+        rendered from the geometry (not resampled). The turned set is drawn once per rotation."""
+        key = np.asarray(rotation, dtype=np.float64).tobytes()
+        if key not in self._turned:
+            self._turned[key] = DigitSpheres(len(self), then_rotate=rotation, **self._kw)
+        return self._item(self._turned[key], index)
+
+    def label_counts(self) -> torch.Tensor:
+        """int64 (NUM_CLASSES,): how many pixels of the split carry each class."""
+        return torch.bincount(self.spheres.y.flatten(), minlength=NUM_CLASSES)

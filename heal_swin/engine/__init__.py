@@ -1,19 +1,29 @@
-"""The training and evaluation engine: config, loop, checkpoints, logging, evaluation."""
+"""The training and evaluation engine: config, the run's pieces (data sources, model, loss, optimiser),
+the one training loop, evaluation, checkpoints, logging, processes and devices.
 
+    cfg = load_config("configs/digits_gauge_cnn.yaml", ["train.max_steps=50"])
+    result = main(cfg)                                   # train (or resume) cfg.run.dir; the last evaluation
+    model = load_model("runs/x")                         # a trained run's model
+    evaluate(model, dataset, task="segmentation")        # metrics of any model on any dataset
+"""
+
+from .builders import (DATA_SOURCE_BUILDERS, build_datasets, build_loss, build_model, build_optimizer, model_domain,
+                       num_outputs)
 from .checkpoint import (CheckpointError, atomic_write_bytes, atomic_write_text, check_pair, load_state, load_weights,
                          remove_stale_temporaries, save_state, save_weights, sync_weights_with_state, weights_step)
-from .config import (Config, ConfigError, check_resume_config, config_faces, load_config, resume_changes,
+from .config import (DATA_SOURCES, Config, ConfigError, check_resume_config, config_faces, load_config, resume_changes,
                      resume_differences, resume_error_message)
-from .evaluation import evaluate_run, load_model, load_run_config
+from .evaluation import (evaluate, evaluate_run, evaluate_with_config, headline, load_model, load_run_config,
+                         markdown_table, predict)
 from .memory import retain_freed_memory
+from .runtime import Distributed, EpochSampler, autocast, seed_everything
+from .trainer import TrainState, main, train_one_epoch
 
-__all__ = ["CheckpointError", "Config", "atomic_write_bytes", "atomic_write_text", "ConfigError", "check_pair", "check_resume_config", "config_faces",
-           "evaluate_run", "load_config", "load_model", "load_run_config", "load_state", "load_weights",
-           "remove_stale_temporaries", "resume_changes", "resume_differences", "resume_error_message",
-           "retain_freed_memory", "save_state", "save_weights", "sync_weights_with_state", "weights_step", "main"]
-
-
-def main(cfg):
-    from .trainer import main as _main
-
-    return _main(cfg)
+__all__ = ["CheckpointError", "Config", "ConfigError", "DATA_SOURCES", "DATA_SOURCE_BUILDERS", "Distributed",
+           "EpochSampler", "TrainState", "atomic_write_bytes", "atomic_write_text", "autocast", "build_datasets",
+           "build_loss", "build_model", "build_optimizer", "check_pair", "check_resume_config", "config_faces",
+           "evaluate", "evaluate_run", "evaluate_with_config", "headline", "load_config", "load_model",
+           "load_run_config", "load_state", "load_weights", "main", "markdown_table", "model_domain", "num_outputs",
+           "predict", "remove_stale_temporaries", "resume_changes", "resume_differences", "resume_error_message",
+           "retain_freed_memory", "save_state", "save_weights", "seed_everything", "sync_weights_with_state",
+           "train_one_epoch", "weights_step"]

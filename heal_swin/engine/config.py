@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .. import grid
 from ..data import TASKS
 
-__all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "save_config", "config_faces",
+__all__ = ["Config", "ConfigError", "DATA_SOURCES", "load_config", "config_from_dict", "save_config", "config_faces",
            "resume_differences", "resume_changes", "resume_error_message", "check_resume_config", "TASKS", "MAX_NSIDE"]
 
 
@@ -40,7 +40,22 @@ class RunConfig:
 
 
 @dataclass
+class DigitsConfig:
+    """The rotated-digits spheres (`data.source: digits`, `heal_swin.data.digits`)."""
+    train: int = 400                      # spheres in the train split
+    test: int = 100                       # spheres in each of the val and test splits (held-out digits)
+    digits: list = field(default_factory=lambda: [3, 5])   # digits per sphere (min, max)
+    half_width: float = 0.5               # a digit's half width in the tangent plane (radians)
+    threshold: float = 0.3                # intensity above which a pixel carries the digit's class
+    rotate: float = 0.0                   # training spheres: fraction of SO(3) they are turned by (augmentation)
+    eval_rotate: float = 0.0              # val / test spheres: the same for the held-out spheres
+    seed: int = 7                         # val spheres: this seed, test: seed + 1; train: 1000 + run.seed
+
+
+@dataclass
 class DataConfig:
+    source: str = "woodscape"             # woodscape (WoodScape-format fisheye trees) | digits (spheres of digits)
+    digits: DigitsConfig = field(default_factory=DigitsConfig)
     root: str = "data/synthetic"
     generate: bool = False                # write synthetic WoodScape-format data if root has none
     synthetic_frames: int = 16
@@ -84,6 +99,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     class_weights: Optional[list] = None
+    class_balance: str = "none"           # none | inverse_sqrt_frequency (weights from the train split's labels)
     label_smoothing: float = 0.0
     depth: str = "l1"                     # l1 | l2 | silog
     depth_target: str = "log"             # depth | log | inverse
@@ -98,7 +114,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     betas: list = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "cosine"              # cosine | constant
+    schedule: str = "cosine"              # cosine | constant | onecycle (torch's OneCycleLR shape; its rise:
+                                          # train.warmup_steps, or 10 % of the steps when 0)
     warmup_steps: int = 0
     grad_clip: Optional[float] = 1.0
     accumulate: int = 1                   # batches per optimiser step
@@ -137,15 +154,19 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
+DATA_SOURCES = ("woodscape", "digits")
+
 _CHOICES = {
     "task": TASKS,
+    "data.source": DATA_SOURCES,
+    "loss.class_balance": ("none", "inverse_sqrt_frequency"),
     "data.orientation": ("camera", "vehicle"),
     "data.outside": ("ignore", "void"),
     "data.unknown_labels": ("error", "ignore"),
     "loss.depth": ("l1", "l2", "silog"),
     "loss.depth_target": ("depth", "log", "inverse"),
     "train.optimizer": ("adamw", "adam"),
-    "train.schedule": ("cosine", "constant"),
+    "train.schedule": ("cosine", "constant", "onecycle"),
     "train.amp": ("none", "bf16", "fp16"),
     "run.retain_memory": ("small", "all", "none"),
     "train.metric_mode": ("max", "min"),
@@ -163,6 +184,9 @@ _INTEGERS = {
     "data.ignore_index": (0, False, ""),
     "data.batch_size": (1, False, ""),
     "data.num_workers": (0, False, " (0: load in the training process)"),
+    "data.digits.train": (1, False, ""),
+    "data.digits.test": (1, False, ""),
+    "data.digits.seed": (0, False, ""),
     "train.max_steps": (1, True, " (null: train.epochs counts)"),
     "train.epochs": (1, False, ""),
     "train.warmup_steps": (0, False, ""),
@@ -264,6 +288,8 @@ def _validate_numbers(cfg: DictConfig, fail, source: str) -> None:
             fail("data.ignore_index", f"must not be a class id: data.class_names has {len(names)} classes "
                                       f"(ids 0–{len(names) - 1})")
 
+    _validate_digits(cfg, fail, number_list)
+
     if not (_is_number(cfg.augment.rotate_deg) and 0 <= cfg.augment.rotate_deg <= 180):
         fail("augment.rotate_deg", "must be in [0, 180] degrees (the largest random turn about the optical axis)")
     if not (_is_number(cfg.augment.hflip) and 0 <= cfg.augment.hflip <= 1):
@@ -290,6 +316,33 @@ def _validate_numbers(cfg: DictConfig, fail, source: str) -> None:
         fail("train.betas", "must be (beta1, beta2), each in [0, 1)")
     if t.grad_clip is not None and not (_is_number(t.grad_clip) and t.grad_clip >= 0):
         fail("train.grad_clip", "must be >= 0 (the largest gradient norm; 0 or null: no clipping)")
+
+
+def _validate_digits(cfg: DictConfig, fail, number_list) -> None:
+    """data.digits.* (checked whatever the source, so a typo never waits for the day it is used), and what a
+    digits run cannot combine with."""
+    d = cfg.data.digits
+    count = number_list("data.digits.digits", 2, " (min, max) digits per sphere, whole numbers, 1 <= min <= max")
+    if not all(_is_int(v) for v in count) or not 1 <= count[0] <= count[1]:
+        fail("data.digits.digits", "must be (min, max) digits per sphere, whole numbers, 1 <= min <= max")
+    if not (_is_number(d.half_width) and 0 < d.half_width < 0.6):
+        fail("data.digits.half_width", "must be in (0, 0.6) radians (a gnomonic square well inside a hemisphere)")
+    if not (_is_number(d.threshold) and 0 <= d.threshold < 1):
+        fail("data.digits.threshold", "must be in [0, 1) (the intensity above which a pixel is labelled)")
+    for key in ("rotate", "eval_rotate"):
+        if not (_is_number(d[key]) and 0 <= d[key] <= 1):
+            fail(f"data.digits.{key}", "must be in [0, 1] (the fraction of SO(3)'s rotation angles; 1 = all)")
+    if cfg.data.source != "digits":
+        if cfg.loss.class_balance != "none":
+            fail("loss.class_balance", "needs the train split's label counts, which only data.source=digits "
+                                       "gives today; set loss.class_weights instead")
+        return
+    if cfg.task != "segmentation":
+        fail("task", "must be segmentation with data.source=digits (the spheres carry class labels only)")
+    if cfg.data.rig:
+        fail("data.rig", "must be false with data.source=digits (there are no cameras to fuse)")
+    if cfg.data.class_names is not None:
+        fail("data.class_names", "must be null with data.source=digits (its 11 classes are fixed)")
 
 
 def _validate_metric(cfg: DictConfig, fail) -> None:
@@ -370,7 +423,7 @@ def save_config(cfg: DictConfig, path) -> None:
 RESUME_ALLOWED = ("train.max_steps", "train.epochs", "train.resume", "train.eval_every", "train.checkpoint_every",
                   "run.dir", "run.log_every", "run.overwrite", "run.device", "run.threads", "run.retain_memory",
                   "data.root", "data.generate", "data.num_workers", "data.sample_cache",
-                  "eval.figures", "eval.batch_size", "logging.*")
+                  "eval.figures", "eval.batch_size", "data.digits.eval_rotate", "logging.*")
 
 
 def _flat_config(cfg) -> dict:

@@ -1,8 +1,10 @@
-"""Evaluate a trained run: `python train.py --evaluate RUN_DIR [key=value ...]`.
+"""Evaluation: `evaluate(model, dataset, task=...)` scores a model on a dataset (on the sphere or the
+flat grid, and back in the fisheye image at full resolution, per camera and per ring of incidence angle);
+`evaluate_run` scores a trained run (`python train.py --evaluate RUN_DIR [key=value ...]`).
 
-Writes into RUN_DIR/eval-<split>/: metrics.json, metrics.md (a table people read), and PNGs of a
-few samples: the fisheye image with the prediction and the ground truth overlaid (segmentation)
-or colour-mapped depth, and the prediction on the sphere.
+`evaluate_run` writes into RUN_DIR/eval-<split>/: metrics.json, metrics.md (a table people read), and PNGs
+of a few samples: the fisheye image with the prediction and the ground truth overlaid (segmentation) or
+colour-mapped depth, and the prediction on the sphere.
 """
 
 from __future__ import annotations
@@ -14,10 +16,128 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from ..cameras import INCIDENCE_RINGS, incidence_ring
+from ..data import FlatDataset
+from ..data.progress import progress_options
+from ..tasks import ConfusionMatrix, DepthMetrics, from_prediction
+from .builders import build_datasets, build_model
 from .checkpoint import atomic_write_text, load_weights
 from .config import ConfigError, config_faces, load_config
+from .runtime import Distributed, EpochSampler, autocast
 
-__all__ = ["load_model", "load_run_config", "evaluate_run", "markdown_table"]
+__all__ = ["evaluate", "predict", "headline", "load_model", "load_run_config", "evaluate_run", "evaluate_with_config",
+           "markdown_table"]
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, *, task: str, device, amp: str = "none",
+            depth_target: str = "log") -> torch.Tensor:
+    """Class ids (segmentation) or metres (depth) of a batch of inputs, (B, N) or (B, H, W)."""
+    device = torch.device(device)
+    with autocast(amp, device):
+        out = model(images.to(device)).float()
+    if task == "segmentation":
+        return out.argmax(1)
+    return from_prediction(out[:, 0], depth_target)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, *, task: str, device="cpu", batch_size: int = 4, num_workers: int = 0,
+             amp: str = "none", depth_target: str = "log", backproject: bool = True, coverage: tuple | None = None,
+             dist: Distributed | None = None, collect=None) -> dict:
+    """Metrics of `model` on `dataset`: on the sphere (or the flat grid), and, with `backproject`, in the
+    fisheye image at full resolution, masked to the pixels the dataset's faces cover (so sphere and flat
+    models are scored on the same pixels); per camera too, and per ring of incidence angle
+    (`cameras.INCIDENCE_RINGS`, result["fisheye_rings"]: name -> the same figures as result["fisheye"] plus
+    "theta_deg" = [lo, hi)), which partition those pixels. The grid (nside, faces, orientation), the
+    classes, `ignore_index` and `max_depth` are the dataset's; a flat dataset is scored on the fisheye pixels
+    that `coverage` = (nside, base_pixels, orientation) covers (the sphere models' grid). Datasets without fisheye images (a fused rig,
+    spheres of digits) are scored on the sphere only. Under DDP (`dist`) every rank scores its share and
+    the sums are reduced. `collect(indices, batch, pred)` sees every prediction (figures)."""
+    from tqdm import tqdm
+
+    from ..projection import HealpixToFisheye
+
+    dist = dist if dist is not None else Distributed(str(device))
+    device = dist.device
+    model.eval()
+    flat = isinstance(dataset, FlatDataset)
+    tree = getattr(dataset, "tree", None)
+    backproject = backproject and tree is not None and not getattr(dataset, "rig", False)
+    if backproject and flat and coverage is None:
+        raise ValueError("evaluate: a flat dataset is scored in the fisheye on the pixels a sphere grid covers; "
+                         "pass coverage=(nside, base_pixels, orientation)")
+    if coverage is None and backproject:
+        coverage = (dataset.nside, dataset.base_pixels, dataset.orientation)
+    seg = task == "segmentation"
+    names = dataset.class_names
+    ignore_index = getattr(dataset, "ignore_index", 255)
+
+    def new_metric():
+        return (ConfusionMatrix(len(names), ignore_index, names, device) if seg
+                else DepthMetrics(getattr(dataset, "max_depth", None), device))
+
+    sphere, fisheye = new_metric(), new_metric()
+    # Every rank holds every camera's metric, so the sums over ranks line up.
+    per_camera = {c: new_metric() for c in tree.cameras} if backproject else {}
+    rings = {name: new_metric() for name in INCIDENCE_RINGS}
+    sampler = EpochSampler(len(dataset), False, 0, dist.rank, dist.world, drop_last=False)
+    # Its own generator: evaluating never moves the global RNG, so resumed runs stay identical.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                                         generator=torch.Generator().manual_seed(0))
+    back_cache: dict = {}  # camera fingerprint -> (back-projector, (H, W) ring index)
+    indices = list(iter(sampler))
+    seen = 0
+    for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, **progress_options(dist.main)):
+        pred = predict(model, batch["image"], task=task, device=device, amp=amp, depth_target=depth_target)
+        target = batch["labels" if seg else "depth"].to(device)
+        sphere.update(pred, target, batch["valid"].to(device))
+        if collect is not None:
+            collect(indices[seen:seen + len(pred)], batch, pred)
+        for j in range(len(pred) if backproject else 0):
+            sample = dataset.items[indices[seen + j]]
+            item = tree.load(sample, labels=seg, depth=not seg)
+            cam = item["camera"]
+            truth = torch.from_numpy(dataset.map_labels(item["labels"], sample.labels) if seg else item["depth"])
+            key = cam.fingerprint()
+            if key not in back_cache:
+                back_cache[key] = (HealpixToFisheye(cam, *coverage), torch.from_numpy(incidence_ring(cam)).to(device))
+            back, ring = back_cache[key]
+            covered = torch.from_numpy(back.covered_mask)
+            if flat:  # flat predictions: nearest upsampling to the full image
+                p = torch.nn.functional.interpolate(pred[j][None, None].float(), size=truth.shape,
+                                                    mode="nearest")[0, 0]
+                p = p.long() if seg else p
+            else:
+                p = back.backproject(pred[j].cpu())
+            ok = covered & (torch.isfinite(truth) if not seg else torch.ones_like(covered))
+            p_dev, t_dev, ok_dev = p.to(device), truth.to(device), ok.to(device)
+            fisheye.update(p_dev, t_dev, ok_dev)
+            per_camera[sample.camera].update(p_dev, t_dev, ok_dev)
+            for r, m in enumerate(rings.values()):
+                m.update(p_dev, t_dev, ok_dev & (ring == r))
+        seen += len(pred)
+    if dist.world > 1:
+        for m in [sphere, fisheye, *per_camera.values(), *rings.values()]:
+            m.all_reduce()
+    result = {"split": dataset.split, "samples": len(dataset), "sphere" if not flat else "flat": sphere.summary()}
+    if backproject:
+        result["fisheye"] = fisheye.summary()
+        result["per_camera"] = {c: m.summary() for c, m in per_camera.items()
+                                if (m.counts.sum() if seg else m.sums[0]) > 0}
+        result["fisheye_rings"] = {name: m.summary() | {"theta_deg": list(INCIDENCE_RINGS[name])}
+                                   for name, m in rings.items()}
+    if seg:
+        result["confusion_matrix"] = sphere.counts.cpu().tolist()
+    return result
+
+
+def headline(result: dict, metric: str) -> float | None:
+    """The metric that selects the best checkpoint: fisheye figures when present, else sphere/flat."""
+    for key in ("fisheye", "sphere", "flat"):
+        if key in result and metric in result[key]:
+            return result[key][metric]
+    return None
 
 
 def load_run_config(run_dir, overrides=()) -> DictConfig:
@@ -29,14 +149,16 @@ def load_run_config(run_dir, overrides=()) -> DictConfig:
 
 def load_model(run_dir, weights: str = "best", device="cpu"):
     """The trained model of a run in eval mode: its config and its best (else last) weights."""
-    from .trainer import build_model
-
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     path = run_dir / "weights" / f"{weights}.safetensors"
     if not path.is_file():
         path = run_dir / "weights" / "last.safetensors"
     num_out = len(cfg.data.class_names) if cfg.data.class_names else None
+    if cfg.data.source == "digits":
+        from ..data.digits import NUM_CLASSES
+
+        num_out = NUM_CLASSES
     if num_out is None:
         from ..data import WoodScapeTree
 
@@ -76,24 +198,34 @@ def _fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
 
 
-def evaluate_run(run_dir, overrides=(), out_dir=None, device: str = "auto") -> dict:
-    """Evaluate RUN_DIR's best weights on cfg.eval.split; write metrics and figures."""
-    from .trainer import Distributed, build_datasets, evaluate
+def evaluate_with_config(model, dataset, cfg: DictConfig, dist: Distributed, collect=None) -> dict:
+    """`evaluate` with the settings a run's config gives (batch size, precision, depth target, fisheye
+    scoring and, for flat models, the sphere grid whose covered pixels are scored)."""
+    return evaluate(model, dataset, task=cfg.task, batch_size=cfg.eval.batch_size or cfg.data.batch_size,
+                    num_workers=cfg.data.num_workers, amp=cfg.train.amp, depth_target=cfg.loss.depth_target,
+                    backproject=cfg.eval.backproject,
+                    coverage=(cfg.data.nside, config_faces(cfg), cfg.data.orientation), dist=dist, collect=collect)
 
+
+def evaluate_run(run_dir, overrides=(), out_dir=None, device: str = "auto", weights: str = "best") -> dict:
+    """Evaluate RUN_DIR's best (or `weights`) weights on cfg.eval.split; write metrics and figures (out_dir,
+    default RUN_DIR/eval-<split>)."""
     from ..data import check_dataset
 
     cfg = load_run_config(run_dir, overrides)
     dist = Distributed(device if device != "auto" else cfg.run.device)
     split = cfg.eval.split
-    check_dataset(cfg.data.root, cfg.data.cameras, cfg.task)
+    if cfg.data.source == "woodscape":
+        check_dataset(cfg.data.root, cfg.data.cameras, cfg.task)
     dataset = build_datasets(cfg, (split,))[split]
     if len(dataset) == 0:
         fractions = list(cfg.data.split_fractions)
         raise ConfigError(f"{Path(run_dir) / 'config.yaml'}: eval.split={split} holds no samples (data.split_fractions="
                           f"{fractions} for train, val, test over {cfg.data.root}); evaluate another split, e.g. "
                           "eval.split=val")
-    model = load_model(run_dir, device=dist.device)
-    wanted = set(range(min(cfg.eval.figures, len(dataset))))
+    model = load_model(run_dir, weights=weights, device=dist.device)
+    # figures show the fisheye image: sources without one (spheres of digits) have their metrics only
+    wanted = set(range(min(cfg.eval.figures, len(dataset)))) if hasattr(dataset, "tree") else set()
     shown: dict = {}
 
     def collect(indices, batch, pred):
@@ -101,7 +233,7 @@ def evaluate_run(run_dir, overrides=(), out_dir=None, device: str = "auto") -> d
             if i in wanted:
                 shown[i] = pred[j].cpu()
 
-    result = evaluate(model, dataset, cfg, dist, collect=collect)
+    result = evaluate_with_config(model, dataset, cfg, dist, collect=collect)
     out = Path(out_dir) if out_dir else Path(run_dir) / f"eval-{split}"
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)

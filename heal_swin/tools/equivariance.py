@@ -2,7 +2,7 @@
 
     heal-swin-equivariance runs/demo/run                        # rolls about the optical axis, split val
     heal-swin-equivariance runs/a runs/b runs/c --rotations 12  # an ensemble: the mean of the runs' outputs
-    heal-swin-equivariance runs/rotated_digits/runs/heal_swin_tiny-aug1-seed0 --kind so3
+    heal-swin-equivariance runs/rotated_digits/runs/heal_swin_tiny-aug1-seed0    # a digits run: SO(3)
     python -m heal_swin.tools.equivariance RUN_DIR [...]
 
 For every sample of the split, the input x is turned by a rotation R of the sphere and the model's
@@ -29,9 +29,9 @@ ensemble: the mean of the members' class probabilities (segmentation) or depths,
 Writes OUT/equivariance.json, OUT/equivariance.md (a table) and OUT/equivariance.png (agreement and the
 task metric against the angle). OUT defaults to FIRST_RUN/equivariance-<split> (with -ensemble<K> for K runs).
 
-Runs: a train.py run directory (config.yaml + weights/; HEALPix models, single-camera data) or a
-rotated-digits run (`run.json` + `weights.safetensors`, written by bench/rotated_digits/run.py, any backbone,
-the flat one through its equirectangular adapter).
+Runs: any run directory of the engine (config.yaml + weights/, made by train.py or heal-swin-study): HEALPix
+models on single-camera fisheye data, and any backbone on a sphere source (`data.source: digits`; the flat
+one through its equirectangular adapter).
 """
 
 from __future__ import annotations
@@ -48,56 +48,10 @@ import torch
 
 PROG = "heal-swin-equivariance"
 KINDS = ("auto", "roll", "so3")
-DIGITS_RUN = "run.json"
 
 
 class EquivarianceError(Exception):
     pass
-
-
-# --------------------------------------------------------------------------- rotated-digits runs
-
-
-def save_digits_run(run_dir, model_name: str, model_kwargs: dict, data: dict, model: torch.nn.Module,
-                    extra: dict | None = None) -> None:
-    """A rotated-digits run as a directory the report reads: run.json (the model's registry name and
-    kwargs, the `DigitSpheres` settings in `data`) and weights.safetensors; both written atomically."""
-    from ..engine import atomic_write_text, save_weights
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(model, run_dir / "weights.safetensors")
-    meta = {"kind": "digits", "model": model_name, "model_kwargs": model_kwargs, "data": data, **(extra or {})}
-    atomic_write_text(run_dir / DIGITS_RUN, json.dumps(meta, indent=2) + "\n")
-
-
-def build_digits_model(meta: dict):
-    """The network of a rotated-digits run: (B, 1, N) sphere maps -> (B, 11, N) logits; flat backbones run
-    on the equirectangular image of the sphere (`models.EquirectangularAdapter`)."""
-    from .. import models
-    from ..data.digits import NUM_CLASSES
-
-    d = meta["data"]
-    kwargs = dict(meta.get("model_kwargs") or {})
-    if models.model_info(meta["model"]).domain == "flat":
-        shape = models.equirectangular_shape(d["nside"], d["faces"])
-        net = models.create_model(meta["model"], in_chans=1, num_classes=NUM_CLASSES, img_size=shape, **kwargs)
-        return models.EquirectangularAdapter(net, d["nside"], d["faces"], shape)
-    return models.create_model(meta["model"], in_chans=1, num_classes=NUM_CLASSES, nside=d["nside"],
-                               base_pixels=d["faces"], **kwargs)
-
-
-def load_digits_run(run_dir, device="cpu"):
-    """(model in eval mode, run.json's dict) of a rotated-digits run."""
-    from ..engine import load_weights
-
-    run_dir = Path(run_dir)
-    meta = json.loads((run_dir / DIGITS_RUN).read_text())
-    if meta.get("kind") != "digits":
-        raise EquivarianceError(f"{run_dir / DIGITS_RUN}: kind={meta.get('kind')!r} must be 'digits'")
-    model = build_digits_model(meta)
-    load_weights(model, run_dir / "weights.safetensors")
-    return model.to(device).eval(), meta
 
 
 # --------------------------------------------------------------------------- what the report rotates
@@ -121,33 +75,36 @@ class Member:
         return from_prediction(out[:, 0], self.depth_target)
 
 
-class _WoodScapeSource:
-    """Samples of a train.py run's split (no augmentation); turned samples are projected anew."""
+class _RunSource:
+    """The samples of a run's split, from its config through the engine (no augmentation, upright); turned
+    samples come from the dataset's `rotated` (a fisheye image projected through the turned grid; digit
+    spheres drawn turned), never resampled."""
 
     def __init__(self, cfg, split: str, run_dir: Path):
         from omegaconf import OmegaConf
 
-        from ..engine import config_faces
-        from ..engine.trainer import build_datasets, model_domain
+        from ..engine import build_datasets, config_faces, model_domain
 
-        if model_domain(cfg) != "healpix":
-            raise EquivarianceError(f"{run_dir}: model.name={cfg.model.name} takes flat images; the report turns "
-                                    "sphere inputs, so it needs a HEALPix run (the flat baseline is measured on "
-                                    "the rotated digits through its equirectangular adapter)")
+        if model_domain(cfg) != "healpix" and cfg.data.source == "woodscape":
+            raise EquivarianceError(f"{run_dir}: model.name={cfg.model.name} takes flat fisheye images; the report "
+                                    "turns sphere inputs, so it needs a HEALPix run or a flat model on a sphere "
+                                    "source (data.source=digits, through its equirectangular adapter)")
         if cfg.data.rig:
             raise EquivarianceError(f"{run_dir}: data.rig=true fuses four cameras on one sphere; the report turns "
                                     "one camera's projection (use a single-camera run)")
         cfg = OmegaConf.merge(cfg, {"augment": {"photometric": [], "rotate_deg": 0, "quarter_turns": False,
-                                                "hflip": 0}})
+                                                "hflip": 0},
+                                    "data": {"digits": {"rotate": 0.0, "eval_rotate": 0.0}}})
         self.dataset = build_datasets(cfg, (split,))[split]
         if len(self.dataset) == 0:
             raise EquivarianceError(f"{run_dir / 'config.yaml'}: split {split!r} holds no samples "
                                     f"(data.split_fractions={list(cfg.data.split_fractions)}); choose another --split")
         self.task, self.nside, self.faces = cfg.task, int(cfg.data.nside), tuple(config_faces(cfg))
         self.class_names = tuple(self.dataset.class_names)
-        self.ignore_index = int(cfg.data.ignore_index)
+        self.ignore_index = int(getattr(self.dataset, "ignore_index", 255))
         self.orientation = cfg.data.orientation
-        self.default_kind = "roll"
+        self.default_kind = "roll" if cfg.data.source == "woodscape" else "so3"
+        self.fisheye = cfg.data.source == "woodscape"
 
     def __len__(self):
         return len(self.dataset)
@@ -163,86 +120,45 @@ class _WoodScapeSource:
         return self._unpack(self.dataset.rotated(i, rotation))
 
     def roll_axis(self) -> np.ndarray:
-        """The optical axis in the sphere's frame: its pole in the camera orientation."""
-        if self.orientation != "camera":
+        """The optical axis in the sphere's frame: its pole in the camera orientation (the digits' sphere:
+        its pole)."""
+        if self.fisheye and self.orientation != "camera":
             raise EquivarianceError("data.orientation=vehicle: each camera's optical axis points elsewhere on the "
                                     "vehicle's sphere, so no one roll serves the split; use --kind so3 (the polar "
                                     "turns, yaws of the vehicle there, stay exact)")
         return np.array([0.0, 0.0, 1.0])
 
 
-class _DigitsSource:
-    """The rotated-digits spheres of a digits run; turned spheres are drawn turned (exact rendering)."""
-
-    def __init__(self, meta: dict, split: str, samples: int):
-        from ..data.digits import CLASS_NAMES
-
-        d = meta["data"]
-        self.task, self.nside, self.faces = "segmentation", int(d["nside"]), tuple(d["faces"])
-        self.class_names, self.ignore_index = CLASS_NAMES, 255
-        # the benchmark's held-out spheres (seed 7, upright), or spheres of training source images
-        self.kw = dict(nside=self.nside, faces=self.faces, split="test" if split in ("val", "test") else "train",
-                       rotate=0.0, seed=7, digits=tuple(d["digits"]), half_width=d["half_width"])
-        from ..data.digits import DigitSpheres
-
-        self.spheres = DigitSpheres(samples, **self.kw)
-        self._turned: dict = {}
-        self.default_kind = "so3"
-
-    def __len__(self):
-        return len(self.spheres)
-
-    def upright(self, i):
-        return self.spheres.x[i], self.spheres.y[i], torch.ones(self.spheres.y.shape[1], dtype=torch.bool)
-
-    def rotated(self, i, rotation):
-        from ..data.digits import DigitSpheres
-
-        # the same spheres (same seed) turned after their own rotation, drawn once per rotation
-        key = np.asarray(rotation, dtype=np.float64).tobytes()
-        if key not in self._turned:
-            self._turned[key] = DigitSpheres(len(self.spheres), then_rotate=rotation, **self.kw)
-        s = self._turned[key]
-        return s.x[i], s.y[i], torch.ones(s.y.shape[1], dtype=torch.bool)
-
-    def roll_axis(self) -> np.ndarray:
-        return np.array([0.0, 0.0, 1.0])
-
-
 def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=torch.float32):
-    """(members, source) for one run or an ensemble of runs of the same data and task."""
+    """(members, source) for one run or an ensemble of runs of the same data and task: every run is a
+    `train.py` run directory (config.yaml + weights/), of any data source."""
     from ..engine import load_model, load_run_config
 
     members, source, first = [], None, None
     for run_dir in map(Path, run_dirs):
-        if (run_dir / DIGITS_RUN).is_file():
-            model, meta = load_digits_run(run_dir, device)
-            signature = {"kind": "digits", **{k: meta["data"][k] for k in ("nside", "faces", "digits", "half_width")}}
-            if source is None:
-                source = _DigitsSource(meta, split, samples or 50)
-            members.append(Member(run_dir, model.to(dtype), None))
-        elif (run_dir / "config.yaml").is_file():
-            cfg = load_run_config(run_dir)
-            signature = {"kind": "woodscape", "task": cfg.task, "data.root": str(cfg.data.root),
-                         "data.nside": cfg.data.nside, "data.base_pixels": str(cfg.data.base_pixels),
-                         "data.orientation": cfg.data.orientation, "data.class_names": str(cfg.data.class_names)}
-            if source is None:
-                source = _WoodScapeSource(cfg, split, run_dir)
-            model = load_model(run_dir, device=device).to(dtype)
-            members.append(Member(run_dir, model, cfg.loss.depth_target if cfg.task == "depth" else None))
+        if not (run_dir / "config.yaml").is_file():
+            raise EquivarianceError(f"{run_dir}: not a run directory (no config.yaml; train one with train.py or "
+                                    "heal-swin-study)")
+        cfg = load_run_config(run_dir)
+        signature = {"task": cfg.task, "data.source": cfg.data.source, "data.nside": cfg.data.nside,
+                     "data.base_pixels": str(cfg.data.base_pixels)}
+        if cfg.data.source == "woodscape":
+            signature.update({"data.root": str(cfg.data.root), "data.orientation": cfg.data.orientation,
+                              "data.class_names": str(cfg.data.class_names)})
         else:
-            raise EquivarianceError(f"{run_dir}: not a run directory (no config.yaml of train.py, no {DIGITS_RUN} "
-                                    "of the rotated-digits benchmark)")
+            signature.update({f"data.digits.{k}": str(cfg.data.digits[k])
+                              for k in ("test", "digits", "half_width", "threshold", "seed")})
+        if source is None:
+            source = _RunSource(cfg, split, run_dir)
+        model = load_model(run_dir, device=device).to(dtype)
+        members.append(Member(run_dir, model, cfg.loss.depth_target if cfg.task == "depth" else None))
         if first is None:
             first = (run_dir, signature)
         for key, value in signature.items():
             if first[1].get(key) != value:
                 raise EquivarianceError(f"{run_dir}: {key}={value!r} differs from {first[0]}'s {first[1].get(key)!r}; "
                                         "an ensemble averages runs of the same data and task")
-    if samples is not None and isinstance(source, _WoodScapeSource):
-        source.n = min(samples, len(source))
-    else:
-        source.n = len(source)
+    source.n = min(samples, len(source)) if samples is not None else len(source)
     return members, source
 
 
@@ -342,40 +258,7 @@ def measure(members, source, rotations, dtype=torch.float32, progress: bool = Tr
 # --------------------------------------------------------------------------- model-level symmetry errors
 
 
-def relative_error(fn, act_in, act_out, x) -> float:
-    """max |f(g·x) − g·f(x)| / max |f(x)|: the relative error of equivariance of `fn` at x, for one group
-    element given by its action on inputs (`act_in`) and outputs (`act_out`)."""
-    with torch.no_grad():
-        y = fn(x)
-        gy = act_out(y)
-        fgx = fn(act_in(x))
-    scale = y.abs().max().clamp_min(torch.finfo(y.dtype).tiny)
-    return ((fgx - gy).abs().max() / scale).item()
-
-
-def so3_errors(nets: dict, nside: int = 32, in_chans: int = 2, lmax_in: int = 4, lmax_out: int = 8,
-               rotations: int = 3, seed: int = 0) -> dict:
-    """Relative error of equivariance of each net (a callable on full-sphere NESTED maps (1, in_chans, N),
-    float64) under random rotations R of a band-limited input: ‖SHT f(R·x) − R·SHT f(x)‖ / ‖SHT f(x)‖ in
-    harmonic space up to lmax_out, the input made exactly by rotating random a_lm (l ≤ lmax_in), averaged
-    over the rotations. Add torch.relu as a net to see the measurement's own floor."""
-    from .. import harmonics
-
-    rng = np.random.default_rng(seed)
-    isht = harmonics.InverseRealSHT(nside, lmax_in).double()
-    sht = harmonics.RealSHT(nside, lmax_out, iterations=3).double()
-    a = torch.as_tensor(rng.standard_normal((1, in_chans, harmonics.alm_size(lmax_in), 2)))
-    a[..., :lmax_in + 1, 1] = 0
-    errors: dict = {k: [] for k in nets}
-    with torch.no_grad():
-        x = isht(a)
-        for _ in range(rotations):
-            angles = rng.uniform(0, 2 * np.pi), math.acos(rng.uniform(-1, 1)), rng.uniform(0, 2 * np.pi)
-            x_rot = isht(harmonics.rotate_alm(a, *angles))
-            for k, f in nets.items():
-                want = harmonics.rotate_alm(sht(f(x)), *angles)
-                errors[k].append(((sht(f(x_rot)) - want).norm() / want.norm()).item())
-    return {k: float(np.mean(v)) for k, v in errors.items()}
+from ..equivariance import relative_error, so3_errors  # noqa: E402,F401  (moved to heal_swin.equivariance)
 
 
 # --------------------------------------------------------------------------- the report
@@ -486,7 +369,7 @@ def main(argv=None) -> int:
     p.add_argument("--kind", default="auto", choices=KINDS,
                    help="roll: about the optical axis; so3: Haar-random; auto: roll for fisheye runs, so3 for digits")
     p.add_argument("--split", default="val", help="train, val or test (digits: val/test = the held-out spheres)")
-    p.add_argument("--samples", type=int, default=None, help="at most this many samples (digits: default 50)")
+    p.add_argument("--samples", type=int, default=None, help="at most this many samples (default: the whole split)")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/equivariance-SPLIT)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--double", action="store_true", help="run the models in float64 (separates the model's "

@@ -17,8 +17,7 @@ import torch
 
 from ..cameras import load_calibration
 from ..data import WOODSCAPE_CLASSES, WoodScapeTree
-from ..engine import config_faces, load_model, load_run_config
-from ..engine.trainer import build_datasets, model_domain
+from ..engine import build_datasets, config_faces, load_model, load_run_config, model_domain
 from ..export import ExportError, ExportReport, FisheyeGraph, SphereGraph, export_checked
 
 __all__ = ["export_run"]

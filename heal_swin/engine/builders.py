@@ -1,0 +1,156 @@
+"""What a run is made of, built from its config: the datasets of its data source, the model, the loss,
+the optimiser and its schedule. The training loop and the evaluation take these objects, not the config.
+
+Data sources (`data.source`): `woodscape` (a WoodScape-format tree, projected onto HEALPix, or resized for
+flat models) and `digits` (spheres of handwritten digits, `heal_swin.data.digits`). A flat model on a
+sphere source runs on the equirectangular image of the sphere (`models.EquirectangularAdapter`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ..data import FlatDataset, HealpixDataset
+from ..models import EquirectangularAdapter, create_model, equirectangular_shape, model_info
+from ..tasks import DepthLoss, SegmentationLoss
+from .config import ConfigError, config_faces
+
+__all__ = ["DATA_SOURCE_BUILDERS", "build_datasets", "build_model", "build_loss", "build_optimizer", "model_domain",
+           "num_outputs", "has_augmentation"]
+
+
+def model_domain(cfg) -> str:
+    """The registered input domain of the run's model: "healpix" or "flat"."""
+    return model_info(cfg.model.name).domain
+
+
+def has_augmentation(augment: dict) -> bool:
+    return bool(augment["photometric"] or augment["rotate_deg"] or augment["quarter_turns"] or augment["hflip"])
+
+
+def _woodscape(cfg: DictConfig, split: str, train: bool):
+    d = cfg.data
+    common = dict(task=cfg.task, cameras=d.cameras, split_fractions=tuple(d.split_fractions),
+                  split_seed=d.split_seed, group_size=d.group_size, class_names=d.class_names,
+                  class_merge=OmegaConf.to_container(d.class_merge) if d.class_merge else None,
+                  ignore_index=d.ignore_index, mean=tuple(d.mean), std=tuple(d.std), max_depth=d.max_depth,
+                  unknown_labels=d.unknown_labels, seed=cfg.run.seed)
+    augment = OmegaConf.to_container(cfg.augment)
+    transform = augment if train and has_augmentation(augment) else None
+    if model_domain(cfg) == "flat":
+        return FlatDataset(d.root, size=tuple(d.flat_size), split=split, transform=transform, **common)
+    return HealpixDataset(d.root, nside=d.nside, base_pixels=config_faces(cfg), split=split,
+                          orientation=d.orientation, transform=transform, rig=d.rig, outside=d.outside,
+                          sample_cache=d.sample_cache, **common)
+
+
+def _digits(cfg: DictConfig, split: str, train: bool):
+    from ..data.digits import DigitsDataset
+
+    g = cfg.data.digits
+    if split == "all":
+        raise ConfigError("eval.split=all: data.source=digits has the splits train, val and test")
+    seed = {"train": 1000 + cfg.run.seed, "val": g.seed, "test": g.seed + 1}[split]
+    return DigitsDataset(split, spheres=g.train if split == "train" else g.test, nside=cfg.data.nside,
+                         base_pixels=config_faces(cfg), digits=tuple(g.digits), half_width=g.half_width,
+                         threshold=g.threshold, rotate=g.rotate if split == "train" else g.eval_rotate, seed=seed)
+
+
+# data.source -> (cfg, split, is the training split) -> dataset
+DATA_SOURCE_BUILDERS = {"woodscape": _woodscape, "digits": _digits}
+
+
+def build_datasets(cfg: DictConfig, splits=("train", "val")) -> dict:
+    """{split: dataset} of the run's data source, task and model domain; augmentation on "train" only."""
+    build = DATA_SOURCE_BUILDERS[cfg.data.source]
+    return {split: build(cfg, split, split == "train") for split in splits}
+
+
+def num_outputs(cfg, dataset) -> int:
+    """Output channels of the model: one per class (segmentation), one for depth."""
+    return len(dataset.class_names) if cfg.task == "segmentation" else 1
+
+
+def build_model(cfg: DictConfig, num_outputs: int) -> nn.Module:
+    """The registered model with the data's shape; on a sphere source a flat model gets the
+    equirectangular adapter (its image has as many pixels as the map)."""
+    kwargs = dict(OmegaConf.to_container(cfg.model.kwargs) or {})
+    kwargs.setdefault("in_chans", 1 if cfg.data.source == "digits" else 3)
+    kwargs.setdefault("num_classes", num_outputs)
+    kwargs.setdefault("task", cfg.task)
+    flat = model_domain(cfg) == "flat"
+    on_sphere = cfg.data.source != "woodscape"
+    if flat and on_sphere:
+        shape = equirectangular_shape(cfg.data.nside, config_faces(cfg))
+        kwargs.setdefault("img_size", shape)
+    elif flat:
+        kwargs.setdefault("img_size", tuple(cfg.data.flat_size))
+    else:
+        kwargs.setdefault("nside", cfg.data.nside)
+        kwargs.setdefault("base_pixels", config_faces(cfg))
+    try:
+        model = create_model(cfg.model.name, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model.name={cfg.model.name!r} with {kwargs}: {err}") from None
+    if flat and on_sphere:
+        model = EquirectangularAdapter(model, cfg.data.nside, config_faces(cfg), tuple(kwargs["img_size"]))
+    return model
+
+
+def build_loss(cfg: DictConfig, num_classes: int, class_counts: torch.Tensor | None = None) -> nn.Module:
+    """The task's loss; `class_counts` (pixels per class of the train split) for loss.class_balance."""
+    if cfg.task != "segmentation":
+        return DepthLoss(cfg.loss.depth, cfg.loss.depth_target)
+    weights = cfg.loss.class_weights
+    if cfg.loss.class_balance == "inverse_sqrt_frequency":
+        counts = torch.as_tensor(class_counts, dtype=torch.float64)
+        w = (counts.sum() / counts.clamp_min(1)).sqrt()
+        weights = (w / w.mean()).float().tolist()
+    return SegmentationLoss(num_classes, weights, cfg.data.ignore_index, cfg.loss.label_smoothing)
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module, total_steps: int):
+    """(optimizer, LambdaLR scheduler) of train.optimizer / train.schedule over `total_steps`."""
+    t = cfg.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # Norms, biases, logit scales and bias tables are not decayed (standard for Swin).
+        (no_decay if p.ndim <= 1 or "bias_table" in name or "logit_scale" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
+    else:  # the original paper's recipe: Adam without weight decay
+        opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=tuple(t.betas))
+    factor = lr_factor(t.schedule, total_steps, t.warmup_steps)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0):
+    """step -> the learning rate's factor of train.lr. cosine / constant: linear warm-up over
+    `warmup_steps`, then a cosine to 0 or constant; onecycle: torch's OneCycleLR shape (cosine rise from
+    lr/25 over `warmup_steps`, 10 % of the steps when 0, then a cosine fall to lr/25e4)."""
+    if schedule == "onecycle":
+        rise = warmup_steps or max(1, round(0.1 * total_steps))
+        start, end = 1 / 25, 1 / 25e4
+
+        def onecycle(step: int) -> float:
+            if step < rise:
+                return start + (1 - start) * (1 - math.cos(math.pi * step / rise)) / 2
+            progress = min(1.0, (step - rise) / max(1, total_steps - rise))
+            return end + (1 - end) * (1 + math.cos(math.pi * progress)) / 2
+        return onecycle
+
+    def warm_then(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return warm_then
