@@ -6,7 +6,7 @@ Per variant, in float64 and eval mode: the relative output error max |f(g·x) �
 random inputs under the grid's own symmetries (the 90° turn about the pole on the full sphere and on
 faces 0–7, the largest over the three 180° flips about equatorial axes at 0°, 45°, 90° on the full sphere),
 and the error under random rotations R of SO(3) of a band-limited input, measured in harmonic space
-(`heal_swin.tools.equivariance.so3_errors`: l ≤ 4 in, l ≤ 8 out; a pointwise map's error is the
+(`heal_swin.equivariance.so3_errors`: l ≤ 4 in, l ≤ 8 out; a pointwise map's error is the
 measurement's own floor). "At init": each variant's test build (`model_info(name).test_kwargs`, 2 input
 channels, 3 outputs) with its initial weights; heal_swin_tiny also with `symmetric=True`. "Trained": the
 aug-0 seed-0 run of each backbone of the rotated-digits benchmark (full sphere only: those models are
@@ -31,14 +31,14 @@ SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
 def grid_errors(net, nside: int, faces, in_chans: int, seed: int = 0) -> dict:
     """{symmetry name: relative error} for the grid symmetries this face set keeps."""
     from heal_swin import grid
-    from heal_swin.tools.equivariance import relative_error
+    from heal_swin.equivariance import equivariance_error, rotation_permutation
 
     x = torch.as_tensor(np.random.default_rng(seed).standard_normal((2, in_chans, len(faces) * nside ** 2)))
     out = {}
     for name, m in grid.grid_symmetries(nside, faces).items():
-        perm = torch.as_tensor(grid.symmetry_permutation(nside, m, faces))
+        perm = rotation_permutation(nside, m, faces)
         act = lambda t, p=perm: t[..., p]  # noqa: E731
-        out[name] = relative_error(net, act, act, x)
+        out[name] = equivariance_error(net, act, act, x)
     return out
 
 
@@ -50,7 +50,7 @@ def _fmt(v) -> str:
 
 def profile_row(label: str, build, nside: int, in_chans: int, rotations: int) -> dict:
     """The errors of one network; `build(faces)` makes it on a face set (None where it cannot be)."""
-    from heal_swin.tools.equivariance import so3_errors
+    from heal_swin.equivariance import so3_errors
 
     row = {"model": label, "nside": nside}
     for key, faces in (("sphere", SPHERE), ("faces", FACES_0_7)):

@@ -131,11 +131,14 @@ import math  # noqa: E402
 import torch  # noqa: E402
 
 from heal_swin import layers, models  # noqa: E402
+from heal_swin.equivariance import assert_equivariant  # noqa: E402
+from heal_swin.equivariance import flip as _flip, local_index as _local  # noqa: E402
+from heal_swin.equivariance import rotation_permutation as _rotation_permutation, rz as _rz  # noqa: E402
+from heal_swin.equivariance import so3_errors as so3_errors_of  # noqa: E402
 from heal_swin.layers import FieldType, regular, trivial  # noqa: E402
+from heal_swin.models import PlainFaceCNN  # noqa: E402
 
-from equivariance import FACE_SETS, FACES_0_7, SPHERE, PlainFaceCNN, assert_equivariant  # noqa: E402
-from equivariance import flip as _flip, local_index as _local, rotation_permutation as _rotation_permutation  # noqa: E402
-from equivariance import rz as _rz, so3_errors as so3_errors_of  # noqa: E402
+from equivariance import FACE_SETS, FACES_0_7, SPHERE  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -384,7 +387,7 @@ def so3_errors(nside=32, lmax_in=4, lmax_out=8, rotations=3, seed=0):
     """Relative error of equivariance under random rotations of a band-limited input (full
     sphere, at init), for the gauge CNN, a plain per-face CNN of the same size and a pointwise
     map (ReLU: exactly equivariant, not band-limited; its error is the floor of the measurement);
-    see `equivariance.so3_errors`."""
+    see `heal_swin.equivariance.so3_errors`."""
     gauge = _model(nside, SPHERE, seed=seed)
     plain = PlainFaceCNN(nside, SPHERE, 2, 3, SMALL["widths"], SMALL["depths"]).double().eval()
     return so3_errors_of(dict(gauge=gauge, plain=plain, pointwise=torch.relu), nside, 2, lmax_in, lmax_out,

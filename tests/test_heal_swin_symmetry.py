@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from heal_swin import grid, models
+from heal_swin.equivariance import assert_equivariant, equivariance_error, rotation_permutation, rz
 from heal_swin.models import heal_swin as hs
 
-from equivariance import (FACE_SETS, FACES_0_7, SPHERE, assert_equivariant, equivariance_error,
-                          rotation_permutation, rz)
+from equivariance import FACE_SETS, FACES_0_7, SPHERE
 
 NO_DROPOUT = dict(drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0)
 

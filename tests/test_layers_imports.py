@@ -1,8 +1,9 @@
 """The package's import arrows point down only (the layer order of DESIGN.md and the README).
 
 Every import in every module of `heal_swin`, also the ones inside functions, is checked: a package
-may import a package of a lower row, never one of its own row (a sibling) or of a higher one, and
-never another package's `_private` module (what a neighbour needs comes from its `__init__`).
+(or a top-level module such as heal_swin/equivariance.py, which has a row of its own) may import a
+package or module of a lower row, never one of its own row (a sibling) or of a higher one, and never
+another package's `_private` module (what a neighbour needs comes from its `__init__`).
 """
 
 import ast
@@ -12,15 +13,18 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "heal_swin"
 
-# row of each package, lowest first; packages on one row import neither each other
-ROWS = [("grid",), ("harmonics",), ("cameras",), ("projection",), ("data", "layers"), ("tasks", "models"),
-        ("engine", "export"), ("tools",)]
-RANK = {pkg: i for i, row in enumerate(ROWS) for pkg in row}
-TOP = len(ROWS)  # heal_swin/__init__.py, heal_swin/demo.py: the application, above every package
+# row of each package (heal_swin/<name>/) and top-level module (heal_swin/<name>.py), lowest first; the
+# names on one row import neither each other
+ROWS = [("grid",), ("harmonics",), ("cameras",), ("projection", "equivariance"), ("data", "layers"),
+        ("tasks", "models"), ("engine", "export"), ("tools", "study")]
+RANK = {name: i for i, row in enumerate(ROWS) for name in row}
+TOP = len(ROWS)  # the application, above every row:
+APPLICATION = ("__init__", "demo")  # heal_swin/__init__.py, heal_swin/demo.py
 
 
 def _owner(module: str) -> str | None:
-    """'heal_swin.grid._windows' -> 'grid'; top-level modules ('heal_swin', 'heal_swin.demo') -> None."""
+    """'heal_swin.grid._windows' -> 'grid'; 'heal_swin.equivariance' -> 'equivariance'; the application
+    ('heal_swin', 'heal_swin.demo') -> None."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in RANK else None
 
@@ -86,9 +90,14 @@ def test_every_import_points_down():
     assert not found, "imports against the layer order:\n" + "\n".join(found)
 
 
-def test_every_package_has_a_row():
+def test_every_package_and_module_has_a_row():
+    """A new package or top-level module must be given its row (else it would count as the application)."""
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - set(APPLICATION)
+    assert "equivariance" in modules
     assert packages <= set(RANK), f"packages without a row in the layer order: {packages - set(RANK)}"
+    assert modules <= set(RANK), f"top-level modules without a row in the layer order: {modules - set(RANK)}"
+    assert all(_owner(f"heal_swin.{name}") is None for name in APPLICATION[1:])
 
 
 @pytest.mark.parametrize("module, source, expected", [
@@ -103,6 +112,17 @@ def test_every_package_has_a_row():
     ("heal_swin.engine", "from .trainer import main", None),
     ("heal_swin.tools.run_export", "from ..engine.trainer import build_datasets", None),
     ("heal_swin.models._heads", "from ..layers import Mlp", None),
+    ("heal_swin.equivariance", "from .layers import trivial", "upwards"),
+    ("heal_swin.equivariance", "from heal_swin.models import PlainFaceCNN", "upwards"),
+    ("heal_swin.equivariance", "from . import projection", "sideways"),
+    ("heal_swin.projection._frames", "from ..equivariance import rz", "sideways"),
+    ("heal_swin.equivariance", "def f():\n    from .harmonics import _sht", "private module"),
+    ("heal_swin.equivariance", "from . import grid, harmonics", None),
+    ("heal_swin.tools.equivariance", "from ..equivariance import so3_errors", None),
+    ("heal_swin.models._controls", "from ..equivariance import rz", None),
+    ("heal_swin.demo", "from .equivariance import assert_equivariant", None),
+    ("heal_swin.study.report", "from ..tools import equivariance", "sideways"),
+    ("heal_swin.study.report", "from ..engine import trainer", None),
 ])
 def test_the_checker_finds_a_bad_arrow(module, source, expected):
     """The rule itself: an upward, sideways or private import added anywhere is caught."""

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from heal_swin import grid, harmonics, models
+from heal_swin.equivariance import assert_equivariant, flip, rotation_permutation, rz, so3_errors
 from heal_swin.harmonics._wigner import _wigner_d
+from heal_swin.models import PlainFaceCNN
 from heal_swin.models.s2cnn import (ChebConv, S2Conv, SO3Conv, SO3ToS2Conv, s2_near_identity_grid,
                                     so3_near_identity_grid)
 
-from equivariance import (FACE_SETS, FACES_0_7, SPHERE, PlainFaceCNN, assert_equivariant, flip,  # noqa: F401
-                         rotation_permutation, rz, so3_errors)
+from equivariance import FACE_SETS, FACES_0_7, SPHERE
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -373,7 +374,7 @@ def test_model_errors_name_the_rule():
 def s2cnn_so3_errors(nside=16, rotations=2, seed=0):
     """Relative SO(3) equivariance error at init (full sphere, band-limited inputs, l <= 4, compared up to
     l = 8) of s2cnn_digits (small), the hybrid s2cnn_tiny (small), HEAL-SWIN tiny and a plain per-face CNN;
-    see `equivariance.so3_errors`. Numbers: bench/README.md, "S2CNN (issue #15)"."""
+    see `heal_swin.equivariance.so3_errors`. Numbers: bench/README.md, "S2CNN (issue #15)"."""
     nets = dict(
         s2cnn_digits=_model("s2cnn_digits", nside, SPHERE, seed, channels=(6, 6), bandwidths=(16, 12, 12, 16)),
         s2cnn_tiny=_model("s2cnn_tiny", nside, SPHERE, seed, widths=(6, 6), depths=(1, 1), core_channels=(6, 6),

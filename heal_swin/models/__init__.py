@@ -28,6 +28,7 @@ The backbone contract (every family keeps it, so swapping a backbone is a config
 
 from . import heal_swin as _heal_swin  # noqa: F401  (registers the variants)
 from . import swin_unet_flat as _swin_unet_flat  # noqa: F401
+from ._controls import PlainFaceCNN
 from ._equirect import EquirectangularAdapter, equirectangular_shape
 from ._heads import PixelHead, create_head
 from ._registry import DOMAINS, ModelInfo, create_model, is_model, list_models, model_info, register_model
@@ -36,6 +37,6 @@ from .heal_swin import HealSwinUNet, checkpoint_filter_fn, load_original
 from .s2cnn import S2CNN, S2CNNUNet  # also registers the s2cnn variants
 from .swin_unet_flat import SwinUNetFlat
 
-__all__ = ["DOMAINS", "EquirectangularAdapter", "GaugeCNNUNet", "HealSwinUNet", "ModelInfo", "PixelHead", "checkpoint_filter_fn", "create_head",
+__all__ = ["DOMAINS", "EquirectangularAdapter", "GaugeCNNUNet", "HealSwinUNet", "ModelInfo", "PixelHead", "PlainFaceCNN", "checkpoint_filter_fn", "create_head",
            "create_model", "is_model", "list_models", "load_original", "model_info", "register_model",
            "S2CNN", "S2CNNUNet", "SwinUNetFlat", "equirectangular_shape"]
