@@ -16,6 +16,8 @@ from heal_swin.data.progress import progress_options
 from heal_swin.projection import views
 from heal_swin.tools import infer, preview
 
+from pictures import figure_size, panel_pixels, read_png
+
 WHITE = np.array([255, 255, 255])
 
 
@@ -151,7 +153,21 @@ def test_evaluation_segmentation_figure(tiny_data, tmp_path, monkeypatch):
     _assert_swatches_visible(fig, ["lanemarks", "motorcycle", "vehicles"])
     sphere = fig.axes[3]
     assert {t.get_text() for t in sphere.texts} == {str(f) for f in range(12)}
-    assert (tmp_path / "segmentation.png").stat().st_size > 10_000
+    _assert_four_panels_drawn(fig, tmp_path / "segmentation.png")
+
+
+def _assert_four_panels_drawn(fig, path):
+    """The PNG is the figure (its size at its dpi): four panels side by side (fisheye, truth, prediction in
+    the fisheye, on the sphere), each showing a picture (several colours) in its own part of the file."""
+    image = read_png(path, size=figure_size(fig))
+    panels = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
+    assert len(panels) == 4, len(panels)
+    boxes = [ax.get_window_extent() for ax in panels]
+    assert all(a.x1 <= b.x0 + 1 for a, b in zip(boxes, boxes[1:])), boxes      # left to right, apart
+    for ax in panels:
+        read = panel_pixels(image, fig, ax)
+        colours = len(np.unique(read.reshape(-1, 3), axis=0))
+        assert colours >= 5 and read.std() > 10, (ax.get_title(), colours, read.std())
 
 
 def test_evaluation_depth_figure_has_a_colour_bar_in_metres(tiny_data, tmp_path, monkeypatch):
@@ -162,6 +178,7 @@ def test_evaluation_depth_figure_has_a_colour_bar_in_metres(tiny_data, tmp_path,
     lo, hi = bars[0].get_xlim()
     assert lo == 0 and hi > 1
     assert {t.get_text() for t in fig.axes[3].texts} == {str(f) for f in range(12)}
+    _assert_four_panels_drawn(fig, tmp_path / "depth.png")
 
 
 # ----------------------------------------------------------------------------------- inference overlays
