@@ -1,0 +1,58 @@
+"""The learning study (issues #5, #17): backbones on the sphere against the flat Swin-UNet, the same step
+budget and data (synthetic WoodScape-format frames), scored on the same fisheye pixels (those the sphere
+models' faces cover), for segmentation and depth, over seeds, with learning curves.
+
+    heal-swin-study bench/learning/study.py --out runs/learning --workers 2      # the default: 28 min, 2 cores
+    heal-swin-study bench/learning/study.py --models heal_swin_tiny swin_unet_flat_tiny@96x128 --seeds 2 \\
+        --set train.lr=1e-3 --out runs/learning_lr1e-3
+    heal-swin-study --merge runs/learning runs/learning_lr1e-3 --out runs/learning_merged
+
+Default: heal_swin_tiny, swin_unet_flat_tiny, gauge_cnn_tiny and s2cnn_tiny; both tasks; 3 seeds
+(run.seed: model init and data order; the data are the same); 300 steps with 6 evaluations; 24 frames.
+Sphere models train at the demo's nside 32 on faces 0-7; flat ones on a 64 x 96 image (about as many
+pixels as the sphere models see: matched token counts); NAME@HxW sets another flat size. --full: the
+paper's setting for a GPU (nside 256, a 512 x 1024 flat image, 1280 x 966 frames, 200 frames, 20k steps).
+"""
+
+from heal_swin.study import Arm, Study, parse_model_spec
+
+MODELS = ("heal_swin_tiny", "swin_unet_flat_tiny", "gauge_cnn_tiny", "s2cnn_tiny")
+FULL = dict(nside=256, flat_size=(512, 1024), size=(1280, 966), frames=200, steps=20000)
+DEPTH = ["train.metric=abs_rel", "train.metric_mode=min", "loss.depth=silog", "data.max_depth=100"]
+
+
+def _grid(model: str, full: bool) -> list:
+    """The input grid of a model spec: flat models 64 x 96 (matched tokens) unless @HxW says otherwise."""
+    spec = parse_model_spec(model)
+    from heal_swin.models import model_info
+
+    if model_info(spec.name).domain == "flat":
+        if spec.flat_size is not None:
+            return []                                     # the spec's own size
+        h, w = FULL["flat_size"] if full else (64, 96)
+        return [f"data.flat_size=[{h},{w}]"]
+    return [f"data.nside={FULL['nside']}"] if full else []
+
+
+def make(options) -> Study:
+    steps = options.steps or (FULL["steps"] if options.full else 300)
+    frames = FULL["frames"] if options.full else 24
+    evals = 6
+    arms = [Arm(model, task, [*_grid(model, options.full), *(DEPTH if task == "depth" else [])], seed)
+            for task in options.tasks or ("segmentation", "depth")
+            for model in options.models or MODELS
+            for seed in range(options.seeds or 3)]
+
+    def prepare(out):
+        from heal_swin.data.synthetic import ensure_synthetic
+
+        if any(item.startswith("data.root=") for item in options.set or []):
+            return []                                     # the caller's data tree
+
+        data = out / "data"
+        ensure_synthetic(data, frames=frames, seed=0, size=FULL["size"] if options.full else (640, 483))
+        return [f"data.root={data}"]
+
+    return Study("learning", "configs/demo.yaml", arms, prepare=prepare,
+                 overrides=["data.generate=false", f"train.max_steps={steps}", f"train.eval_every={max(1, steps // evals)}",
+                            "data.split_fractions=[0.75,0.25,0.0]", *(["run.device=cuda"] if options.full else [])])
