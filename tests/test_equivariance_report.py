@@ -1,7 +1,8 @@
-"""heal-swin-equivariance (issue #16, part 3): the report on rotated-digits runs and on train.py runs,
+"""heal-swin-equivariance (issue #16, part 3): the report on digits runs and fisheye runs of the engine,
 ensembles of runs, the grid's symmetries as permutations, and `HealpixDataset.rotated`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,17 +11,23 @@ import torch
 from heal_swin import grid
 from heal_swin.tools import equivariance as eq
 
-from equivariance import rotation_permutation
+from heal_swin.equivariance import rotation_permutation
+from pictures import read_png
 
 pytest.importorskip("sklearn")
 
-DIGITS = dict(nside=8, faces=list(range(12)), digits=[2, 3], half_width=0.5)
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ["data.nside=8", "data.digits.train=4", "data.digits.test=4", "data.digits.digits=[2,3]",
+          "data.digits.half_width=0.5"]
 
 
-def _digits_run(path, name, seed=0, data=DIGITS, **kwargs):
-    torch.manual_seed(seed)
-    meta = {"model": name, "model_kwargs": kwargs, "data": data}
-    eq.save_digits_run(path, name, kwargs, data, eq.build_digits_model(meta))
+def _digits_run(path, name, seed=0, data=DIGITS):
+    """A digits run of the engine (train.py's run directory) after one step."""
+    from heal_swin.engine import load_config, main
+
+    main(load_config(ROOT / "configs" / "digits_gauge_cnn.yaml", [
+        f"run.dir={path}", f"model.name={name}", f"run.seed={seed}", *data, "train.max_steps=1",
+        "train.eval_every=1", "run.threads=1"]))
     return path
 
 
@@ -89,7 +96,7 @@ def test_report_is_exactly_one_for_an_equivariant_model_and_less_otherwise(tmp_p
     saved = json.loads((out / "equivariance.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(res["rows"]))
     assert "| polar turn 90° | exact |" in (out / "equivariance.md").read_text()
-    assert (out / "equivariance.png").stat().st_size > 10_000
+    read_png(out / "equivariance.png", size=(1210, 462), min_colours=5)     # the 11 × 4.2 in figure at 110 dpi
 
 
 def test_an_ensemble_of_runs_loads_and_averages(tmp_path):
@@ -112,8 +119,8 @@ def test_an_ensemble_of_runs_loads_and_averages(tmp_path):
 
 def test_runs_of_other_data_and_non_runs_are_refused(tmp_path):
     a = _digits_run(tmp_path / "a", "gauge_cnn_tiny")
-    b = _digits_run(tmp_path / "b", "gauge_cnn_tiny", data={**DIGITS, "half_width": 0.4})
-    with pytest.raises(eq.EquivarianceError, match=r"b: half_width=0.4 differs from .*a's 0.5"):
+    b = _digits_run(tmp_path / "b", "gauge_cnn_tiny", data=[*DIGITS, "data.digits.half_width=0.4"])
+    with pytest.raises(eq.EquivarianceError, match=r"b: data.digits.half_width='0.4' differs from .*a's '0.5'"):
         eq.load_runs([a, b], "test", 2)
     with pytest.raises(eq.EquivarianceError, match="not a run directory"):
         eq.load_runs([tmp_path], "test", 2)
@@ -127,17 +134,14 @@ def test_runs_of_other_data_and_non_runs_are_refused(tmp_path):
 
 @pytest.mark.usefixtures("run_env")
 def test_report_on_a_fisheye_run_rolls_about_the_optical_axis(data_root, tmp_path, capsys):
-    from pathlib import Path
+    from heal_swin.engine import load_config, main
 
-    from heal_swin.engine import load_config, trainer
-
-    root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
-    cfg = load_config(root / "configs" / "gauge_cnn_demo.yaml",
+    cfg = load_config(ROOT / "configs" / "gauge_cnn_demo.yaml",
                       [f"run.dir={run}", f"data.root={data_root}", "data.generate=false", "data.nside=8",
                        "data.batch_size=2", "data.split_fractions=[0.5,0.5,0.0]", "train.max_steps=2",
                        "train.warmup_steps=0", "train.eval_every=2", "run.threads=1", "eval.backproject=false"])
-    trainer.main(cfg)
+    main(cfg)
     assert eq.main([str(run), "--rotations", "2", "--samples", "2", "--double"]) == 0
     printed = capsys.readouterr().out
     assert "rotations `roll`" in printed

@@ -13,13 +13,13 @@ from .checkpoint import (CheckpointError, atomic_write_bytes, atomic_write_text,
                          remove_stale_temporaries, save_state, save_weights, sync_weights_with_state, weights_step)
 from .config import (DATA_SOURCES, Config, ConfigError, check_resume_config, config_faces, load_config, resume_changes,
                      resume_differences, resume_error_message)
-from .evaluation import (evaluate, evaluate_run, evaluate_with_config, headline, load_model, load_run_config,
+from .evaluation import (FisheyeScorer, evaluate, evaluate_run, evaluate_with_config, headline, load_model, load_run_config,
                          markdown_table, predict)
 from .memory import retain_freed_memory
 from .runtime import Distributed, EpochSampler, autocast, seed_everything
 from .trainer import TrainState, main, train_one_epoch
 
-__all__ = ["CheckpointError", "Config", "ConfigError", "DATA_SOURCES", "DATA_SOURCE_BUILDERS", "Distributed",
+__all__ = ["CheckpointError", "Config", "ConfigError", "DATA_SOURCES", "FisheyeScorer", "DATA_SOURCE_BUILDERS", "Distributed",
            "EpochSampler", "TrainState", "atomic_write_bytes", "atomic_write_text", "autocast", "build_datasets",
            "build_loss", "build_model", "build_optimizer", "check_pair", "check_resume_config", "config_faces",
            "evaluate", "evaluate_run", "evaluate_with_config", "headline", "load_config", "load_model",

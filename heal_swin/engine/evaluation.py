@@ -25,7 +25,7 @@ from .checkpoint import atomic_write_text, load_weights
 from .config import ConfigError, config_faces, load_config
 from .runtime import Distributed, EpochSampler, autocast
 
-__all__ = ["evaluate", "predict", "headline", "load_model", "load_run_config", "evaluate_run", "evaluate_with_config",
+__all__ = ["FisheyeScorer", "evaluate", "predict", "headline", "load_model", "load_run_config", "evaluate_run", "evaluate_with_config",
            "markdown_table"]
 
 
@@ -41,22 +41,82 @@ def predict(model, images: torch.Tensor, *, task: str, device, amp: str = "none"
     return from_prediction(out[:, 0], depth_target)
 
 
+class FisheyeScorer:
+    """Scores predictions in the fisheye image at full resolution: on the pixels the sphere grid `coverage`
+    = (nside, base_pixels, orientation) covers (so sphere and flat models, and oracles, are scored on the
+    same pixels), overall, per camera and per ring of incidence angle (`cameras.INCIDENCE_RINGS`, which
+    partition those pixels). One back-projector and one ring map per camera calibration.
+
+        scorer = FisheyeScorer("segmentation", coverage=(32, range(8), "camera"), class_names=names)
+        scorer.update("FV", cam, scorer.backproject(cam, sphere_pred), truth)   # or a flat prediction upsampled
+        scorer.summary()     # {"fisheye": ..., "per_camera": {...}, "fisheye_rings": {...}}"""
+
+    def __init__(self, task: str, coverage: tuple, class_names=(), ignore_index: int = 255,
+                 max_depth: float | None = None, device="cpu", cameras=()):
+        self.task, self.coverage, self.device = task, tuple(coverage), torch.device(device)
+        self.seg = task == "segmentation"
+        self._metric = (lambda: ConfusionMatrix(len(class_names), ignore_index, class_names, self.device)) \
+            if self.seg else (lambda: DepthMetrics(max_depth, self.device))
+        self.fisheye = self._metric()
+        # every camera named up front: under DDP every rank holds the same metrics, so the sums line up
+        self.per_camera = {c: self._metric() for c in cameras}
+        self.rings = {name: self._metric() for name in INCIDENCE_RINGS}
+        self._cache: dict = {}          # camera fingerprint -> (back-projector, covered (H, W), ring (H, W))
+
+    def geometry(self, cam):
+        """(HealpixToFisheye of the coverage grid, covered mask (H, W) bool, ring index (H, W)) of a camera."""
+        from ..projection import HealpixToFisheye
+
+        key = cam.fingerprint()
+        if key not in self._cache:
+            back = HealpixToFisheye(cam, *self.coverage)
+            self._cache[key] = (back, torch.from_numpy(back.covered_mask).to(self.device),
+                                torch.from_numpy(incidence_ring(cam)).to(self.device))
+        return self._cache[key]
+
+    def backproject(self, cam, sphere_pred) -> torch.Tensor:
+        """A prediction on the coverage grid (N,) -> the fisheye image (H, W): each image pixel takes the
+        sphere pixel that contains its ray."""
+        return torch.as_tensor(self.geometry(cam)[0].backproject(sphere_pred.cpu() if torch.is_tensor(sphere_pred)
+                                                                  else sphere_pred))
+
+    def update(self, camera: str, cam, pred, truth) -> torch.Tensor:
+        """Adds one image's prediction and truth (H, W); returns the mask of the pixels scored."""
+        _, covered, ring = self.geometry(cam)
+        pred, truth = torch.as_tensor(pred).to(self.device), torch.as_tensor(truth).to(self.device)
+        ok = covered & (torch.isfinite(truth) if not self.seg else torch.ones_like(covered))
+        self.fisheye.update(pred, truth, ok)
+        if camera not in self.per_camera:
+            self.per_camera[camera] = self._metric()
+        self.per_camera[camera].update(pred, truth, ok)
+        for r, m in enumerate(self.rings.values()):
+            m.update(pred, truth, ok & (ring == r))
+        return ok
+
+    def metrics(self) -> list:
+        return [self.fisheye, *self.per_camera.values(), *self.rings.values()]
+
+    def summary(self) -> dict:
+        return {"fisheye": self.fisheye.summary(),
+                "per_camera": {c: m.summary() for c, m in self.per_camera.items()
+                               if (m.counts.sum() if self.seg else m.sums[0]) > 0},
+                "fisheye_rings": {name: m.summary() | {"theta_deg": list(INCIDENCE_RINGS[name])}
+                                  for name, m in self.rings.items()}}
+
+
 @torch.no_grad()
 def evaluate(model, dataset, *, task: str, device="cpu", batch_size: int = 4, num_workers: int = 0,
              amp: str = "none", depth_target: str = "log", backproject: bool = True, coverage: tuple | None = None,
-             dist: Distributed | None = None, collect=None) -> dict:
+             dist: Distributed | None = None, collect=None, collect_fisheye=None) -> dict:
     """Metrics of `model` on `dataset`: on the sphere (or the flat grid), and, with `backproject`, in the
-    fisheye image at full resolution, masked to the pixels the dataset's faces cover (so sphere and flat
-    models are scored on the same pixels); per camera too, and per ring of incidence angle
-    (`cameras.INCIDENCE_RINGS`, result["fisheye_rings"]: name -> the same figures as result["fisheye"] plus
-    "theta_deg" = [lo, hi)), which partition those pixels. The grid (nside, faces, orientation), the
-    classes, `ignore_index` and `max_depth` are the dataset's; a flat dataset is scored on the fisheye pixels
-    that `coverage` = (nside, base_pixels, orientation) covers (the sphere models' grid). Datasets without fisheye images (a fused rig,
-    spheres of digits) are scored on the sphere only. Under DDP (`dist`) every rank scores its share and
-    the sums are reduced. `collect(indices, batch, pred)` sees every prediction (figures)."""
+    fisheye image (`FisheyeScorer`: overall, per camera, per ring of incidence angle; result["fisheye"],
+    ["per_camera"], ["fisheye_rings"]). The grid (nside, faces, orientation), the classes, `ignore_index` and
+    `max_depth` are the dataset's; a flat dataset is scored on the fisheye pixels that `coverage` = (nside,
+    base_pixels, orientation) covers (the sphere models' grid). Datasets without fisheye images (a fused
+    rig, spheres of digits) are scored on the sphere only. Under DDP (`dist`) every rank scores its share
+    and the sums are reduced. `collect(indices, batch, pred)` sees every prediction (figures);
+    `collect_fisheye(index, sample, cam, pred, truth, scored)` every prediction in the fisheye image."""
     from tqdm import tqdm
-
-    from ..projection import HealpixToFisheye
 
     dist = dist if dist is not None else Distributed(str(device))
     device = dist.device
@@ -67,25 +127,19 @@ def evaluate(model, dataset, *, task: str, device="cpu", batch_size: int = 4, nu
     if backproject and flat and coverage is None:
         raise ValueError("evaluate: a flat dataset is scored in the fisheye on the pixels a sphere grid covers; "
                          "pass coverage=(nside, base_pixels, orientation)")
-    if coverage is None and backproject:
-        coverage = (dataset.nside, dataset.base_pixels, dataset.orientation)
     seg = task == "segmentation"
     names = dataset.class_names
     ignore_index = getattr(dataset, "ignore_index", 255)
-
-    def new_metric():
-        return (ConfusionMatrix(len(names), ignore_index, names, device) if seg
-                else DepthMetrics(getattr(dataset, "max_depth", None), device))
-
-    sphere, fisheye = new_metric(), new_metric()
-    # Every rank holds every camera's metric, so the sums over ranks line up.
-    per_camera = {c: new_metric() for c in tree.cameras} if backproject else {}
-    rings = {name: new_metric() for name in INCIDENCE_RINGS}
+    max_depth = getattr(dataset, "max_depth", None)
+    sphere = (ConfusionMatrix(len(names), ignore_index, names, device) if seg else DepthMetrics(max_depth, device))
+    scorer = None
+    if backproject:
+        coverage = coverage or (dataset.nside, dataset.base_pixels, dataset.orientation)
+        scorer = FisheyeScorer(task, coverage, names, ignore_index, max_depth, device, tree.cameras)
     sampler = EpochSampler(len(dataset), False, 0, dist.rank, dist.world, drop_last=False)
     # Its own generator: evaluating never moves the global RNG, so resumed runs stay identical.
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                                          generator=torch.Generator().manual_seed(0))
-    back_cache: dict = {}  # camera fingerprint -> (back-projector, (H, W) ring index)
     indices = list(iter(sampler))
     seen = 0
     for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, **progress_options(dist.main)):
@@ -94,39 +148,27 @@ def evaluate(model, dataset, *, task: str, device="cpu", batch_size: int = 4, nu
         sphere.update(pred, target, batch["valid"].to(device))
         if collect is not None:
             collect(indices[seen:seen + len(pred)], batch, pred)
-        for j in range(len(pred) if backproject else 0):
+        for j in range(len(pred) if scorer is not None else 0):
             sample = dataset.items[indices[seen + j]]
             item = tree.load(sample, labels=seg, depth=not seg)
             cam = item["camera"]
             truth = torch.from_numpy(dataset.map_labels(item["labels"], sample.labels) if seg else item["depth"])
-            key = cam.fingerprint()
-            if key not in back_cache:
-                back_cache[key] = (HealpixToFisheye(cam, *coverage), torch.from_numpy(incidence_ring(cam)).to(device))
-            back, ring = back_cache[key]
-            covered = torch.from_numpy(back.covered_mask)
             if flat:  # flat predictions: nearest upsampling to the full image
                 p = torch.nn.functional.interpolate(pred[j][None, None].float(), size=truth.shape,
                                                     mode="nearest")[0, 0]
                 p = p.long() if seg else p
             else:
-                p = back.backproject(pred[j].cpu())
-            ok = covered & (torch.isfinite(truth) if not seg else torch.ones_like(covered))
-            p_dev, t_dev, ok_dev = p.to(device), truth.to(device), ok.to(device)
-            fisheye.update(p_dev, t_dev, ok_dev)
-            per_camera[sample.camera].update(p_dev, t_dev, ok_dev)
-            for r, m in enumerate(rings.values()):
-                m.update(p_dev, t_dev, ok_dev & (ring == r))
+                p = scorer.backproject(cam, pred[j])
+            scored = scorer.update(sample.camera, cam, p, truth)
+            if collect_fisheye is not None:
+                collect_fisheye(indices[seen + j], sample, cam, p, truth, scored)
         seen += len(pred)
     if dist.world > 1:
-        for m in [sphere, fisheye, *per_camera.values(), *rings.values()]:
+        for m in [sphere, *(scorer.metrics() if scorer is not None else [])]:
             m.all_reduce()
     result = {"split": dataset.split, "samples": len(dataset), "sphere" if not flat else "flat": sphere.summary()}
-    if backproject:
-        result["fisheye"] = fisheye.summary()
-        result["per_camera"] = {c: m.summary() for c, m in per_camera.items()
-                                if (m.counts.sum() if seg else m.sums[0]) > 0}
-        result["fisheye_rings"] = {name: m.summary() | {"theta_deg": list(INCIDENCE_RINGS[name])}
-                                   for name, m in rings.items()}
+    if scorer is not None:
+        result.update(scorer.summary())
     if seg:
         result["confusion_matrix"] = sphere.counts.cpu().tolist()
     return result
