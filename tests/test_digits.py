@@ -57,8 +57,11 @@ def test_rotations_come_from_the_restricted_haar_measure(amount):
 def test_upright_spheres_are_not_rotated_and_partial_faces_restrict_the_map():
     up = digits.DigitSpheres(3, nside=8, seed=1, rotate=0.0)
     np.testing.assert_array_equal(up.rotations, np.broadcast_to(np.eye(3), (3, 3, 3)))
-    part = digits.DigitSpheres(3, nside=8, seed=1, rotate=0.0, faces=range(8))
+    part = digits.DigitSpheres(3, nside=8, seed=1, rotate=0.0, base_pixels=range(8))
     assert torch.equal(part.x, up.x[..., :8 * 64]) and torch.equal(part.y, up.y[..., :8 * 64])
+    with pytest.warns(DeprecationWarning, match=r"DigitSpheres\(faces=...\) is deprecated"):
+        old = digits.DigitSpheres(3, nside=8, seed=1, rotate=0.0, faces=range(8))   # the old keyword still works
+    assert torch.equal(old.x, part.x) and old.faces == part.base_pixels
 
 
 def test_bad_arguments_name_the_rule():
@@ -72,10 +75,7 @@ def test_bad_arguments_name_the_rule():
 
 def test_then_rotate_renders_the_same_spheres_turned():
     """A quarter turn about the polar axis is a grid symmetry: the turned spheres are the pixel permutation."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).parent))
-    from equivariance import rotation_permutation, rz
+    from heal_swin.equivariance import rotation_permutation, rz
 
     nside = 8
     turn = rz(math.pi / 2)
@@ -84,3 +84,88 @@ def test_then_rotate_renders_the_same_spheres_turned():
     index = rotation_permutation(nside, turn)
     assert torch.equal(turned.y, base.y.index_select(-1, index))
     torch.testing.assert_close(turned.x, base.x.index_select(-1, index), atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- the trainer's data source
+
+
+def test_digits_dataset_items_splits_and_turned_items():
+    train = digits.DigitsDataset("train", spheres=4, nside=8, seed=1000, rotate=0.5)
+    val = digits.DigitsDataset("val", spheres=3, nside=8, seed=7)
+    item = train[0]
+    assert item["image"].shape == (1, 12 * 64) and item["labels"].shape == (12 * 64,) and item["valid"].all()
+    assert len(train) == 4 and len(val) == 3 and train.class_names == digits.CLASS_NAMES
+    # held-out spheres draw from the held-out source images only
+    assert set(val.spheres.sources[val.spheres.sources >= 0]) <= set(digits.source_split()["test"])
+    assert int(train.label_counts().sum()) == 4 * 12 * 64
+    turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])      # 90° about the pole: a grid symmetry
+    from heal_swin.equivariance import rotation_permutation
+
+    assert torch.equal(val.rotated(1, turn)["labels"], val[1]["labels"][rotation_permutation(8, turn)])
+    with pytest.raises(ValueError, match="split='dev' must be 'train', 'val' or 'test'"):
+        digits.DigitsDataset("dev", spheres=2, nside=8)
+
+
+def test_digits_configs_are_checked_before_any_work(tmp_path):
+    from pathlib import Path
+
+    from heal_swin.engine import ConfigError, load_config
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "digits_gauge_cnn.yaml"
+    for override, message in [("data.digits.rotate=1.5", r"data.digits.rotate=1.5 must be in \[0, 1\]"),
+                              ("data.digits.digits=[3,1]", r"1 <= min <= max"),
+                              ("data.digits.half_width=0.9", r"must be in \(0, 0.6\)"),
+                              ("task=depth", "must be segmentation with data.source=digits"),
+                              ("data.rig=true", "no cameras to fuse")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(cfg, [override])
+    with pytest.raises(ConfigError, match="only data.source=digits"):
+        load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
+                    ["loss.class_balance=inverse_sqrt_frequency"])
+
+
+def test_a_digits_run_trains_through_the_engine_with_every_family(tmp_path):
+    """train.py's loop on the digit spheres: a flat model through its equirectangular adapter, class weights
+    from the training labels, the one-cycle schedule; an ordinary run directory that resumes."""
+    from pathlib import Path
+
+    from heal_swin.engine import build_datasets, build_loss, load_config, load_model, main
+    from heal_swin.models import EquirectangularAdapter
+
+    root = Path(__file__).resolve().parents[1]
+    tiny = ["data.nside=8", "data.digits.train=8", "data.digits.test=4", "run.threads=1", "train.max_steps=2",
+            "train.eval_every=2"]
+    # the flat Swin's windows need the 32 × 96 image of nside 16
+    flat = load_config(root / "configs" / "digits_flat.yaml", [f"run.dir={tmp_path / 'flat'}", *tiny, "data.nside=16"])
+    result = main(flat)
+    assert result["step"] == 2 and "sphere" in result and "fisheye" not in result
+    assert isinstance(load_model(tmp_path / "flat"), EquirectangularAdapter)
+    assert {p.name for p in (tmp_path / "flat").iterdir()} >= {"config.yaml", "metrics.jsonl", "weights", "state"}
+    ds = build_datasets(flat, ("train",))["train"]
+    loss = build_loss(flat, 11, ds.label_counts())
+    counts = ds.label_counts().double()
+    want = (counts.sum() / counts.clamp_min(1)).sqrt()
+    torch.testing.assert_close(loss.class_weights.double(), (want / want.mean()), rtol=1e-6, atol=0)
+    gauge = load_config(root / "configs" / "digits_gauge_cnn.yaml", [f"run.dir={tmp_path / 'gauge'}", *tiny])
+    main(gauge)
+    resumed = main(load_config(root / "configs" / "digits_gauge_cnn.yaml",
+                                [f"run.dir={tmp_path / 'gauge'}", *tiny[:-2], "train.max_steps=3", "train.eval_every=3",
+                                 "train.resume=true"]))
+    assert resumed["step"] == 3
+
+
+def test_the_onecycle_schedule_has_torchs_shape():
+    from heal_swin.engine.builders import lr_factor
+
+    f = lr_factor("onecycle", 100)
+    assert f(0) == pytest.approx(1 / 25) and f(10) == pytest.approx(1.0)       # a cosine rise over 10 % of the steps
+    assert f(100) == pytest.approx(1 / 25e4) and f(55) == pytest.approx((1 + 1 / 25e4) / 2, rel=1e-3)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    # torch peaks at step pct_start·total_steps − 1 and ends at total_steps − 1: 10 and 100 here, as ours
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, 1.0, total_steps=101, pct_start=11 / 101, anneal_strategy="cos")
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    np.testing.assert_allclose([f(s) for s in range(100)], lrs, rtol=1e-9)

@@ -98,7 +98,7 @@ def test_preview_legend_swatches_are_visible_on_white(tmp_path, monkeypatch):
     figures = []
     monkeypatch.setattr(preview, "_save", lambda fig, out: figures.append(fig))
     cam, image, labels = _small_frame()
-    preview.render_preview(cam, image, labels, nside=8, faces=range(8), out=tmp_path / "p.png")
+    preview.render_preview(cam, image, labels, nside=8, base_pixels=range(8), out=tmp_path / "p.png")
     (fig,) = figures
     _assert_swatches_visible(fig, ["lanemarks", "vehicles", "motorcycle", "road"])
     lanes = _legend_swatches(fig)["lanemarks"]

@@ -109,7 +109,7 @@ def test_help_shows_examples(capsys):
 
 def test_coverage_report_of_the_woodscape_front_camera():
     cam = cameras.load_calibration(cameras.FV_SAMPLE)
-    report = preview.coverage_report(cam, nside=256, faces=range(8), orientation="camera")
+    report = preview.coverage_report(cam, nside=256, base_pixels=range(8), orientation="camera")
     assert report["sphere_seen"] == pytest.approx(0.752, abs=5e-4)
     assert report["image_covered"] == pytest.approx(0.933, abs=5e-4)
     assert report["max_incidence_deg"] == pytest.approx(112.9, abs=0.05)
@@ -125,7 +125,7 @@ def test_coverage_report_of_the_woodscape_front_camera():
 def test_render_preview_returns_the_report_and_a_small_error(tmp_path):
     cam = small_camera()
     image, labels = synthetic_frame(cam)
-    stats = preview.render_preview(cam, image, labels, nside=64, faces=range(12), out=tmp_path / "p.png")
+    stats = preview.render_preview(cam, image, labels, nside=64, base_pixels=range(12), out=tmp_path / "p.png")
     assert_readable_png(tmp_path / "p.png")
     assert stats["image_covered"] == 1.0  # all 12 faces hold every ray
     assert 0 < stats["mean_abs_error"] < 20
@@ -169,7 +169,7 @@ def test_bad_faces(tmp_path, capsys, faces):
                          "--faces", faces, "--out", str(tmp_path / "o.png")])
     assert code == 2
     err = capsys.readouterr().err
-    assert "--faces" in err and repr(faces) in err
+    assert "--base-pixels" in err and repr(faces) in err
 
 
 def test_format_faces():
@@ -234,7 +234,7 @@ def test_rig_fusion_covers_more_than_any_camera():
     frames = {name: synthetic_frame(cam) for name, cam in cams.items()}
     images = {n: f[0] for n, f in frames.items()}
     labels = {n: f[1] for n, f in frames.items() if n != "RV"}  # one camera without labels
-    fusion = preview.fuse_rig(cams, images, labels, nside=16, faces="all")
+    fusion = preview.fuse_rig(cams, images, labels, nside=16, base_pixels="all")
     seen = fusion.which >= 0
     assert seen.mean() > fusion.valid.mean(axis=1).max() + 0.1
     # every pixel comes from a camera that sees it, and it is the one nearest its axis

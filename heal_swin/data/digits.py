@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -132,10 +131,7 @@ class DigitSpheres:
     def __init__(self, n: int, nside: int = 16, base_pixels=range(12), split: str = "train", rotate: float = 0.0,
                  digits=(1, 3), half_width: float = 0.35, threshold: float = 0.3, seed: int = 0,
                  test_fraction: float = 0.25, split_seed: int = 0, upsample: int = 32, then_rotate=None, faces=None):
-        if faces is not None:
-            warnings.warn("DigitSpheres(faces=...) is deprecated; use base_pixels=...", DeprecationWarning,
-                          stacklevel=2)
-            base_pixels = faces
+        base_pixels = grid.base_pixels_keyword(None if faces is not None else base_pixels, faces, "DigitSpheres")
         self.nside, self.base_pixels = grid.check_nside(nside), grid.check_base_pixels(base_pixels)
         lo, hi = (int(digits), int(digits)) if np.isscalar(digits) else (int(digits[0]), int(digits[1]))
         if n < 1 or lo < 1 or hi < lo:

@@ -3,7 +3,7 @@
 numpy in, numpy out; torch in, torch out (same device). healpy is the oracle in the tests.
 """
 
-from ._faces import (base_pixel_indices, check_base_pixels, format_base_pixels, global_to_local,
+from ._faces import (base_pixel_indices, base_pixels_keyword, check_base_pixels, format_base_pixels, global_to_local,
                      local_to_global, n_pixels, parse_base_pixels)
 from ._interp import get_interp_weights, ring_above, ring_info
 from ._pixelfunc import (ang2pix, ang2vec, check_nside, check_pixels, get_all_neighbours,
@@ -19,7 +19,7 @@ from ._windows import (SHIFT_STRATEGIES, ShiftTable, check_permutation, check_wi
                        window_mask)
 
 __all__ = [
-    "ang2pix", "ang2vec", "base_pixel_indices", "check_base_pixels", "check_nside", "check_pixels",
+    "ang2pix", "ang2vec", "base_pixel_indices", "base_pixels_keyword", "check_base_pixels", "check_nside", "check_pixels",
     "format_base_pixels",
     "get_all_neighbours", "get_interp_weights", "global_to_local", "is_valid_nside",
     "local_to_global", "n_pixels", "nest2ring", "nest2xyf", "npix2nside", "nside2npix",

@@ -6,6 +6,7 @@ index i is global index f_{i // nside²}·nside² + i % nside²; N = len(F)·nsi
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from ._backend import host_function
 from ._pixelfunc import check_nside, check_pixels
 
-__all__ = ["check_base_pixels", "parse_base_pixels", "format_base_pixels", "base_pixel_indices",
+__all__ = ["base_pixels_keyword", "check_base_pixels", "parse_base_pixels", "format_base_pixels", "base_pixel_indices",
            "global_to_local", "local_to_global", "n_pixels"]
 
 
@@ -94,3 +95,14 @@ def local_to_global(nside: int, base_pixels, local):
     if local.size and (local.min() < 0 or local.max() >= n):
         raise ValueError(f"local index outside [0, {n}) for nside={nside}, base_pixels={tuple(faces)}")
     return faces[local // (nside * nside)] * nside * nside + local % (nside * nside)
+
+
+def base_pixels_keyword(base_pixels, faces, where: str):
+    """The set of base pixels a caller gave: `base_pixels`, the one public name, or `faces`, the name some
+    functions had before (a DeprecationWarning that names `where`, the function). Both at once is an error."""
+    if faces is None:
+        return base_pixels
+    if base_pixels is not None:
+        raise TypeError(f"{where}: give base_pixels=... (faces=... is its deprecated name), not both")
+    warnings.warn(f"{where}(faces=...) is deprecated; use base_pixels=...", DeprecationWarning, stacklevel=3)
+    return faces

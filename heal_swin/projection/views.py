@@ -110,14 +110,15 @@ class OrthographicView:
         return col, row, rays[..., 2] > 0
 
 
-def lookup(view, nside: int, faces) -> tuple[np.ndarray, np.ndarray]:
-    """(local, face): per raster point, the index into a map over `faces` (UNUSED_FACE when the
+def lookup(view, nside: int, base_pixels=None, *, faces=None) -> tuple[np.ndarray, np.ndarray]:
+    """(local, face): per raster point, the index into a map over `base_pixels` (UNUSED_FACE when the
     direction lies on another face, OUTSIDE_VIEW off the sphere) and the base pixel 0–11 of the
     direction (−1 off the sphere)."""
+    base_pixels = grid.base_pixels_keyword(base_pixels, faces, "views.lookup")
     local = np.full(view.inside.shape, OUTSIDE_VIEW, dtype=np.int64)
     face = np.full(view.inside.shape, -1, dtype=np.int64)
     gpix = grid.ang2pix(nside, view.theta[view.inside], view.phi[view.inside])
-    local[view.inside] = grid.global_to_local(nside, faces, gpix)
+    local[view.inside] = grid.global_to_local(nside, base_pixels, gpix)
     face[view.inside] = gpix // (nside * nside)
     return local, face
 

@@ -37,11 +37,11 @@ EXAMPLES = """\
 examples:
   # one camera, sphere in the camera frame (optical axis = north pole), faces 0-7 as in the paper
   heal-swin-preview --image rgb_images/00000_FV.png --calibration calibration/00000_FV.json \\
-      --labels semantic_annotations/gtLabels/00000_FV.png --nside 256 --faces 0-7 --out fv.png
+      --labels semantic_annotations/gtLabels/00000_FV.png --nside 256 --base-pixels 0-7 --out fv.png
 
   # the same camera placed on the vehicle's sphere, all 12 faces
   heal-swin-preview --image 00000_FV.png --calibration 00000_FV.json --orientation vehicle \\
-      --faces all --out fv_vehicle.png
+      --base-pixels all --out fv_vehicle.png
 
   # the four cameras of WoodScape frame 00000 on one sphere (vehicle frame)
   heal-swin-preview --rig 00000 --root data/woodscape --nside 128 --out rig.png
@@ -90,8 +90,8 @@ def _pixel_sizes(camera, incidence: np.ndarray) -> tuple[float, float, float]:
     return at_centre, float(_angle(rays[0], rays[1])), float(_angle(rays[0], rays[2]))
 
 
-def coverage_report(camera, nside: int = 256, faces=range(8), orientation: str = "camera") -> dict:
-    """How the sphere over `faces` and the camera's image cover each other.
+def coverage_report(camera, nside: int = 256, base_pixels=None, orientation: str = "camera", *, faces=None) -> dict:
+    """How the sphere over `base_pixels` (default faces 0-7) and the camera's image cover each other.
 
     Returns a dict: sphere_seen (fraction of the faces' sphere pixels whose centre sees the image),
     image_covered (fraction of image pixels whose ray falls inside the faces), max_incidence_deg
@@ -101,7 +101,10 @@ def coverage_report(camera, nside: int = 256, faces=range(8), orientation: str =
     matching_nside (the nside whose pixel size equals the image centre's) and suggested_nside (the
     nearest power of two), plus camera, nside, faces and orientation.
     """
-    faces = grid.check_base_pixels(faces)
+    faces = grid.base_pixels_keyword(base_pixels, faces, "coverage_report")
+    faces = range(8) if faces is None else faces
+    faces = grid.base_pixels_keyword(base_pixels, faces, "render_preview")
+    faces = grid.check_base_pixels(range(8) if faces is None else faces)
     nside = grid.check_nside(nside)
     proj = FisheyeToHealpix(camera, nside, faces, orientation)
     back = HealpixToFisheye(camera, nside, faces, orientation)
@@ -338,8 +341,8 @@ def _wrap_report(report: dict) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def render_preview(camera, image, labels=None, *, nside: int = 256, faces=range(8),
-                   orientation: str = "camera", grid_nside: int = 8, out) -> dict:
+def render_preview(camera, image, labels=None, *, nside: int = 256, base_pixels=None,
+                   orientation: str = "camera", grid_nside: int = 8, out, faces=None) -> dict:
     """Draw the preview figure of one camera into `out` (a path or a binary file object).
 
     image: (H, W, 3) RGB (or (H, W) grey), H×W = the camera's size; labels: (H, W) integer class
@@ -395,7 +398,7 @@ def render_preview(camera, image, labels=None, *, nside: int = 256, faces=range(
 
 @dataclass
 class RigFusion:
-    """Several cameras on one sphere (vehicle frame), N = len(faces)·nside², NESTED.
+    """Several cameras on one sphere (vehicle frame), N = len(base_pixels)·nside², NESTED.
 
     names: camera names; which: int64 (N,) index into names of the camera each sphere pixel is
     taken from (−1: none sees it); valid: bool (K, N) per camera; image: float32 (3, N);
@@ -404,21 +407,27 @@ class RigFusion:
 
     names: tuple[str, ...]
     nside: int
-    faces: tuple[int, ...]
+    base_pixels: tuple[int, ...]
     which: np.ndarray
     valid: np.ndarray
     image: np.ndarray
     labels: np.ndarray | None = None
 
+    @property
+    def faces(self) -> tuple[int, ...]:
+        """Deprecated name of `base_pixels`."""
+        return self.base_pixels
+
 
 def fuse_rig(cameras: dict, images: dict, labels: dict | None = None, *, nside: int = 256,
-             faces=range(12), ignore_index: int = 255) -> RigFusion:
+             base_pixels=None, ignore_index: int = 255, faces=None) -> RigFusion:
     """Project every camera in the vehicle frame and give each sphere pixel to the camera that sees
     it at the smallest incidence angle (`projection.RigToHealpix`).
 
     cameras, images, labels: dicts keyed by camera name (labels may lack cameras or be None).
     """
-    rig = RigToHealpix(cameras, nside, faces, ignore_index=ignore_index)
+    faces = grid.base_pixels_keyword(base_pixels, faces, "fuse_rig")
+    rig = RigToHealpix(cameras, nside, range(12) if faces is None else faces, ignore_index=ignore_index)
     image = rig.project_images({n: _as_rgb(images[n], cameras[n], f"image {n}") for n in rig.names})
     fused_labels = None
     if labels:
@@ -434,7 +443,7 @@ def fuse_rig(cameras: dict, images: dict, labels: dict | None = None, *, nside: 
 def _rig_stats(fusion: RigFusion) -> dict:
     return {
         "nside": fusion.nside,
-        "faces": fusion.faces,
+        "faces": fusion.base_pixels,
         "per_camera": {n: float(fusion.valid[k].mean()) for k, n in enumerate(fusion.names)},
         "chosen": {n: float((fusion.which == k).mean()) for k, n in enumerate(fusion.names)},
         "total": float((fusion.which >= 0).mean()),
@@ -452,7 +461,7 @@ def format_rig(stats: dict) -> str:
 
 
 def render_rig(cameras: dict, images: dict, labels: dict | None = None, *, nside: int = 256,
-               faces=range(12), title: str = "rig", out) -> dict:
+               base_pixels=None, title: str = "rig", out, faces=None) -> dict:
     """Draw the cameras of a rig on one sphere (vehicle frame) into `out`; returns the coverage:
     per_camera (fraction of the sphere's pixels each camera sees), chosen (fraction taken from
     each), total (fraction seen by any), nside and faces."""
@@ -460,9 +469,10 @@ def render_rig(cameras: dict, images: dict, labels: dict | None = None, *, nside
 
     if len(cameras) > len(CAMERA_COLORS):
         raise ValueError(f"render_rig draws at most {len(CAMERA_COLORS)} cameras, got {len(cameras)}")
-    fusion = fuse_rig(cameras, images, labels, nside=nside, faces=faces)
+    fusion = fuse_rig(cameras, images, labels, nside=nside,
+                      base_pixels=grid.base_pixels_keyword(base_pixels, faces, "render_rig"))
     stats = _rig_stats(fusion)
-    faces = fusion.faces
+    faces = fusion.base_pixels
     face_text = grid.format_base_pixels(faces)
 
     fig = _new_figure(RIG_FIGSIZE)
@@ -515,7 +525,7 @@ def _nside_arg(text: str) -> int:
 
 def _faces_arg(text: str) -> tuple[int, ...]:
     try:
-        return grid.parse_base_pixels(text, "--faces")
+        return grid.parse_base_pixels(text, "--base-pixels")
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid face list ({e})") from None
 
@@ -533,8 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cameras", default="FV,RV,MVL,MVR", help="cameras of --rig (default FV,RV,MVL,MVR)")
     parser.add_argument("--out", type=Path, required=True, help="output figure (PNG)")
     parser.add_argument("--nside", type=_nside_arg, default=256, help="HEALPix nside (default 256)")
-    parser.add_argument("--faces", type=_faces_arg, default=None,
-                        help="base pixels: '0-7', '0,2,5', 'all' (default 0-7; all for --rig)")
+    parser.add_argument("--base-pixels", "--faces", dest="faces", type=_faces_arg, default=None,
+                        help="base pixels: '0-7', '0,2,5', 'all' (default 0-7; all for --rig); --faces is its "
+                             "older name")
     parser.add_argument("--orientation", choices=ORIENTATIONS, default=None,
                         help="sphere frame: camera (optical axis = north pole, default) or vehicle")
     parser.add_argument("--grid-nside", type=_nside_arg, default=8,
@@ -651,12 +662,12 @@ def main(argv=None) -> int:
         from ..data.woodscape import frame_stem
 
         faces = args.faces or tuple(range(12))
-        stats = render_rig(cameras, images, labels or None, nside=args.nside, faces=faces,
+        stats = render_rig(cameras, images, labels or None, nside=args.nside, base_pixels=faces,
                            title=f"frame {frame_stem(args.rig)}", out=args.out)
         print(format_rig(stats))
     else:
         faces = args.faces or tuple(range(8))
-        report = render_preview(camera, image, labels, nside=args.nside, faces=faces,
+        report = render_preview(camera, image, labels, nside=args.nside, base_pixels=faces,
                                 orientation=args.orientation or "camera", grid_nside=args.grid_nside,
                                 out=args.out)
         print(format_coverage(report))
