@@ -103,8 +103,6 @@ def coverage_report(camera, nside: int = 256, base_pixels=None, orientation: str
     """
     faces = grid.base_pixels_keyword(base_pixels, faces, "coverage_report")
     faces = range(8) if faces is None else faces
-    faces = grid.base_pixels_keyword(base_pixels, faces, "render_preview")
-    faces = grid.check_base_pixels(range(8) if faces is None else faces)
     nside = grid.check_nside(nside)
     proj = FisheyeToHealpix(camera, nside, faces, orientation)
     back = HealpixToFisheye(camera, nside, faces, orientation)
@@ -349,7 +347,8 @@ def render_preview(camera, image, labels=None, *, nside: int = 256, base_pixels=
     ids or None. Returns `coverage_report(...)` plus mean_abs_error (grey levels, over the image
     pixels inside the faces, of the bilinear back-projection of the projected image).
     """
-    faces = grid.check_base_pixels(faces)
+    faces = grid.base_pixels_keyword(base_pixels, faces, "render_preview")
+    faces = grid.check_base_pixels(range(8) if faces is None else faces)
     nside = grid.check_nside(nside)
     grid_nside = min(grid.check_nside(grid_nside, "grid_nside"), nside)
     image = _as_rgb(image, camera)
