@@ -13,6 +13,8 @@ from heal_swin.engine import ConfigError, evaluate_run, load_config, load_model
 from heal_swin.engine import checkpoint as ckpt
 from heal_swin.engine import trainer
 
+from pictures import read_png
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -68,6 +70,8 @@ def test_train_writes_a_run_and_evaluates(data_root, tmp_path):
     out = evaluate_run(run, ["eval.figures=2"])
     files = {p.name for p in (run / "eval-val").iterdir()}
     assert {"metrics.json", "metrics.md", "sample_000.png", "sample_001.png"} <= files
+    for name in ("sample_000.png", "sample_001.png"):  # pictures, not just files (layout: tests/test_figures.py)
+        read_png(run / "eval-val" / name, min_size=(800, 300), min_colours=100)
     assert json.loads((run / "eval-val" / "metrics.json").read_text())["fisheye"]["miou"] == pytest.approx(
         out["fisheye"]["miou"])
     assert "| fisheye |" in (run / "eval-val" / "metrics.md").read_text()
@@ -271,6 +275,19 @@ def test_comparison_configs_share_one_recipe(family):
         flat = models.model_info(load_config(path).model.name).domain == "flat"
         rotate = load_config(path).augment.rotate_deg
         assert (rotate == 0) if flat else (rotate == load_config(ROOT / "configs" / f"{family}.yaml").augment.rotate_deg)
+
+
+def test_digits_configs_share_one_recipe():
+    """The rotated-digits configs differ only in the model and its budget (steps, learning rate and the
+    evaluation that ends the run): the study compares families, not recipes."""
+    budget = {"train.max_steps", "train.lr", "train.eval_every"}
+    paths = sorted((ROOT / "configs").glob("digits_*.yaml"))
+    assert len(paths) == 5, paths
+    base = _recipe(ROOT / "configs" / "digits_heal_swin.yaml")
+    for path in paths:
+        other = _recipe(path)
+        differing = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k) and k not in budget)
+        assert not differing, f"{path.name} differs from digits_heal_swin.yaml in {differing}"
 
 
 def test_flat_baseline_through_the_same_program(data_root, tmp_path):
