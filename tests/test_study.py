@@ -210,6 +210,7 @@ def test_the_command_line_refuses_bad_options_before_any_work(tmp_path, capsys):
 
 def _options(**kw):
     base = dict(models=None, seeds=None, steps=None, tasks=None, set=[], full=False, device=None, augment=None,
+                evals=6, frames=None, data=None,
                 steps_scale=None, ensemble=5, ensemble_models=["heal_swin_tiny", "swin_unet_flat_tiny"],
                 ensemble_rotations=4)
     return argparse.Namespace(**{**base, **kw})

@@ -6,6 +6,8 @@ models' faces cover), for segmentation and depth, over seeds, with learning curv
     heal-swin-study bench/learning/study.py --models heal_swin_tiny swin_unet_flat_tiny@96x128 --seeds 2 \\
         --set train.lr=1e-3 --out runs/learning_lr1e-3
     heal-swin-study --merge runs/learning runs/learning_lr1e-3 --out runs/learning_merged
+    heal-swin-study bench/learning/study.py --data runs/learning/data --models gauge_cnn_tiny --steps 900 --evals 9 \
+        --out runs/learning_900                         # another arm on the same data
 
 Default: heal_swin_tiny, swin_unet_flat_tiny, gauge_cnn_tiny and s2cnn_tiny; both tasks; 3 seeds
 (run.seed: model init and data order; the data are the same); 300 steps with 6 evaluations; 24 frames.
@@ -13,6 +15,8 @@ Sphere models train at the demo's nside 32 on faces 0-7; flat ones on a 64 x 96 
 pixels as the sphere models see: matched token counts); NAME@HxW sets another flat size. --full: the
 paper's setting for a GPU (nside 256, a 512 x 1024 flat image, 1280 x 966 frames, 200 frames, 20k steps).
 """
+
+from pathlib import Path
 
 from heal_swin.study import Arm, Study, parse_model_spec
 
@@ -34,10 +38,20 @@ def _grid(model: str, full: bool) -> list:
     return [f"data.nside={FULL['nside']}"] if full else []
 
 
+def add_arguments(group) -> None:
+    group.add_argument("--evals", type=int, default=6, help="evaluations per run (the learning curve)")
+    group.add_argument("--frames", type=int, default=None, help="synthetic frames (default 24; --full: 200)")
+    group.add_argument("--data", default=None, help="the synthetic tree (default OUT/data; generated when empty)")
+
+
 def make(options) -> Study:
     steps = options.steps or (FULL["steps"] if options.full else 300)
-    frames = FULL["frames"] if options.full else 24
-    evals = 6
+    frames = options.frames or (FULL["frames"] if options.full else 24)
+    evals = options.evals
+    if evals < 1 or frames < 1:
+        from heal_swin.study import StudyError
+
+        raise StudyError(f"--evals {evals} and --frames {frames} must be >= 1")
     arms = [Arm(model, task, [*_grid(model, options.full), *(DEPTH if task == "depth" else [])], seed)
             for task in options.tasks or ("segmentation", "depth")
             for model in options.models or MODELS
@@ -48,8 +62,7 @@ def make(options) -> Study:
 
         if any(item.startswith("data.root=") for item in options.set or []):
             return []                                     # the caller's data tree
-
-        data = out / "data"
+        data = Path(options.data) if options.data else out / "data"
         ensure_synthetic(data, frames=frames, seed=0, size=FULL["size"] if options.full else (640, 483))
         return [f"data.root={data}"]
 

@@ -78,7 +78,10 @@ def main(argv=None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    first, _ = parser.parse_known_args(argv)
+    pre = argparse.ArgumentParser(add_help=False)      # the study file first, so --help can show its flags
+    pre.add_argument("study", nargs="?")
+    pre.add_argument("--merge", nargs="+", default=None)
+    first, _ = pre.parse_known_args(argv)
     try:
         module = load_study_file(first.study) if first.study and not first.merge else None
     except StudyError as err:
