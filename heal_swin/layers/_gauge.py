@@ -33,6 +33,7 @@ from torch import nn
 
 from ..grid import (check_base_pixels, check_nside, check_permutation, extended_xyf, face_transitions,
                     format_base_pixels, invert_permutation, nest2xyf, turn_xy, xyf2nest)
+from ._pool import NestedPool, NestedUnpool
 
 __all__ = ["FieldType", "trivial", "regular", "gauge_permutation", "pad_tables", "FacePadding",
            "FaceUnraster", "share_face_tables", "LiftingConv", "GroupConv", "FieldNorm", "FieldPool", "FieldUnpool",
@@ -405,32 +406,15 @@ class FieldNorm(nn.Module):
         return self.norm(x.flatten(2)).view_as(x)
 
 
-class FieldPool(nn.Module):
-    """Nested 2×2 pooling: the 4 consecutive NESTED children of each coarser pixel, averaged
-    ("mean") or maximised ("max"). (B, C, [4,] N) -> (B, C, [4,] N/4); gauge equivariant (a turned
-    chart turns a 2×2 block into itself)."""
-
-    def __init__(self, mode: str = "mean"):
-        super().__init__()
-        if mode not in ("mean", "max"):
-            raise ValueError(f"FieldPool mode={mode!r} must be 'mean' or 'max'")
-        self.mode = mode
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode}"
-
-    def forward(self, x):
-        if x.shape[-1] % 4:
-            raise ValueError(f"FieldPool: N={x.shape[-1]} is not a multiple of 4 (a NESTED map at nside ≥ 2)")
-        x = x.unflatten(-1, (-1, 4))
-        return x.mean(-1) if self.mode == "mean" else x.amax(-1)
+class FieldPool(NestedPool):
+    """Nested 2×2 pooling of fields: (B, C, [4,] N) -> (B, C, [4,] N/4), mean or max over the 4
+    NESTED children (`NestedPool`). Gauge equivariant: a turned chart turns a 2×2 block into itself
+    and leaves the orientation axis alone."""
 
 
-class FieldUnpool(nn.Module):
-    """Nested 2×2 unpooling: each pixel copied to its 4 NESTED children. (B, C, [4,] N) -> (…, 4N)."""
-
-    def forward(self, x):
-        return x.unsqueeze(-1).expand(*([-1] * x.dim()), 4).flatten(-2)
+class FieldUnpool(NestedUnpool):
+    """Nested 2×2 unpooling of fields: (B, C, [4,] N) -> (B, C, [4,] 4N), each pixel copied to its
+    4 NESTED children (`NestedUnpool`)."""
 
 
 class OrientationPool(nn.Module):
