@@ -8,11 +8,16 @@
 The backbone contract (every family keeps it, so swapping a backbone is a config change):
 
 - One file per family, `heal_swin/models/<family>.py`; each variant is a function registered with
-  `@register_model(family=..., domain="healpix"|"flat", test_kwargs=...)`. The trainer, the
-  exporter and the tests read the domain and the test build from `model_info(name)`.
+  `@register_model(family=..., domain="healpix"|"flat", test_kwargs=...)` that overrides its
+  defaults with the caller's keywords, `Model(**dict(model_args, **kwargs))` (timm's). The
+  trainer, the exporter and the tests read the domain and the test build from `model_info(name)`.
+- Every model subclasses `SphereBackbone` (HEALPix) or `FlatBackbone` (flat), both `Backbone`
+  (`_base.py`), which own the shared part of what follows: the checks of the shared constructor
+  values, `feature_info`, the head, `forward`, `extra_repr` and `set_grad_checkpointing(enable=True)`
+  (timm's name; the same gradients for less memory). A family adds its stages and their checks.
 - Constructor: plain values. HEALPix models take `nside`, `base_pixels`, `in_chans`,
-  `num_classes`, `task` ("segmentation" | "depth") and `log_variance` (depth); flat ones take
-  `img_size` instead of `nside`/`base_pixels`.
+  `num_classes`, `task` ("segmentation" | "depth"), `log_variance` (depth) and
+  `grad_checkpointing`; flat ones take `img_size` instead of `nside`/`base_pixels`.
 - `forward(x)`: HEALPix x `(B, in_chans, N)`, N = len(base_pixels)·nside², NESTED, faces
   ascending -> `(B, num_classes, N)` (depth: 1 channel, 2 with log-variance). Flat x
   `(B, in_chans, H, W)` -> `(B, num_classes, H, W)`.
@@ -22,12 +27,13 @@ The backbone contract (every family keeps it, so swapping a backbone is a config
   per map pixel along each image axis), `nside` (or `resolution`) and `module`, the name of the
   submodule whose output is map i.
 - `forward_decoder(features)` -> `(B, C, N_0)` (flat `(B, C, H_0, W_0)`), which the task head
-  (`create_head`) turns into the output.
+  (`PixelHead`) turns into the output: `forward(x) = head(forward_decoder(forward_features(x)))`.
 - Index tables are non-persistent buffers; `state_dict()` holds parameters only.
 """
 
 from . import heal_swin as _heal_swin  # noqa: F401  (registers the variants)
 from . import swin_unet_flat as _swin_unet_flat  # noqa: F401
+from ._base import Backbone, FlatBackbone, SphereBackbone
 from ._controls import PlainFaceCNN
 from ._equirect import EquirectangularAdapter, equirectangular_shape
 from ._heads import PixelHead, create_head
@@ -37,6 +43,7 @@ from .heal_swin import HealSwinUNet, checkpoint_filter_fn, load_original
 from .s2cnn import S2CNN, S2CNNUNet  # also registers the s2cnn variants
 from .swin_unet_flat import SwinUNetFlat
 
-__all__ = ["DOMAINS", "EquirectangularAdapter", "GaugeCNNUNet", "HealSwinUNet", "ModelInfo", "PixelHead", "PlainFaceCNN", "checkpoint_filter_fn", "create_head",
-           "create_model", "is_model", "list_models", "load_original", "model_info", "register_model",
-           "S2CNN", "S2CNNUNet", "SwinUNetFlat", "equirectangular_shape"]
+__all__ = ["Backbone", "DOMAINS", "EquirectangularAdapter", "FlatBackbone", "GaugeCNNUNet", "HealSwinUNet",
+           "ModelInfo", "PixelHead", "PlainFaceCNN", "S2CNN", "S2CNNUNet", "SphereBackbone", "SwinUNetFlat",
+           "checkpoint_filter_fn", "create_head", "create_model", "equirectangular_shape", "is_model",
+           "list_models", "load_original", "model_info", "register_model"]

@@ -7,13 +7,15 @@ segmentation → `num_classes` logits, depth → 1 channel (+ a log-variance cha
 
 from __future__ import annotations
 
+import numbers
+
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import TASKS
 from ..layers import FlatPatchExpand, NestedPatchExpand
 
-__all__ = ["PixelHead", "create_head"]
+__all__ = ["PixelHead", "create_head", "head_channels"]
 
 
 class PixelHead(nn.Module):
@@ -44,13 +46,23 @@ class PixelHead(nn.Module):
         return y.permute(0, 3, 1, 2).contiguous()
 
 
-def create_head(task: str, in_chs: int, num_classes: int, expand: int, layout: str = "nested",
-                log_variance: bool = False, bias: bool = False) -> PixelHead:
-    """Segmentation: `num_classes` channels; depth: 1 channel, plus log-variance if asked."""
+def head_channels(task: str, num_classes: int, log_variance: bool = False) -> int:
+    """The output channels of a task's head, or ValueError naming the value and the rule:
+    segmentation: `num_classes` (a positive integer); depth: 1, plus a log-variance channel if asked
+    (num_classes is not used)."""
     if task == "segmentation":
         if log_variance:
             raise ValueError("log_variance=True needs task='depth'")
-        return PixelHead(in_chs, num_classes, expand, layout, bias)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise ValueError(f"num_classes={num_classes!r} must be a positive integer (the segmentation "
+                             "classes)")
+        return int(num_classes)
     if task == "depth":
-        return PixelHead(in_chs, 2 if log_variance else 1, expand, layout, bias)
+        return 2 if log_variance else 1
     raise ValueError(f"task={task!r} must be one of {TASKS}")
+
+
+def create_head(task: str, in_chs: int, num_classes: int, expand: int, layout: str = "nested",
+                log_variance: bool = False, bias: bool = False) -> PixelHead:
+    """Segmentation: `num_classes` channels; depth: 1 channel, plus log-variance if asked."""
+    return PixelHead(in_chs, head_channels(task, num_classes, log_variance), expand, layout, bias)

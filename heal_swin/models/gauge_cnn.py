@@ -24,13 +24,12 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..grid import check_base_pixels, check_nside, format_base_pixels
-from ..layers import FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv, OrientationPool, share_face_tables
-from ._heads import create_head
+from ..grid import format_base_pixels
+from ..layers import (CheckpointList, FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv,
+                      OrientationPool, share_face_tables)
+from ._base import SphereBackbone
 from ._registry import register_model
-from ._stages import check_healpix_input, check_stages
 
 __all__ = ["GaugeCNNUNet", "GaugeBlock", "GaugeStage", "GaugeDecoder"]
 
@@ -54,15 +53,6 @@ class GaugeBlock(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-def _run_blocks(blocks, x, checkpointed: bool):
-    for blk in blocks:
-        if checkpointed and torch.is_grad_enabled():
-            x = checkpoint(blk, x, use_reentrant=False)
-        else:
-            x = blk(x)
-    return x
-
-
 class GaugeStage(nn.Module):
     """Encoder stage: optional nested 2×2 pooling, then `depth` blocks at `nside`.
     x: regular fields flattened, (B, 4·C_in, N_in) (channel 4c + r: field c, orientation r) ->
@@ -73,9 +63,8 @@ class GaugeStage(nn.Module):
         super().__init__()
         self.nside, self.faces, self.in_fields, self.fields = nside, tuple(faces), in_fields, fields
         self.pool = FieldPool("mean") if pool else None
-        self.blocks = nn.ModuleList([GaugeBlock(in_fields if i == 0 else fields, fields, nside, faces, turns)
-                                     for i in range(depth)])
-        self.grad_checkpointing = False
+        self.blocks = CheckpointList([GaugeBlock(in_fields if i == 0 else fields, fields, nside, faces, turns)
+                                      for i in range(depth)])
 
     def extra_repr(self) -> str:
         return f"nside={self.nside}, faces={format_base_pixels(self.faces)}, fields={self.fields}"
@@ -84,8 +73,7 @@ class GaugeStage(nn.Module):
         x = x.unflatten(1, (self.in_fields, 4))
         if self.pool is not None:
             x = self.pool(x)
-        x = _run_blocks(self.blocks, x, self.grad_checkpointing and self.training)
-        return x.flatten(1, 2)
+        return self.blocks(x).flatten(1, 2)
 
 
 class GaugeDecoder(nn.Module):
@@ -100,24 +88,22 @@ class GaugeDecoder(nn.Module):
         self.widths = tuple(widths)
         self.unpool = FieldUnpool()
         self.stages = nn.ModuleList([
-            nn.ModuleList([GaugeBlock(widths[i + 1] + widths[i] if j == 0 else widths[i], widths[i], nsides[i],
-                                      faces, turns) for j in range(depths[i])])
+            CheckpointList([GaugeBlock(widths[i + 1] + widths[i] if j == 0 else widths[i], widths[i],
+                                       nsides[i], faces, turns) for j in range(depths[i])])
             for i in range(L - 2, -1, -1)])
         self.pool = OrientationPool("max")
-        self.grad_checkpointing = False
 
     def forward(self, x, skips):
         x = x.unflatten(1, (self.widths[-1], 4))
         for blocks, skip in zip(self.stages, reversed(skips)):
-            x = torch.cat([self.unpool(x), skip.unflatten(1, (-1, 4))], dim=1)
-            x = _run_blocks(blocks, x, self.grad_checkpointing and self.training)
+            x = blocks(torch.cat([self.unpool(x), skip.unflatten(1, (-1, 4))], dim=1))
         return self.pool(x)
 
 
 # --------------------------------------------------------------------------- model
 
 
-class GaugeCNNUNet(nn.Module):
+class GaugeCNNUNet(SphereBackbone):
     """Gauge-equivariant CNN U-Net over any set of HEALPix faces.
 
     x: (B, in_chans, N), N = len(base_pixels)·nside², NESTED, faces ascending.
@@ -129,28 +115,25 @@ class GaugeCNNUNet(nn.Module):
     `turns`: the gauge, one chart turn (quarter-turns) per face; any choice computes the same
     function (up to moving the pixels with the charts), which the tests check.
 
-    Backbone surface (see `heal_swin.models`): `forward_features(x)` returns the stage maps
-    `[(B, 4·C_i, N_i)]`, finest first, bottleneck last: C4-regular fields flattened, channel
-    4c + r = field c at orientation r (`feature_info[i]["field"] == "regular"`); `forward_decoder`
-    returns invariant `(B, widths[0], N_0)` (orientations max-pooled) for the head.
+    Backbone surface (see `heal_swin.models`; `SphereBackbone` owns the shared part):
+    `forward_features(x)` returns the stage maps `[(B, 4·C_i, N_i)]`, finest first, bottleneck
+    last: C4-regular fields flattened, channel 4c + r = field c at orientation r
+    (`feature_info[i]["field"] == "regular"`); `forward_decoder` returns invariant
+    `(B, widths[0], N_0)` (orientations max-pooled) for the head.
     """
 
     def __init__(self, nside: int = 64, base_pixels: Sequence[int] | str = tuple(range(8)), in_chans: int = 3,
                  num_classes: int = 10, *, task: str = "segmentation", log_variance: bool = False,
                  widths: Sequence[int] = (16, 32, 64, 128), depths: Sequence[int] = (2, 2, 2, 2),
                  turns: Sequence[int] | None = None, head_bias: bool = False, grad_checkpointing: bool = False):
-        super().__init__()
-        self.nside = check_nside(nside)
-        self.faces = check_base_pixels(base_pixels)
-        self.in_chans, self.task = int(in_chans), task
-        widths, depths = check_stages(self.nside, widths, depths, "field")
+        super().__init__(nside, base_pixels, in_chans, num_classes, task=task, log_variance=log_variance)
+        widths, depths, nsides = self.check_stages(widths, depths, unit="field")
         L = len(widths)
         self.turns = None if turns is None else tuple(int(t) % 4 for t in turns)
         self.widths, self.depths = widths, depths
-        nsides = [self.nside >> i for i in range(L)]
         self.embed_dim, self.num_features = widths[0], 4 * widths[-1]
-        self.feature_info = [dict(num_chs=4 * widths[i], nside=nsides[i], reduction=1 << i, module=f"stages.{i}",
-                                  field="regular") for i in range(L)]
+        self.feature_info = self.stage_info(((4 * widths[i], nsides[i], f"stages.{i}") for i in range(L)),
+                                            field="regular")
 
         self.stem = GaugeBlock(self.in_chans, widths[0], self.nside, self.faces, self.turns, lift=True)
         self.stages = nn.ModuleList([
@@ -158,27 +141,19 @@ class GaugeCNNUNet(nn.Module):
             for i in range(L)])
         self.decoder = GaugeDecoder(widths, depths, nsides, self.faces, self.turns) if L > 1 else None
         self.orientation_pool = OrientationPool("max")
-        self.head = create_head(task, widths[0], num_classes, 1, "nested", log_variance, head_bias)
-        self.num_classes = self.head.out_chs
+        self.head = self.build_head(widths[0], bias=head_bias)
         # one padding / raster table per nside (and field kind), not one per convolution
         share_face_tables(self)
         self.set_grad_checkpointing(grad_checkpointing)
 
-    def set_grad_checkpointing(self, enable: bool = True):
-        for m in self.modules():
-            if isinstance(m, (GaugeStage, GaugeDecoder)):
-                m.grad_checkpointing = enable
-
-    def extra_repr(self) -> str:
-        turned = f", turns={self.turns}" if self.turns and any(self.turns) else ""
-        return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, in_chans={self.in_chans}, "
-                f"task={self.task}, out_chans={self.num_classes}, widths={self.widths}, depths={self.depths}"
-                f"{turned}")
+    def repr_args(self) -> list[str]:
+        turned = [f"turns={self.turns}"] if self.turns and any(self.turns) else []
+        return [f"widths={self.widths}", f"depths={self.depths}", *turned]
 
     def forward_features(self, x):
         """x: (B, in_chans, N) -> [(B, 4·C_i, N_i) for each stage], finest first, bottleneck last:
         flattened regular fields; `feature_info[i]` gives channels, nside, reduction, module."""
-        check_healpix_input(self, x)
+        self.check_input(x)
         x = self.stem(x).flatten(1, 2)
         features = []
         for stage in self.stages:
@@ -192,16 +167,9 @@ class GaugeCNNUNet(nn.Module):
             return self.orientation_pool(features[-1].unflatten(1, (self.widths[0], 4)))
         return self.decoder(features[-1], features[:-1])
 
-    def forward(self, x):
-        return self.head(self.forward_decoder(self.forward_features(x)))
-
 
 # --------------------------------------------------------------------------- variants
-
-
-def _create(defaults: dict, overrides: dict) -> GaugeCNNUNet:
-    return GaugeCNNUNet(**{**defaults, **overrides})
-
+# Each variant's defaults are overridden by the caller's keywords: `dict(model_args, **kwargs)` (timm's).
 
 _register = functools.partial(register_model, family="gauge_cnn", domain="healpix")
 
@@ -209,17 +177,20 @@ _register = functools.partial(register_model, family="gauge_cnn", domain="healpi
 @_register(test_kwargs=dict(nside=8))
 def gauge_cnn_tiny(**kwargs) -> GaugeCNNUNet:
     """Small and fast on a CPU (tests, demo): 8-16-32 regular fields, one block per stage."""
-    return _create(dict(nside=64, widths=(8, 16, 32), depths=(1, 1, 1)), kwargs)
+    model_args = dict(nside=64, widths=(8, 16, 32), depths=(1, 1, 1))
+    return GaugeCNNUNet(**dict(model_args, **kwargs))
 
 
 @_register(test_kwargs=dict(nside=16, widths=(4, 8, 8, 16), depths=(1, 1, 1, 1)))
 def gauge_cnn_small(**kwargs) -> GaugeCNNUNet:
     """12-24-48-96 regular fields, two blocks per stage."""
-    return _create(dict(nside=256, widths=(12, 24, 48, 96), depths=(2, 2, 2, 2)), kwargs)
+    model_args = dict(nside=256, widths=(12, 24, 48, 96), depths=(2, 2, 2, 2))
+    return GaugeCNNUNet(**dict(model_args, **kwargs))
 
 
 @_register(test_kwargs=dict(nside=16, widths=(4, 8, 8, 16)))
 def gauge_cnn_base(**kwargs) -> GaugeCNNUNet:
     """16-32-64-128 regular fields, two blocks per stage: FLOPs close to heal_swin_small's at the
     same nside (bench/README.md)."""
-    return _create(dict(nside=256, widths=(16, 32, 64, 128), depths=(2, 2, 2, 2)), kwargs)
+    model_args = dict(nside=256, widths=(16, 32, 64, 128), depths=(2, 2, 2, 2))
+    return GaugeCNNUNet(**dict(model_args, **kwargs))

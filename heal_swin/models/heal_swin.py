@@ -23,14 +23,13 @@ import torch
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from ..grid import (SHIFT_STRATEGIES, check_base_pixels, check_nside, check_permutation, check_window_size,
-                    format_base_pixels, grid_shift, invert_permutation, is_valid_window_size, nest_roll_shift,
-                    original_grid_shift, polar_turn, ring_shift, symmetric_grid_shift, window_mask)
-from ..layers import (DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge,
-                      UNetStage, WindowAttention, init_swin_weights, set_stage_checkpointing)
-from ._heads import create_head
+from ..grid import (SHIFT_STRATEGIES, check_permutation, check_window_size, format_base_pixels, grid_shift,
+                    invert_permutation, is_valid_window_size, nest_roll_shift, original_grid_shift,
+                    polar_turn, ring_shift, symmetric_grid_shift, window_mask)
+from ..layers import (CheckpointList, DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand,
+                      NestedPatchMerge, UNetStage, WindowAttention, init_swin_weights)
+from ._base import SphereBackbone
 from ._registry import register_model
-from ._stages import check_healpix_input
 
 __all__ = ["HealSwinUNet", "HealSwinBlock", "HealSwinStage", "StageGeometry", "stage_geometry",
            "turned_windows", "checkpoint_filter_fn", "load_original"]
@@ -307,10 +306,9 @@ class HealSwinStage(UNetStage):
                  upsample: bool = False, **block_kwargs):
         super().__init__()
         self.geometry = geometry
-        self.grad_checkpointing = False
         self.fuse = nn.Linear(2 * dim, dim) if fuse else None
         dpr = list(drop_path) or [0.0] * depth
-        self.blocks = nn.ModuleList([
+        self.blocks = CheckpointList([
             HealSwinBlock(dim, num_heads, geometry, shift=i % 2 == 1, drop_path=dpr[i], **block_kwargs)
             for i in range(depth)])
         self.downsample = NestedPatchMerge(dim) if downsample else None
@@ -346,7 +344,7 @@ class HealSwinDecoder(nn.Module):
 # --------------------------------------------------------------------------- model
 
 
-class HealSwinUNet(nn.Module):
+class HealSwinUNet(SphereBackbone):
     """HEAL-SWIN U-Net over any set of HEALPix faces.
 
     x: (B, in_chans, N), N = len(base_pixels)·nside², NESTED, faces ascending.
@@ -373,9 +371,10 @@ class HealSwinUNet(nn.Module):
     turn every face chart by 180°, so the patch embedding and merging, which read the nested
     children in order, and every window's bias would have to be symmetric too).
 
-    Backbone surface (see `heal_swin.models`): `forward_features(x)` returns the stage maps
-    `[(B, C_i, N_i)]`, finest first, bottleneck last, described by `feature_info`;
-    `forward_decoder(features)` returns `(B, embed_dim, N_0)`; the head maps that to the output.
+    Backbone surface (see `heal_swin.models`; `SphereBackbone` owns the shared part):
+    `forward_features(x)` returns the stage maps `[(B, C_i, N_i)]`, finest first, bottleneck last,
+    described by `feature_info`; `forward_decoder(features)` returns `(B, embed_dim, N_0)`; the
+    head maps that to the output. Token-major (B, N, C) inside: the surface's transposes are views.
     """
 
     def __init__(self, nside: int = 64, base_pixels: Sequence[int] | str = tuple(range(8)),
@@ -389,10 +388,7 @@ class HealSwinUNet(nn.Module):
                  drop_path_rate: float = 0.1, ape: bool = False, patch_norm: bool = False,
                  window_span: str = "face", mask_value: float = float("-inf"), head_bias: bool = False,
                  grad_checkpointing: bool = False, fused: bool = True, symmetric: bool = False):
-        super().__init__()
-        self.nside = check_nside(nside)
-        self.faces = check_base_pixels(base_pixels)
-        self.in_chans, self.task = int(in_chans), task
+        super().__init__(nside, base_pixels, in_chans, num_classes, task=task, log_variance=log_variance)
         self.patch_size = _check_pow4(patch_size, "patch_size", "the nested children of one token")
         check_window_size(window_size)
         if shift_strategy in ("none", "None"):
@@ -409,35 +405,25 @@ class HealSwinUNet(nn.Module):
             if any(4 * (f // 4) + (f + 1) % 4 not in self.faces for f in self.faces):
                 raise ValueError(f"symmetric=True needs faces that the polar turn maps onto themselves (each "
                                  f"ring's four faces all or none), got {format_base_pixels(self.faces)}")
-        depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
-        if not depths or len(depths) != len(num_heads) or min(depths) < 1:
-            raise ValueError(f"depths={depths} and num_heads={num_heads} must be non-empty, of equal "
-                             "length, with at least one block per stage")
+        num_heads, depths, nsides = self.check_stages(num_heads, depths, name="num_heads", unit="head",
+                                                      patch_size=self.patch_size)
         L = len(depths)
-        side = math.isqrt(self.patch_size)
-        needed = side << (L - 1)
-        if self.nside < needed:
-            raise ValueError(f"nside={self.nside} is too small for {L} stages with patch_size="
-                             f"{self.patch_size}: the last stage needs nside ≥ "
-                             f"√patch_size·2^(stages−1) = {needed}")
         dims = [embed_dim * 2 ** i for i in range(L)]
         for i, (d, h) in enumerate(zip(dims, num_heads)):
             if d % h:
                 raise ValueError(f"stage {i}: width embed_dim·2^{i}={d} must be divisible by "
                                  f"num_heads[{i}]={h}")
-        self.geometries = [stage_geometry(self.nside // (side << i), self.faces, window_size, shift_strategy,
-                                          shift_size, window_span, self.symmetric) for i in range(L)]
+        self.geometries = [stage_geometry(n, self.faces, window_size, shift_strategy, shift_size, window_span,
+                                          self.symmetric) for n in nsides]
         self.window_size, self.shift_strategy, self.window_span = window_size, shift_strategy, window_span
         self.embed_dim, self.num_features = embed_dim, dims[-1]
         # stage i's map enters stage i: made by the patch embedding, then by stage i − 1's merging;
-        # reduction is the stride along a face's axes (timm's), nside / nside_i
-        self.feature_info = [dict(num_chs=dims[i], nside=g.nside, reduction=self.nside // g.nside,
-                                  module="patch_embed" if i == 0 else f"layers.{i - 1}")
-                             for i, g in enumerate(self.geometries[:-1])]
-        self.feature_info.append(dict(num_chs=dims[-1], nside=self.geometries[-1].nside,
-                                      reduction=self.nside // self.geometries[-1].nside, module="norm"))
+        # the bottleneck is the last stage's output after the norm
+        self.feature_info = self.stage_info(
+            (dims[i], nsides[i], "norm" if i == L - 1 else "patch_embed" if i == 0 else f"layers.{i - 1}")
+            for i in range(L))
 
-        self.patch_embed = NestedPatchEmbed(in_chans, embed_dim, self.patch_size, norm=patch_norm)
+        self.patch_embed = NestedPatchEmbed(self.in_chans, embed_dim, self.patch_size, norm=patch_norm)
         n_tokens = self.geometries[0].tokens
         self.absolute_pos_embed = nn.Parameter(torch.zeros(1, n_tokens, embed_dim)) if ape else None
         self.pos_drop = Dropout(drop_rate)
@@ -453,30 +439,25 @@ class HealSwinUNet(nn.Module):
         self.norm = nn.LayerNorm(dims[-1])
         self.decoder = HealSwinDecoder(dims, depths, num_heads, self.geometries, drop_paths, **block_kwargs) \
             if L > 1 else None
-        self.head = create_head(task, embed_dim, num_classes, self.patch_size, "nested", log_variance,
-                                head_bias)
-        self.num_classes = self.head.out_chs
+        self.head = self.build_head(embed_dim, self.patch_size, head_bias)
         self.apply(init_swin_weights)
         if ape:
             trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.set_grad_checkpointing(grad_checkpointing)
 
-    def set_grad_checkpointing(self, enable: bool = True):
-        set_stage_checkpointing(self, enable)
-
-    def extra_repr(self) -> str:
-        return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, in_chans={self.in_chans}, "
-                f"task={self.task}, out_chans={self.num_classes}, patch_size={self.patch_size}, "
-                f"window_size={self.window_size}, shift={self.shift_strategy}, "
-                f"window_span={self.window_span}" + (", symmetric=True" if self.symmetric else ""))
+    def repr_args(self) -> list[str]:
+        symmetric = ["symmetric=True"] if self.symmetric else []
+        return [f"patch_size={self.patch_size}", f"window_size={self.window_size}",
+                f"shift={self.shift_strategy}", f"window_span={self.window_span}", *symmetric]
 
     @torch.jit.ignore
     def no_weight_decay_keywords(self):
         return {"relative_position_bias_table", "logit_scale", "absolute_pos_embed"}
 
-    def _encode(self, x):
-        """Token-major stage maps [(B, N_i, C_i)], finest first, bottleneck (normalised) last."""
-        check_healpix_input(self, x)
+    def forward_features(self, x):
+        """x: (B, in_chans, N) -> [(B, C_i, N_i) for each stage], finest first, bottleneck last;
+        `feature_info[i]` gives channels, nside, reduction and the producing module of map i."""
+        self.check_input(x)
         x = self.patch_embed(x)
         if self.absolute_pos_embed is not None:
             x = x + self.absolute_pos_embed
@@ -485,26 +466,14 @@ class HealSwinUNet(nn.Module):
         for layer in self.layers:
             features.append(x)
             x = layer(x)
-        return features[:-1] + [self.norm(x)]
-
-    def _decode(self, features):
-        """Token-major stage maps -> (B, N_0, embed_dim)."""
-        if self.decoder is None:
-            return features[-1]
-        return self.decoder(features[-1], features[:-1])
-
-    def forward_features(self, x):
-        """x: (B, in_chans, N) -> [(B, C_i, N_i) for each stage], finest first, bottleneck last;
-        `feature_info[i]` gives channels, nside, reduction and the producing module of map i."""
-        return [f.transpose(1, 2) for f in self._encode(x)]
+        return [f.transpose(1, 2) for f in features[:-1] + [self.norm(x)]]
 
     def forward_decoder(self, features):
         """The stage maps of `forward_features` -> (B, embed_dim, N_0) at the first stage's nside."""
-        return self._decode([f.transpose(1, 2) for f in features]).transpose(1, 2)
-
-    def forward(self, x):
-        # token-major inside; the transposes of the surface are views, so none is taken here
-        return self.head(self._decode(self._encode(x)).transpose(1, 2))
+        if self.decoder is None:
+            return features[-1]
+        tokens = [f.transpose(1, 2) for f in features]  # views back onto the token-major maps
+        return self.decoder(tokens[-1], tokens[:-1]).transpose(1, 2)
 
 
 # --------------------------------------------------------------------------- original checkpoints
@@ -613,11 +582,7 @@ def load_original(state_dict_or_path, model_config, nside: int, base_pix, num_cl
 
 
 # --------------------------------------------------------------------------- variants
-
-
-def _create(defaults: dict, overrides: dict) -> HealSwinUNet:
-    return HealSwinUNet(**{**defaults, **overrides})
-
+# Each variant's defaults are overridden by the caller's keywords: `dict(model_args, **kwargs)` (timm's).
 
 _register = functools.partial(register_model, family="heal_swin", domain="healpix")
 _NARROW = dict(nside=16, embed_dim=16, num_heads=(1, 2, 4, 8))  # test builds of the four-stage variants
@@ -626,23 +591,25 @@ _NARROW = dict(nside=16, embed_dim=16, num_heads=(1, 2, 4, 8))  # test builds of
 @_register(test_kwargs=dict(nside=16))
 def heal_swin_tiny(**kwargs) -> HealSwinUNet:
     """Small and fast on a CPU (tests, demo): embed 32, depths 2-2-2, window 16 (4×4), grid shift."""
-    return _create(dict(nside=64, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=16,
-                        patch_size=4, shift_strategy="grid_shift"), kwargs)
+    model_args = dict(nside=64, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=16,
+                      patch_size=4, shift_strategy="grid_shift")
+    return HealSwinUNet(**dict(model_args, **kwargs))
 
 
 @_register(test_kwargs=_NARROW)
 def heal_swin_small(**kwargs) -> HealSwinUNet:
     """Swin-T widths (embed 96, depths 2-2-6-2), window 64 (8×8), seam-exact grid shift."""
-    return _create(dict(nside=256, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-                        window_size=64, patch_size=4, shift_strategy="grid_shift"), kwargs)
+    model_args = dict(nside=256, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
+                      window_size=64, patch_size=4, shift_strategy="grid_shift")
+    return HealSwinUNet(**dict(model_args, **kwargs))
 
 
 @_register(test_kwargs=dict(_NARROW, depths=(2, 2, 4, 2)))
 def heal_swin_base(**kwargs) -> HealSwinUNet:
     """Swin-B widths (embed 128, depths 2-2-18-2), window 64 (8×8), seam-exact grid shift."""
-    return _create(dict(nside=256, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-                        window_size=64, patch_size=4, shift_strategy="grid_shift", drop_path_rate=0.2),
-                   kwargs)
+    model_args = dict(nside=256, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
+                      window_size=64, patch_size=4, shift_strategy="grid_shift", drop_path_rate=0.2)
+    return HealSwinUNet(**dict(model_args, **kwargs))
 
 
 @_register(test_kwargs=_NARROW)
@@ -650,8 +617,9 @@ def heal_swin_paper(**kwargs) -> HealSwinUNet:
     """The original's WoodScape architecture (41,279,688 parameters for 10 classes): nside 256,
     faces 0–7, window 64, patch 4, embed 96, depths 2-2-6-2, heads 3-6-12-24, cosine attention,
     post-norm, flat bias, ring shift by 4, the original's window and mask semantics."""
-    return _create(dict(nside=256, base_pixels=tuple(range(8)), num_classes=10, embed_dim=96,
-                        depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=64, patch_size=4,
-                        shift_strategy="ring_shift", shift_size=4, cosine_attention=True, post_norm=True,
-                        rel_pos_bias="flat", drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.1,
-                        window_span="sequence", mask_value=-100.0), kwargs)
+    model_args = dict(nside=256, base_pixels=tuple(range(8)), num_classes=10, embed_dim=96,
+                      depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=64, patch_size=4,
+                      shift_strategy="ring_shift", shift_size=4, cosine_attention=True, post_norm=True,
+                      rel_pos_bias="flat", drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.1,
+                      window_span="sequence", mask_value=-100.0)
+    return HealSwinUNet(**dict(model_args, **kwargs))

@@ -43,9 +43,9 @@ from .. import grid
 from ..grid import check_base_pixels, check_nside, format_base_pixels
 from ..harmonics import (InverseRealSHT, RealSHT, SO3Analysis, SO3Synthesis, TableModule, alm_index, alm_size,
                          check_bandwidth, legendre, wigner_d)
-from ._heads import create_head
+from ..layers import CheckpointList, NestedPool, NestedUnpool
+from ._base import SphereBackbone
 from ._registry import register_model
-from ._stages import check_healpix_input, check_stages
 
 __all__ = ["ChebConv", "S2CNN", "S2CNNUNet", "S2Conv", "SO3Activation", "SO3Conv", "SO3ToS2Conv",
            "s2_near_identity_grid", "so3_near_identity_grid"]
@@ -345,16 +345,6 @@ class ChebBlock(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-def _pool(x):
-    """Nested 2×2 mean pooling: (B, C, N) -> (B, C, N / 4)."""
-    return x.unflatten(-1, (-1, 4)).mean(-1)
-
-
-def _unpool(x):
-    """Nested unpooling (each pixel to its 4 children): (B, C, N) -> (B, C, 4 N)."""
-    return x.unsqueeze(-1).expand(*x.shape, 4).flatten(-2)
-
-
 class SpectralCore(nn.Module):
     """Maps on S² -> maps on S² through SO(3): RealSHT, S² conv, [activation, SO(3) conv] x k, activation,
     SO(3) → S², inverse SHT. x (B, C_in, N) -> (B, C_out, N) at (nside, faces).
@@ -362,7 +352,9 @@ class SpectralCore(nn.Module):
     `channels` = (c_1, ..., c_k+1) SO(3) channels after each convolution, `bandwidths` = (b_0, b_1, ...,
     b_k+1, b_out): the input's SHT band limit, the bandwidth after each convolution and that of the output.
     `shared_grid`: every activation samples the SO(3) grid of the largest inner bandwidth (the same α, β, γ
-    points in every layer); False: each on the grid of its own bandwidth (fewer points, more aliasing)."""
+    points in every layer); False: each on the grid of its own bandwidth (fewer points, more aliasing).
+    The activations (values on the SO(3) grid: the most memory) and the SO(3) convolutions are
+    `CheckpointList`s: with gradient checkpointing each keeps only its input spectrum."""
 
     def __init__(self, in_channels: int, out_channels: int, nside: int, faces: Sequence[int],
                  channels: Sequence[int], bandwidths: Sequence[int], points_s2=None, points_so3=None,
@@ -382,9 +374,10 @@ class SpectralCore(nn.Module):
         self.sht = RealSHT(self.nside, bandwidths[0] - 1, self.faces)
         self.s2conv = S2Conv(in_channels, channels[0], bandwidths[0], bandwidths[1], points_s2)
         self.grid = max(bandwidths[1:-1]) if shared_grid else None
-        self.acts = nn.ModuleList([SO3Activation(c, b, grid=self.grid) for c, b in zip(channels, bandwidths[1:-1])])
-        self.so3convs = nn.ModuleList([SO3Conv(channels[i], channels[i + 1], bandwidths[i + 1], bandwidths[i + 2],
-                                               points_so3) for i in range(len(channels) - 1)])
+        self.acts = CheckpointList([SO3Activation(c, b, grid=self.grid)
+                                    for c, b in zip(channels, bandwidths[1:-1])])
+        self.so3convs = CheckpointList([SO3Conv(channels[i], channels[i + 1], bandwidths[i + 1],
+                                                bandwidths[i + 2], points_so3) for i in range(len(channels) - 1)])
         self.to_s2 = SO3ToS2Conv(channels[-1], out_channels, bandwidths[-2], bandwidths[-1], points_s2)
         self.isht = InverseRealSHT(self.nside, bandwidths[-1] - 1, self.faces)
 
@@ -403,58 +396,52 @@ class SpectralCore(nn.Module):
 
     def _forward(self, x):
         g = self.s2conv(self.sht(x))
-        for i, act in enumerate(self.acts):
-            g = act(g)
+        for i in range(len(self.acts)):
+            g = self.acts.run(i, g)
             if i < len(self.so3convs):
-                g = self.so3convs[i](g)
+                g = self.so3convs.run(i, g)
         return self.isht(self.to_s2(g))
 
 
 # --------------------------------------------------------------------------- models
 
 
-class S2CNN(nn.Module):
+class S2CNN(SphereBackbone):
     """The all-spectral S2CNN for segmentation (Gerken et al. 2022): SHT → S² conv → SO(3) convs →
     SO(3) → S² → inverse SHT → task head. x (B, in_chans, N) NESTED over `base_pixels` -> (B, num_classes, N).
 
     `channels`: SO(3) channels after the S² conv and each SO(3) conv; `bandwidths`: the input's band limit,
-    one per convolution, then the output's (see `SpectralCore`). Backbone surface: `forward_features` gives
-    one map, the SO(3) → S² output (B, embed_dim, N) after a GroupNorm and ReLU (reduction 1, module
-    "core"); `forward_decoder` returns it unchanged."""
+    one per convolution, then the output's (see `SpectralCore`). Backbone surface (`SphereBackbone` owns the
+    shared part): `forward_features` gives one map, the SO(3) → S² output (B, embed_dim, N) after a GroupNorm
+    and ReLU (reduction 1, module "core"); `forward_decoder` returns it unchanged."""
 
     def __init__(self, nside: int = 16, base_pixels: Sequence[int] | str = tuple(range(12)), in_chans: int = 1,
                  num_classes: int = 11, *, task: str = "segmentation", log_variance: bool = False,
                  channels: Sequence[int] = (12, 24, 24, 12), bandwidths: Sequence[int] = (16, 12, 8, 8, 12, 16),
-                 embed_dim: int = 16, head_bias: bool = True, shared_grid: bool = True):
-        super().__init__()
-        self.nside, self.faces = check_nside(nside), check_base_pixels(base_pixels)
-        self.in_chans, self.task, self.embed_dim = int(in_chans), task, int(embed_dim)
+                 embed_dim: int = 16, head_bias: bool = True, shared_grid: bool = True,
+                 grad_checkpointing: bool = False):
+        super().__init__(nside, base_pixels, in_chans, num_classes, task=task, log_variance=log_variance)
+        self.embed_dim = int(embed_dim)
         self.core = nn.Sequential(SpectralCore(self.in_chans, self.embed_dim, self.nside, self.faces, channels,
                                                bandwidths, shared_grid=shared_grid),
                                   nn.GroupNorm(math.gcd(self.embed_dim, 8), self.embed_dim), nn.ReLU())
-        self.feature_info = [dict(num_chs=self.embed_dim, nside=self.nside, reduction=1, module="core")]
+        self.feature_info = self.stage_info([(self.embed_dim, self.nside, "core")])
         self.num_features = self.embed_dim
-        self.head = create_head(task, self.embed_dim, num_classes, 1, "nested", log_variance, head_bias)
-        self.num_classes = self.head.out_chs
+        self.head = self.build_head(self.embed_dim, bias=head_bias)
+        self.set_grad_checkpointing(grad_checkpointing)
 
-    def extra_repr(self) -> str:
-        core = self.core[0]
-        return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, in_chans={self.in_chans}, "
-                f"task={self.task}, out_chans={self.num_classes}, channels={core.channels}, "
-                f"bandwidths={core.bandwidths}")
+    def repr_args(self) -> list[str]:
+        return [f"channels={self.core[0].channels}", f"bandwidths={self.core[0].bandwidths}"]
 
     def forward_features(self, x):
-        check_healpix_input(self, x)
+        self.check_input(x)
         return [self.core(x)]
 
     def forward_decoder(self, features):
         return features[-1]
 
-    def forward(self, x):
-        return self.head(self.forward_decoder(self.forward_features(x)))
 
-
-class S2CNNUNet(nn.Module):
+class S2CNNUNet(SphereBackbone):
     """Hybrid S2CNN U-Net for full-resolution maps: isotropic local stages, a spectral core, a decoder.
 
     x: (B, in_chans, N), N = len(base_pixels)·nside², NESTED -> (B, num_classes, N) (depth: 1 channel, 2 with
@@ -464,53 +451,49 @@ class S2CNNUNet(nn.Module):
     is concatenated with its input); the decoder unpools, concatenates the encoder map and runs one
     ChebBlock per stage.
 
-    Backbone surface: `forward_features(x)` returns the stage maps (B, widths[i], N_i), finest first, then the
-    core's output (B, 2·widths[-1], N_core) as the bottleneck; `forward_decoder` -> (B, widths[0], N_0).
+    Backbone surface (`SphereBackbone` owns the shared part): `forward_features(x)` returns the stage maps
+    (B, widths[i], N_i), finest first, then the core's output (B, 2·widths[-1], N_core) as the bottleneck;
+    `forward_decoder` -> (B, widths[0], N_0). Gradient checkpointing: per ChebBlock and inside the core.
     """
 
     def __init__(self, nside: int = 64, base_pixels: Sequence[int] | str = tuple(range(8)), in_chans: int = 3,
                  num_classes: int = 10, *, task: str = "segmentation", log_variance: bool = False,
                  widths: Sequence[int] = (8, 16, 32), depths: Sequence[int] = (1, 1, 1),
                  core_channels: Sequence[int] = (16, 16), core_bandwidths: Sequence[int] = (16, 16, 16, 16),
-                 order: int = 3, head_bias: bool = False):
-        super().__init__()
-        self.nside, self.faces = check_nside(nside), check_base_pixels(base_pixels)
-        self.in_chans, self.task = int(in_chans), task
-        widths, depths = check_stages(self.nside, widths, depths, "channel")
+                 order: int = 3, head_bias: bool = False, grad_checkpointing: bool = False):
+        super().__init__(nside, base_pixels, in_chans, num_classes, task=task, log_variance=log_variance)
+        widths, depths, nsides = self.check_stages(widths, depths)
         L = len(widths)
         self.widths, self.depths = widths, depths
-        nsides = [self.nside >> i for i in range(L)]
         self.core_nside = nsides[-1]
         self.embed_dim, self.num_features = widths[0], 2 * widths[-1]
         self.stem = ChebBlock(self.in_chans, widths[0], self.nside, self.faces, order)
+        self.pool, self.unpool = NestedPool("mean"), NestedUnpool()
         self.stages = nn.ModuleList([
-            nn.Sequential(*[ChebBlock(widths[max(i - 1, 0)] if j == 0 else widths[i], widths[i], nsides[i],
+            CheckpointList([ChebBlock(widths[max(i - 1, 0)] if j == 0 else widths[i], widths[i], nsides[i],
                                       self.faces, order) for j in range(depths[i])])
             for i in range(L)])
         self.core = SpectralCore(widths[-1], widths[-1], self.core_nside, self.faces, core_channels, core_bandwidths)
         self.core_norm = nn.Sequential(nn.GroupNorm(math.gcd(widths[-1], 8), widths[-1]), nn.ReLU())
-        self.decoder = nn.ModuleList([ChebBlock(2 * widths[-1] if i == L - 1 else widths[i + 1] + widths[i],
-                                                widths[i], nsides[i], self.faces, order)
-                                      for i in range(L - 1, -1, -1)])
-        self.feature_info = [dict(num_chs=widths[i], nside=nsides[i], reduction=1 << i, module=f"stages.{i}")
-                             for i in range(L)]
-        self.feature_info.append(dict(num_chs=2 * widths[-1], nside=nsides[-1], reduction=1 << (L - 1),
-                                      module="bottleneck"))
+        self.decoder = CheckpointList([ChebBlock(2 * widths[-1] if i == L - 1 else widths[i + 1] + widths[i],
+                                                 widths[i], nsides[i], self.faces, order)
+                                       for i in range(L - 1, -1, -1)])
+        self.feature_info = self.stage_info([(widths[i], nsides[i], f"stages.{i}") for i in range(L)]
+                                            + [(2 * widths[-1], nsides[-1], "bottleneck")])
         self.bottleneck = _Concat()
-        self.head = create_head(task, widths[0], num_classes, 1, "nested", log_variance, head_bias)
-        self.num_classes = self.head.out_chs
+        self.head = self.build_head(widths[0], bias=head_bias)
+        self.set_grad_checkpointing(grad_checkpointing)
 
-    def extra_repr(self) -> str:
-        return (f"nside={self.nside}, faces={format_base_pixels(self.faces)}, in_chans={self.in_chans}, "
-                f"task={self.task}, out_chans={self.num_classes}, widths={self.widths}, depths={self.depths}, "
-                f"core nside={self.core_nside}, core bandwidths={self.core.bandwidths}")
+    def repr_args(self) -> list[str]:
+        return [f"widths={self.widths}", f"depths={self.depths}", f"core nside={self.core_nside}",
+                f"core bandwidths={self.core.bandwidths}"]
 
     def forward_features(self, x):
-        check_healpix_input(self, x)
+        self.check_input(x)
         x = self.stem(x)
         features = []
         for i, stage in enumerate(self.stages):
-            x = stage(_pool(x) if i > 0 else x)
+            x = stage(self.pool(x) if i > 0 else x)
             features.append(x)
         features.append(self.bottleneck(x, self.core_norm(self.core(x))))
         return features
@@ -518,15 +501,11 @@ class S2CNNUNet(nn.Module):
     def forward_decoder(self, features):
         x = features[-1]
         skips = features[:-1]
-        for k, block in enumerate(self.decoder):
-            i = len(skips) - 1 - k
+        for k in range(len(self.decoder)):
             if k > 0:
-                x = torch.cat([_unpool(x), skips[i]], dim=1)
-            x = block(x)
+                x = torch.cat([self.unpool(x), skips[len(skips) - 1 - k]], dim=1)
+            x = self.decoder.run(k, x)
         return x
-
-    def forward(self, x):
-        return self.head(self.forward_decoder(self.forward_features(x)))
 
 
 class _Concat(nn.Module):
@@ -537,7 +516,7 @@ class _Concat(nn.Module):
 
 
 # --------------------------------------------------------------------------- variants
-
+# Each variant's defaults are overridden by the caller's keywords: `dict(model_args, **kwargs)` (timm's).
 
 _register = functools.partial(register_model, family="s2cnn", domain="healpix")
 
@@ -546,15 +525,17 @@ _register = functools.partial(register_model, family="s2cnn", domain="healpix")
 def s2cnn_digits(**kwargs) -> S2CNN:
     """The rotated-digits segmentation network of Gerken et al. 2022 (≈ 230 k parameters): S² conv to 12
     channels, SO(3) convs 12 → 24 → 24 → 12, SO(3) → S²; bandwidths 16 → 12 → 8 → 8 → 12 → 16 at nside 16."""
-    return S2CNN(**{**dict(nside=16, base_pixels=range(12), in_chans=1, num_classes=11), **kwargs})
+    model_args = dict(nside=16, base_pixels=range(12), in_chans=1, num_classes=11)
+    return S2CNN(**dict(model_args, **kwargs))
 
 
 @_register(test_kwargs=dict(nside=8, widths=(4, 8), depths=(1, 1), core_channels=(4, 4),
                             core_bandwidths=(4, 4, 4, 4)))
 def s2cnn_tiny(**kwargs) -> S2CNNUNet:
     """CPU-trainable hybrid: 8-16-32 channels, core at nside / 4 with bandwidth 16, 16 SO(3) channels."""
-    return S2CNNUNet(**{**dict(nside=64, widths=(8, 16, 32), depths=(1, 1, 1), core_channels=(16, 16),
-                               core_bandwidths=(16, 16, 16, 16)), **kwargs})
+    model_args = dict(nside=64, widths=(8, 16, 32), depths=(1, 1, 1), core_channels=(16, 16),
+                      core_bandwidths=(16, 16, 16, 16))
+    return S2CNNUNet(**dict(model_args, **kwargs))
 
 
 @_register(test_kwargs=dict(nside=16, widths=(4, 8, 8), depths=(1, 1, 1), core_channels=(4, 4),
@@ -562,5 +543,6 @@ def s2cnn_tiny(**kwargs) -> S2CNNUNet:
 def s2cnn_small(**kwargs) -> S2CNNUNet:
     """Full-resolution hybrid (nside 256 → core nside 32): 16-32-64-96 channels, two blocks per stage, core
     bandwidth 16 with 32 SO(3) channels."""
-    return S2CNNUNet(**{**dict(nside=256, widths=(16, 32, 64, 96), depths=(2, 2, 2, 2), core_channels=(32, 32),
-                               core_bandwidths=(16, 16, 16, 16)), **kwargs})
+    model_args = dict(nside=256, widths=(16, 32, 64, 96), depths=(2, 2, 2, 2), core_channels=(32, 32),
+                      core_bandwidths=(16, 16, 16, 16))
+    return S2CNNUNet(**dict(model_args, **kwargs))
