@@ -21,6 +21,8 @@ from heal_swin.projection import FisheyeToHealpix, HealpixToFisheye
 from heal_swin.tools import infer
 from heal_swin.tools.run_export import export_run
 
+from pictures import read_png
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -156,7 +158,14 @@ def test_export_cli_and_inference_cli(run, tmp_path):
                        "--calibrations", str(data / "calibration")]) == 0
     pred = np.load(out / "00002_FV.npy")
     assert pred.shape == (72, 96) and pred.dtype == np.uint8 and set(np.unique(pred)) <= set(range(10)) | {255}
-    assert (out / "00002_FV.png").read_bytes()[:4] == b"\x89PNG"
+    # The picture beside it is this prediction's class colours over this image, a legend strip below.
+    from heal_swin.data import WOODSCAPE_COLORS
+    from heal_swin.data.woodscape import read_image
+
+    picture = read_png(out / "00002_FV.png", min_size=(96, 73), min_colours=10)
+    image = read_image(data / "rgb_images" / "00002_FV.png")
+    expected = infer._overlay(image, pred, "segmentation", WOODSCAPE_COLORS, read_metadata(fv)["class_names"])
+    np.testing.assert_array_equal(picture, expected)
     # Sphere graph: grouped by calibration, projected and back-projected by the tool.
     sphere = tmp_path / "m.onnx"
     export_run(run_dir, sphere)

@@ -83,22 +83,3 @@ def test_a_perfect_prediction_scores_perfectly_in_every_ring(data_root, tmp_path
             assert m["miou"] == pytest.approx(1.0) and m["accuracy"] == pytest.approx(1.0), name
         else:
             assert m["abs_rel"] == pytest.approx(0.0, abs=1e-9) and m["d1"] == pytest.approx(1.0), name
-
-
-def test_oracle_ceiling_on_tiny_data(data_root):
-    """bench/learning/oracle.py: a flat size equal to the image's loses nothing (mIoU 1), the sphere
-    ceiling rises with nside, and the rings partition the scored pixels."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("oracle", ROOT / "bench" / "learning" / "oracle.py")
-    oracle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oracle)
-    result = oracle.run(data_root, 2, [4, 16], [(72, 96), (24, 32)])
-    st = result["settings"]
-    assert st["flat 72×96"]["miou"] == pytest.approx(1.0)
-    assert st["flat 24×32"]["miou"] < 1.0
-    assert st["sphere nside 4"]["miou"] < st["sphere nside 16"]["miou"] < 1.0
-    d = st["sphere nside 16"]["density"]
-    # The fisheye compresses the periphery: a fisheye pixel there spans less of the sphere.
-    assert d["per_fisheye_px_periphery"] < d["per_fisheye_px_centre"]
-    assert "| sphere nside 16 |" in oracle.markdown(result)
