@@ -133,7 +133,7 @@ def test_the_bench_study_file_trains_the_pair_and_draws_its_maps(data_root, tmp_
     from heal_swin.study.cli import load_study_file
 
     module = load_study_file(ROOT / "bench" / "learning" / "error_maps.py")
-    study = module.make(argparse.Namespace(steps=None))
+    study = module.make(argparse.Namespace(steps=None, set=[]))
     assert [(a.model, a.task, a.seed) for a in study.arms] == [
         ("heal_swin_tiny", "segmentation", 0), ("swin_unet_flat_tiny@64x96", "segmentation", 0)]
     assert study.arms[1].spec.overrides()[-1] == "data.flat_size=[64,96]"
@@ -141,6 +141,9 @@ def test_the_bench_study_file_trains_the_pair_and_draws_its_maps(data_root, tmp_
             "data.split_fractions=[0.75,0.25,0.0]"} <= set(study.overrides)
     (tmp_path / "data").symlink_to(data_root)          # a tree is there: prepare only points at it
     assert study.prepare(tmp_path) == [f"data.root={tmp_path / 'data'}"]
+    given = module.make(argparse.Namespace(steps=40, set=[f"data.root={data_root}"]))
+    assert given.prepare(tmp_path / "elsewhere") == [] and not (tmp_path / "elsewhere").exists()
+    assert {"train.max_steps=40", "train.eval_every=6"} <= set(given.overrides)
     drawn = []
     monkeypatch.setattr(module, "error_maps", lambda *args: drawn.append(args))
     study.report(tmp_path, [{"model": "swin_unet_flat_tiny@64x96", "run_dir": "f"},
