@@ -1,6 +1,6 @@
 """Symmetry profile of every registered HEALPix backbone (issue #16, part 4).
 
-    python bench/bench_symmetry.py [--digits-runs runs/rotated_digits/runs] [--rotations 3]
+    python bench/bench_symmetry.py [--digits-study runs/rotated_digits] [--rotations 3]
 
 Per variant, in float64 and eval mode: the relative output error max |f(g·x) − g·f(x)| / max |f(x)| for
 random inputs under the grid's own symmetries (the 90° turn about the pole on the full sphere and on
@@ -9,7 +9,7 @@ and the error under random rotations R of SO(3) of a band-limited input, measure
 (`heal_swin.equivariance.so3_errors`: l ≤ 4 in, l ≤ 8 out; a pointwise map's error is the
 measurement's own floor). "At init": each variant's test build (`model_info(name).test_kwargs`, 2 input
 channels, 3 outputs) with its initial weights; heal_swin_tiny also with `symmetric=True`. "Trained": the
-aug-0 seed-0 run of each backbone of the rotated-digits benchmark (full sphere only: those models are
+aug-0 seed-0 run of each backbone of a rotated-digits study folder (full sphere only: those models are
 built on faces 0–11). Prints Markdown tables.
 """
 
@@ -19,27 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 SPHERE, FACES_0_7 = tuple(range(12)), tuple(range(8))
-
-
-def grid_errors(net, nside: int, faces, in_chans: int, seed: int = 0) -> dict:
-    """{symmetry name: relative error} for the grid symmetries this face set keeps."""
-    from heal_swin import grid
-    from heal_swin.equivariance import equivariance_error, rotation_permutation
-
-    x = torch.as_tensor(np.random.default_rng(seed).standard_normal((2, in_chans, len(faces) * nside ** 2)))
-    out = {}
-    for name, m in grid.grid_symmetries(nside, faces).items():
-        perm = rotation_permutation(nside, m, faces)
-        act = lambda t, p=perm: t[..., p]  # noqa: E731
-        out[name] = equivariance_error(net, act, act, x)
-    return out
 
 
 def _fmt(v) -> str:
@@ -50,7 +32,7 @@ def _fmt(v) -> str:
 
 def profile_row(label: str, build, nside: int, in_chans: int, rotations: int) -> dict:
     """The errors of one network; `build(faces)` makes it on a face set (None where it cannot be)."""
-    from heal_swin.equivariance import so3_errors
+    from heal_swin.equivariance import grid_symmetry_errors, so3_errors
 
     row = {"model": label, "nside": nside}
     for key, faces in (("sphere", SPHERE), ("faces", FACES_0_7)):
@@ -63,7 +45,7 @@ def profile_row(label: str, build, nside: int, in_chans: int, rotations: int) ->
         if net is None:
             row[key] = None
             continue
-        errs = grid_errors(net, nside, faces, in_chans)
+        errs = grid_symmetry_errors(net, nside, faces, in_chans)
         row[key] = errs
         if key == "sphere":
             row["so3"] = so3_errors({"net": net}, nside, in_chans, 4, 8, rotations)["net"]
@@ -83,14 +65,15 @@ def table(rows: list) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--digits-runs", default="runs/rotated_digits/runs")
+    p.add_argument("--digits-study", default="runs/rotated_digits", help="a rotated-digits study folder")
     p.add_argument("--rotations", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
     from heal_swin import models
-    from heal_swin.tools.equivariance import load_digits_run
+    from heal_swin.engine import load_model
+    from heal_swin.study import read_rows
 
     variants = [(n, {}) for n in models.list_models(domain="healpix")]
     variants.insert(variants.index(("heal_swin_tiny", {})) + 1, ("heal_swin_tiny", {"symmetric": True}))
@@ -113,19 +96,18 @@ def main(argv=None) -> int:
         for note in r.get("notes", []):
             print(f"- {r['model']}: {note}")
 
-    runs = sorted(Path(args.digits_runs).glob("*-aug0-seed0"))
-    if runs:
+    study = Path(args.digits_study)
+    rows = [r for r in read_rows(study) if r["tags"].get("augment") == 0 and r["seed"] == 0] \
+        if (study / "runs").is_dir() else []
+    if rows:
         trained = []
-        for run in runs:
-            model, meta = load_digits_run(run)
-            model = model.double()
-            nside = meta["data"]["nside"]
-            label = meta["model"] + ("  (" + ", ".join(f"{k}={v}" for k, v in meta["model_kwargs"].items()) + ")"
-                                     if meta["model_kwargs"] else "")
-            trained.append(profile_row(label, lambda faces, m=model: m if faces == SPHERE else None, nside, 1,
+        for row in sorted(rows, key=lambda r: r["model"]):
+            model = load_model(row["run_dir"]).double()
+            nside = int(row["grid"].split()[-1])
+            trained.append(profile_row(row["model"], lambda faces, m=model: m if faces == SPHERE else None, nside, 1,
                                        args.rotations))
-            print(f"{label} (trained): done", file=sys.stderr, flush=True)
-        print(f"\nAfter training on the rotated digits (upright spheres, seed 0; {args.digits_runs}):\n")
+            print(f"{row['model']} (trained): done", file=sys.stderr, flush=True)
+        print(f"\nAfter training on the rotated digits (upright spheres, seed 0; {study}):\n")
         print(table(trained))
     return 0
 

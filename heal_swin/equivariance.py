@@ -11,6 +11,7 @@
 - The grid's own symmetries as pixel permutations: `rotation_permutation(nside, matrix, faces)` for a
   rotation matrix such as `rz(angle)` (turns about the pole by multiples of 90°) or `flip(phi)` (180° about
   an equatorial axis, full sphere only); `local_index` maps global NESTED pixels to a face set's.
+- `grid_symmetry_errors(net, nside, base_pixels, in_chans)`: the error under every symmetry the grid keeps.
 - `so3_errors(nets)`: the (approximate) equivariance of networks under random rotations of SO(3), measured
   on band-limited inputs in harmonic space.
 
@@ -27,8 +28,8 @@ import torch
 
 from . import grid
 
-__all__ = ["TOLERANCE", "assert_equivariant", "equivariance_error", "flip", "local_index", "relative_error",
-           "rotation_permutation", "rz", "so3_errors"]
+__all__ = ["TOLERANCE", "assert_equivariant", "equivariance_error", "flip", "grid_symmetry_errors", "local_index",
+           "relative_error", "rotation_permutation", "rz", "so3_errors"]
 
 # default tolerance of `assert_equivariant`, relative to the largest output, per dtype of the input
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
@@ -93,6 +94,20 @@ def flip(phi) -> np.ndarray:
     """180° about the horizontal axis at longitude phi (radians), 3 × 3."""
     a = np.array([math.cos(phi), math.sin(phi), 0.0])
     return 2 * np.outer(a, a) - np.eye(3)
+
+
+def grid_symmetry_errors(net, nside: int, base_pixels, in_chans: int, seed: int = 0, batch: int = 2) -> dict:
+    """{symmetry name: `equivariance_error`} of `net` (x (B, in_chans, N) NESTED -> (B, K, N)) under every
+    symmetry the grid over `base_pixels` keeps (`grid.grid_symmetries`: the polar turns, and on the full
+    sphere the equatorial flips), for a random input in the dtype of the net's parameters."""
+    dtype = next((p.dtype for p in net.parameters()), torch.float64) if hasattr(net, "parameters") else torch.float64
+    n = len(grid.check_base_pixels(base_pixels)) * nside ** 2
+    x = torch.as_tensor(np.random.default_rng(seed).standard_normal((batch, in_chans, n)), dtype=dtype)
+    out = {}
+    for name, matrix in grid.grid_symmetries(nside, base_pixels).items():
+        perm = rotation_permutation(nside, matrix, base_pixels)
+        out[name] = equivariance_error(net, lambda t, p=perm: t[..., p], lambda t, p=perm: t[..., p], x)
+    return out
 
 
 # --------------------------------------------------------------------------- SO(3): approximate

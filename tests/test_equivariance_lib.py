@@ -143,3 +143,16 @@ def test_plain_face_cnn_is_a_public_control():
     x = torch.randn(1, 2, len(FACES_0_7) * NSIDE ** 2)
     assert net(x).shape == (1, 3, x.shape[-1])
     assert "PlainFaceCNN" in models.__all__ and models.PlainFaceCNN.__module__ == "heal_swin.models._controls"
+
+
+def test_grid_symmetry_errors_cover_every_symmetry_the_grid_keeps():
+    from heal_swin import models
+    from heal_swin.equivariance import grid_symmetry_errors
+
+    torch.manual_seed(0)
+    gauge = models.create_model("gauge_cnn_tiny", in_chans=2, num_classes=3, nside=8, base_pixels=range(12),
+                                widths=[4, 8], depths=[1, 1]).double().eval()
+    errs = grid_symmetry_errors(gauge, 8, range(12), 2)
+    assert set(errs) == set(grid.grid_symmetries(8, range(12))) and max(errs.values()) < 1e-12
+    shift = grid_symmetry_errors(lambda x: x.roll(1, -1), 8, range(8), 2)      # not a map of the sphere
+    assert set(shift) == set(grid.grid_symmetries(8, range(8))) and min(shift.values()) > 0.1
