@@ -16,21 +16,9 @@ import json
 import math
 import os
 import platform
-import statistics
 import time
 
-
-def _median_ms(fn, repeats: int, desc: str, warmup: int = 1) -> float:
-    from tqdm import tqdm
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in tqdm(range(repeats), desc=desc, leave=False, mininterval=1.0):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+from _timing import median_ms
 
 
 def main(argv=None) -> int:
@@ -98,8 +86,8 @@ def main(argv=None) -> int:
             x = torch.from_numpy(x64).to(dtype)
             a = torch.from_numpy(alm64).to(dtype)
             with torch.no_grad():
-                row[f"sht_fwd_ms_{name}"] = _median_ms(lambda: s(x), reps, f"nside {nside} RealSHT {name}")
-                row[f"isht_fwd_ms_{name}"] = _median_ms(lambda: i(a), reps, f"nside {nside} InverseRealSHT {name}")
+                row[f"sht_fwd_ms_{name}"] = median_ms(lambda: s(x), reps, 1, desc=f"nside {nside} RealSHT {name}")
+                row[f"isht_fwd_ms_{name}"] = median_ms(lambda: i(a), reps, 1, desc=f"nside {nside} InverseRealSHT {name}")
             xg, ag = x.clone().requires_grad_(True), a.clone().requires_grad_(True)
             go, gi = torch.randn(x.shape[0], n_alm, 2, dtype=dtype), torch.randn_like(x)
 
@@ -111,16 +99,16 @@ def main(argv=None) -> int:
                 ag.grad = None
                 i(ag).backward(gi)
 
-            row[f"sht_fwd_bwd_ms_{name}"] = _median_ms(fb_sht, reps, f"nside {nside} RealSHT fwd+bwd {name}")
-            row[f"isht_fwd_bwd_ms_{name}"] = _median_ms(fb_isht, reps, f"nside {nside} InverseRealSHT fwd+bwd {name}")
+            row[f"sht_fwd_bwd_ms_{name}"] = median_ms(fb_sht, reps, 1, desc=f"nside {nside} RealSHT fwd+bwd {name}")
+            row[f"isht_fwd_bwd_ms_{name}"] = median_ms(fb_isht, reps, 1, desc=f"nside {nside} InverseRealSHT fwd+bwd {name}")
             if s is not sht:
                 del s, i
 
         alm_c = alm64[:, :, 0] + 1j * alm64[:, :, 1]
-        row["healpy_map2alm_ms"] = _median_ms(
-            lambda: [hp.map2alm(m, lmax=lmax, iter=0, use_weights=False) for m in x_ring], reps, "healpy map2alm")
-        row["healpy_alm2map_ms"] = _median_ms(
-            lambda: [hp.alm2map(al, nside, lmax=lmax) for al in alm_c], reps, "healpy alm2map")
+        row["healpy_map2alm_ms"] = median_ms(
+            lambda: [hp.map2alm(m, lmax=lmax, iter=0, use_weights=False) for m in x_ring], reps, 1, desc="healpy map2alm")
+        row["healpy_alm2map_ms"] = median_ms(
+            lambda: [hp.alm2map(al, nside, lmax=lmax) for al in alm_c], reps, 1, desc="healpy alm2map")
         if ducc0 is not None:
             start, count, theta, shifted = grid.ring_info(nside, np.arange(1, 4 * nside))
             geom = dict(theta=theta, nphi=count.astype(np.uint64), phi0=np.where(shifted, np.pi / count, 0.0),
@@ -128,10 +116,10 @@ def main(argv=None) -> int:
             scale = 4 * math.pi / npix
             d_alm = ducc0.sht.adjoint_synthesis(map=x_ring[:1], **geom)[0] * scale
             row["ducc0_map2alm_rel_err"] = float(np.abs(d_alm - ref).max() / np.abs(ref).max())
-            row["ducc0_map2alm_ms"] = _median_ms(
-                lambda: [ducc0.sht.adjoint_synthesis(map=m[None], **geom) for m in x_ring], reps, "ducc0 map2alm")
-            row["ducc0_alm2map_ms"] = _median_ms(
-                lambda: [ducc0.sht.synthesis(alm=al[None], **geom) for al in alm_c], reps, "ducc0 alm2map")
+            row["ducc0_map2alm_ms"] = median_ms(
+                lambda: [ducc0.sht.adjoint_synthesis(map=m[None], **geom) for m in x_ring], reps, 1, desc="ducc0 map2alm")
+            row["ducc0_alm2map_ms"] = median_ms(
+                lambda: [ducc0.sht.synthesis(alm=al[None], **geom) for al in alm_c], reps, 1, desc="ducc0 alm2map")
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) and abs(v) > 1e-3 else v) for k, v in row.items()}),
               flush=True)
         rows.append(row)

@@ -1,11 +1,13 @@
 """Speed and memory of the model zoo: one JSON line per measurement.
 
     python bench/bench_models.py --models heal_swin_paper --nside 64 --threads 2 --dtype fp32 bf16
+    python bench/bench_models.py --models heal_swin_paper:drop_rate=0.0 swin_unet_flat_paper@128x256
     python bench/bench_models.py --models heal_swin_paper --nside 256 --modes train --repeats 1
     python bench/bench_models.py --tables --checkpoint
 
-Per model: parameters, forward time (eval, no grad), forward+backward time (train mode, loss =
-mean square of the output, no optimizer step), peak memory. Each model/dtype runs in a fresh
+Models are model specs (`NAME[@HxW][:key=value,...]`, `heal_swin.study.parse_model_spec`: @HxW a flat
+model's image size, key=value its keyword overrides). Per model: parameters, forward time (eval, no grad),
+forward+backward time (train mode, loss = mean square of the output, no optimizer step), peak memory. Each model/dtype runs in a fresh
 subprocess so that its peak resident memory (CPU) or peak allocated memory (CUDA) is its own.
 Times are medians over --repeats after one warm-up call. On CPUs freed memory is retained for
 reuse as the trainer does (`heal_swin.engine.retain_freed_memory`; --retain-memory none: glibc's
@@ -16,46 +18,27 @@ default). `--tables` times building every window and shift table of the paper ar
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 import torch
+from _timing import median_ms
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from heal_swin import models  # noqa: E402
-from heal_swin.engine import retain_freed_memory  # noqa: E402
-from heal_swin.grid import parse_base_pixels  # noqa: E402
+from heal_swin import models
+from heal_swin.engine import retain_freed_memory
+from heal_swin.grid import parse_base_pixels
+from heal_swin.study import parse_model_spec
 
 
 def _input(model, batch, device):
     if hasattr(model, "img_size"):  # the flat domain
         return torch.randn(batch, model.in_chans, *model.img_size, device=device)
     return torch.randn(batch, model.in_chans, len(model.faces) * model.nside ** 2, device=device)
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, repeats, device):
-    fn()  # warm-up: caches, allocator, kernel selection
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def measure(args) -> dict:
@@ -65,27 +48,26 @@ def measure(args) -> dict:
     retained = "none"
     if device.type == "cpu" and args.retain_memory != "none":
         retained = args.retain_memory if retain_freed_memory(args.retain_memory == "all") else "none"
-    kwargs = {}
-    if models.model_info(args.model).domain == "flat":
-        if args.img_size:
-            kwargs["img_size"] = tuple(args.img_size)
-    else:
+    spec = parse_model_spec(args.model)
+    kwargs = dict(spec.kwargs)
+    if spec.flat_size:
+        kwargs["img_size"] = spec.flat_size
+    elif models.model_info(spec.name).domain != "flat":
         kwargs.update(nside=args.nside, base_pixels=args.faces)
-    kwargs.update(args.overrides)
-    if args.grad_checkpointing:            # only the families that offer it (heal_swin, gauge_cnn, flat) take it
+    if args.grad_checkpointing:
         kwargs["grad_checkpointing"] = True
-    model = models.create_model(args.model, **kwargs).to(device)
+    model = models.create_model(spec.name, **kwargs).to(device)
     x = _input(model, args.batch, device)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     row = dict(model=args.model, device=str(device), threads=args.threads, dtype=args.dtype, batch=args.batch,
                params=sum(p.numel() for p in model.parameters()), grad_checkpointing=args.grad_checkpointing,
-               retain_memory=retained,
-               **({"overrides": args.overrides} if args.overrides else {}))
+               retain_memory=retained)
     if isinstance(model, models.SwinUNetFlat):
         row["img_size"] = list(model.img_size)
     else:
         row.update(nside=model.nside, faces=args.faces_text)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -101,10 +83,10 @@ def measure(args) -> dict:
 
     if "fwd" in args.modes:
         model.eval()
-        row["fwd_s"] = round(_timed(forward, args.repeats, device), 4)
+        row["fwd_s"] = round(median_ms(forward, args.repeats, 1, sync) / 1e3, 4)
     if "train" in args.modes:
         model.train()
-        row["fwd_bwd_s"] = round(_timed(train_step, args.repeats, device), 4)
+        row["fwd_bwd_s"] = round(median_ms(train_step, args.repeats, 1, sync) / 1e3, 4)
     if device.type == "cuda":
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
     else:
@@ -152,12 +134,10 @@ def bench_checkpoint() -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+",
-                   default=["heal_swin_tiny", "heal_swin_paper", "swin_unet_flat_paper"])
+    p.add_argument("--models", nargs="+", default=["heal_swin_tiny", "heal_swin_paper", "swin_unet_flat_paper"],
+                   help="model specs NAME[@HxW][:key=value,...]")
     p.add_argument("--nside", type=int, default=64)
     p.add_argument("--faces", default="0-7", help="HEALPix faces, e.g. 0-7 or all")
-    p.add_argument("--img-size", type=int, nargs=2, default=None,
-                   help="flat models: H W (default: the variant's)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
@@ -169,24 +149,17 @@ def main(argv=None):
     p.add_argument("--retain-memory", default="small", choices=["small", "all", "none"],
                    help="CPU: freed blocks malloc keeps for reuse, as the trainer's run.retain_memory "
                         "(default small: up to 32 MiB; none: glibc's default)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="model overrides, e.g. drop_rate=0.0 attn_drop_rate=0.0")
     p.add_argument("--tables", action="store_true", help="time the shift tables at nside 256, full sphere")
     p.add_argument("--checkpoint", action="store_true", help="size of heal_swin_paper's checkpoint file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.faces_text = args.faces
     args.faces = parse_base_pixels(args.faces)
-    args.overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            args.overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            args.overrides[key] = value
+    for spec in args.models:
+        parse_model_spec(spec)                # a bad spec fails here, before any subprocess
 
     if args.child:
-        args.model, args.dtype = args.child.split(":")
+        args.model, args.dtype = args.child.rsplit("/", 1)
         print(json.dumps(measure(args)), flush=True)
         return
     if args.tables:
@@ -199,16 +172,12 @@ def main(argv=None):
     base = [sys.executable, os.path.abspath(__file__), "--nside", str(args.nside), "--faces", args.faces_text,
             "--batch", str(args.batch), "--threads", str(args.threads), "--device", args.device,
             "--repeats", str(args.repeats), "--modes", *args.modes]
-    if args.img_size:
-        base += ["--img-size", *map(str, args.img_size)]
     if args.grad_checkpointing:
         base += ["--grad-checkpointing"]
     base += ["--retain-memory", args.retain_memory]
-    if args.set:
-        base += ["--set", *args.set]
     for name in args.models:
         for dtype in args.dtype:
-            out = subprocess.run(base + ["--child", f"{name}:{dtype}"], capture_output=True, text=True)
+            out = subprocess.run(base + ["--child", f"{name}/{dtype}"], capture_output=True, text=True)
             if out.returncode:
                 print(json.dumps(dict(model=name, dtype=dtype, error=out.stderr.strip().splitlines()[-1:])),
                       flush=True)

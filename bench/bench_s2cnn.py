@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _timing import median_ms
 
-from _timing import median_ms  # noqa: E402
-
-from heal_swin import harmonics, models  # noqa: E402
-from heal_swin.models.s2cnn import S2Conv, SO3Activation, SO3Conv, SO3ToS2Conv  # noqa: E402
+from heal_swin import harmonics, models
+from heal_swin.models.s2cnn import S2Conv, SO3Activation, SO3Conv, SO3ToS2Conv
 
 
 def _mib(tensors) -> float:

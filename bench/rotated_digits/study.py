@@ -16,9 +16,10 @@ the classes present. Then, as in Gerken & Kessel 2024, an ensemble of --ensemble
 mean for K = 1, 2, ..., as 1 − the mIoU between f(R·x) and R·f(x) over random rotations R of held-out spheres
 drawn turned (`heal_swin.tools.equivariance`); the same measure on the labels is the floor.
 
-Writes, beside the common report (results.md, curves.png): results.md's sections "mIoU against augmentation"
-and "Ensembles", ensembles.jsonl, miou_vs_augmentation.png and ensemble_equivariance.png. --full: nside 32,
-4× the spheres and steps (GPU-sized; add --device cuda).
+The common report (results.md: a row per model and augmentation level with its eval `upright` and eval
+`rotated` columns; curves.png) gets results.md's section "Ensembles", ensembles.jsonl,
+miou_vs_augmentation.png and ensemble_equivariance.png. --full: nside 32, 4× the spheres and steps
+(GPU-sized; add --device cuda).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from omegaconf import OmegaConf
 
 from heal_swin.study import Arm, Study, StudyError, parse_model_spec
@@ -88,107 +88,33 @@ def make(options) -> Study:
     overrides = ["data.nside=32", "data.digits.train=1600"] if options.full else []
 
     def report(out, rows):
-        ensembles = ensemble_rows(out, rows, options) if options.ensemble else []
-        write_digits_report(Path(out), rows, ensembles)
+        from heal_swin.engine import atomic_write_text
+        from heal_swin.study import plot_by_tag
+        from heal_swin.tools.equivariance import ensemble_errors, plot_ensemble_errors
+
+        plot_by_tag(rows, "augment", Path(out) / "miou_vs_augmentation.png", evaluation="rotated",
+                    xlabel="training augmentation (fraction of SO(3) rotation angles)", dashed=EQUIVARIANT,
+                    title="Rotated digits: equivariance vs augmentation")
+        curves = {}
+        for model in options.ensemble_models if options.ensemble else []:
+            members = sorted((r for r in rows if r["model"] == model and r["tags"]["augment"] == 1.0),
+                             key=lambda r: r["seed"])[:options.ensemble]
+            if members:
+                curves[model] = ensemble_errors([r["run_dir"] for r in members], "test", ENSEMBLE_SAMPLES,
+                                                options.ensemble_rotations, ENSEMBLE_SEED)
+        if not curves:
+            return
+        atomic_write_text(Path(out) / "ensembles.jsonl", "".join(json.dumps({"model": m, **e}) + "\n"
+                                                                 for m, es in curves.items() for e in es))
+        plot_ensemble_errors(curves, Path(out) / "ensemble_equivariance.png")
+        lines = ["", "## Ensembles", "", "Equivariance error: 1 − mIoU between f(R·x) and R·f(x) over random "
+                 f"rotations R of {ENSEMBLE_SAMPLES} held-out spheres (drawn turned; the prediction moved by the "
+                 "nearest pixel).", "", "| model | K | member k's equivariance error | ensemble (first K) "
+                 "equivariance error | member k's mIoU rotated | ensemble mIoU rotated | floor (labels drawn "
+                 "turned vs moved) |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {m} | {e['k']} | {e['member_error']:.4f} | {e['ensemble_error']:.4f} | "
+                  f"{e['member_miou_rotated']:.3f} | {e['ensemble_miou_rotated']:.3f} | {e['floor']:.4f} |"
+                  for m, es in curves.items() for e in es]
+        atomic_write_text(Path(out) / "results.md", (Path(out) / "results.md").read_text() + "\n".join(lines) + "\n")
 
     return Study("rotated_digits", "configs/digits_heal_swin.yaml", arms, overrides=overrides, report=report)
-
-
-def _miou(row: dict, name: str) -> float:
-    return row["evaluations"][name]["sphere"]["miou"]
-
-
-def ensemble_rows(out, rows: list, options) -> list:
-    """Equivariance error of each member and of the mean of the first K members (module docstring), for
-    each model of --ensemble-models with fully augmented members; written to OUT/ensembles.jsonl."""
-    from heal_swin.engine import atomic_write_text
-    from heal_swin.tools import equivariance as eq
-
-    result = []
-    for model in options.ensemble_models:
-        members = sorted((r for r in rows if r["model"] == model and r["tags"]["augment"] == 1.0),
-                         key=lambda r: r["seed"])[:options.ensemble]
-        if not members:
-            continue
-        runs, source = eq.load_runs([r["run_dir"] for r in members], "test", ENSEMBLE_SAMPLES)
-        rotations = [r for r in eq.rotations_for(source, "so3", options.ensemble_rotations, ENSEMBLE_SEED)
-                     if r[1] == "so3"]
-
-        def error(ms):
-            rs = eq.measure(ms, source, rotations, progress=False)["rows"]
-            return (float(np.mean([1 - r["miou_between"] for r in rs])), float(np.mean([r["task_miou"] for r in rs])),
-                    float(np.mean([1 - r["floor_miou"] for r in rs])))
-
-        for k in range(1, len(runs) + 1):
-            ens_err, ens_miou, floor = error(runs[:k])
-            mem_err, mem_miou, _ = error(runs[k - 1:k])
-            result.append(dict(model=model, k=k, ensemble_error=round(ens_err, 4), member_error=round(mem_err, 4),
-                               ensemble_miou_rotated=round(ens_miou, 4), member_miou_rotated=round(mem_miou, 4),
-                               floor=round(floor, 4)))
-    atomic_write_text(Path(out) / "ensembles.jsonl", "".join(json.dumps(e) + "\n" for e in result))
-    return result
-
-
-def write_digits_report(out: Path, rows: list, ensembles: list) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from heal_swin.engine import atomic_write_text
-
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["tags"]["augment"]), []).append(r)
-    lines = ["", "## mIoU against augmentation", "",
-             "Held-out test spheres, upright and fully rotated; mean ± std over seeds.", "",
-             "| model | parameters | steps, lr | train augmentation (fraction of SO(3)) | seeds | mIoU upright test | "
-             "mIoU rotated test | train time |", "|---|---|---|---|---|---|---|---|"]
-    for (model, aug), rs in sorted(groups.items()):
-        up, rot = np.array([_miou(r, "upright") for r in rs]), np.array([_miou(r, "rotated") for r in rs])
-        lr = next(o for o in rs[0]["arm"]["overrides"] if o.startswith("train.lr=")).split("=")[1]
-        lines.append(f"| {model} | {rs[0]['params']:,} | {rs[0]['steps']}, {lr} | {aug:g} | {len(rs)} | "
-                     f"{up.mean():.3f} ± {up.std():.3f} | {rot.mean():.3f} ± {rot.std():.3f} | "
-                     f"{np.mean([r['train_seconds'] for r in rs]):.0f} s |")
-    if ensembles:
-        lines += ["", "## Ensembles", "", "Equivariance error: 1 − mIoU between f(R·x) and R·f(x) over random rotations "
-                  f"R of {ENSEMBLE_SAMPLES} held-out spheres (drawn turned; the prediction moved by the nearest pixel).",
-                  "", "| model | K | member k's equivariance error | ensemble (first K) equivariance error | member k's "
-                  "mIoU rotated | ensemble mIoU rotated | floor (labels drawn turned vs moved) |",
-                  "|---|---|---|---|---|---|---|"]
-        for e in ensembles:
-            lines.append(f"| {e['model']} | {e['k']} | {e['member_error']:.4f} | {e['ensemble_error']:.4f} | "
-                         f"{e['member_miou_rotated']:.3f} | {e['ensemble_miou_rotated']:.3f} | {e['floor']:.4f} |")
-    atomic_write_text(out / "results.md", (out / "results.md").read_text() + "\n".join(lines) + "\n")
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for model in sorted({m for m, _ in groups}):
-        augs = sorted(a for m, a in groups if m == model)
-        vals = [[_miou(r, "rotated") for r in groups[(model, a)]] for a in augs]
-        ax.errorbar(augs, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o", capsize=3,
-                    label=model, linestyle="--" if model in EQUIVARIANT else "-")
-    ax.set_xlabel("training augmentation (fraction of SO(3) rotation angles)")
-    ax.set_ylabel("mIoU on fully rotated test spheres")
-    ax.set_title("Rotated digits: equivariance vs augmentation")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "miou_vs_augmentation.png", dpi=120)
-    plt.close(fig)
-    if not ensembles:
-        return
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for model in sorted({e["model"] for e in ensembles}):
-        es = [e for e in ensembles if e["model"] == model]
-        ax.plot([e["k"] for e in es], [e["ensemble_error"] for e in es], marker="o", label=f"{model}: ensemble mean")
-        ax.plot([e["k"] for e in es], [e["member_error"] for e in es], marker="x", linestyle=":",
-                label=f"{model}: member k")
-    ax.axhline(ensembles[0]["floor"], color="grey", linewidth=1, label="floor (labels moved, nearest pixel)")
-    ax.set_xlabel("ensemble size K")
-    ax.set_ylabel("equivariance error: 1 − mIoU(f(Rx), R f(x))")
-    ax.set_title("Emergent equivariance of ensembles (full SO(3) augmentation)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "ensemble_equivariance.png", dpi=120)
-    plt.close(fig)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..cameras import INCIDENCE_RINGS, ring_label
 
-__all__ = ["write_report", "merge", "METRICS", "headline_of", "curve", "group_labels"]
+__all__ = ["write_report", "merge", "METRICS", "headline_of", "curve", "group_labels", "plot_by_tag"]
 
 # task -> ((key, label) of the headline metric, (key, label) of the second one)
 METRICS = {"segmentation": (("miou", "mIoU ↑"), ("accuracy", "accuracy ↑")),
@@ -174,6 +174,37 @@ def _figure(groups: dict, path: Path) -> None:
     else:
         fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_by_tag(rows: list, tag: str, path, evaluation: str | None = None, title: str = "", xlabel: str = "",
+                dashed=()) -> None:
+    """A PNG of the headline metric (of the extra `evaluation`, else the final one) against the value of a
+    tag (e.g. the augmentation level), mean ± std over seeds, one line per arm label (`dashed`: labels
+    drawn dashed, e.g. the equivariant models)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    key, name = METRICS[rows[0]["task"]][0]
+    for label in sorted({r["group"] for r in rows}):
+        values: dict = {}
+        for r in rows:
+            if r["group"] == label and tag in r.get("tags", {}):
+                result = r["evaluations"][evaluation] if evaluation else r["result"]
+                values.setdefault(r["tags"][tag], []).append(headline_of(result, key))
+        xs = sorted(values)
+        ax.errorbar(xs, [np.mean(values[x]) for x in xs], yerr=[np.std(values[x]) for x in xs], marker="o",
+                    capsize=3, label=label, linestyle="--" if label in dashed else "-")
+    ax.set_xlabel(xlabel or tag)
+    ax.set_ylabel(f"{name} ({evaluation or 'final evaluation'})")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 

@@ -264,6 +264,54 @@ from ..equivariance import relative_error, so3_errors  # noqa: E402,F401  (moved
 # --------------------------------------------------------------------------- the report
 
 
+def ensemble_errors(run_dirs, split: str = "test", samples: int | None = 50, rotations: int = 4, seed: int = 11,
+                    device="cpu") -> list[dict]:
+    """Emergent equivariance of an ensemble (Gerken & Kessel 2024): for K = 1 … len(run_dirs), the
+    equivariance error 1 − mIoU(f(R·x), R·f(x)) of member K alone and of the mean of the first K members,
+    over `rotations` random rotations of SO(3) (turned samples drawn turned), their task mIoU on the turned
+    samples, and the floor (the same measure on the labels). Segmentation runs of one data source."""
+    members, source = load_runs(run_dirs, split, samples, device)
+    rots = [r for r in rotations_for(source, "so3", rotations, seed) if r[1] == "so3"]
+
+    def error(ms):
+        rows = measure(ms, source, rots, progress=False)["rows"]
+        return (float(np.mean([1 - r["miou_between"] for r in rows])), float(np.mean([r["task_miou"] for r in rows])),
+                float(np.mean([1 - r["floor_miou"] for r in rows])))
+
+    out = []
+    for k in range(1, len(members) + 1):
+        ens_err, ens_miou, floor = error(members[:k])
+        mem_err, mem_miou, _ = error(members[k - 1:k])
+        out.append(dict(k=k, ensemble_error=round(ens_err, 4), member_error=round(mem_err, 4),
+                        ensemble_miou_rotated=round(ens_miou, 4), member_miou_rotated=round(mem_miou, 4),
+                        floor=round(floor, 4)))
+    return out
+
+
+def plot_ensemble_errors(curves: dict, path) -> None:
+    """{label: `ensemble_errors` rows} -> a PNG: the ensemble's and member K's error against K, with the floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, rows in curves.items():
+        ks = [r["k"] for r in rows]
+        ax.plot(ks, [r["ensemble_error"] for r in rows], marker="o", label=f"{label}: ensemble mean")
+        ax.plot(ks, [r["member_error"] for r in rows], marker="x", linestyle=":", label=f"{label}: member k")
+    ax.axhline(next(iter(curves.values()))[0]["floor"], color="grey", linewidth=1,
+               label="floor (labels moved, nearest pixel)")
+    ax.set_xlabel("ensemble size K")
+    ax.set_ylabel("equivariance error: 1 − mIoU(f(Rx), R f(x))")
+    ax.set_title("Emergent equivariance of ensembles")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def markdown(result: dict) -> str:
     seg = result["task"] == "segmentation"
     k = len(result["runs"])
