@@ -115,3 +115,16 @@ def test_load_original_with_the_original_grid_shift():
         out = model(x)
     assert torch.isfinite(out).all() and out.shape == y.shape
     assert (out - y).abs().max() > 1e-3  # a different shift gives a different function
+
+
+def test_load_original_takes_base_pixels_and_the_originals_base_pix_still_works():
+    """One vocabulary (issue #25): base_pixels is the keyword; the original's `base_pix` still loads, warning."""
+    cfg, sd, _, _ = _golden(NAMES[0])
+    data = cfg["data"]
+    new = models.load_original(sd, cfg["model"], data["nside"], base_pixels=data["base_pix"],
+                               num_classes=data["f_out"])
+    with pytest.warns(DeprecationWarning, match=r"load_original\(base_pix=...\) is deprecated"):
+        old = models.load_original(sd, cfg["model"], data["nside"], base_pix=data["base_pix"], num_classes=data["f_out"])
+    assert new.base_pixels == old.base_pixels
+    with pytest.raises(TypeError, match="not both"):
+        models.load_original(sd, cfg["model"], data["nside"], base_pixels=8, base_pix=8, num_classes=data["f_out"])

@@ -97,12 +97,13 @@ def local_to_global(nside: int, base_pixels, local):
     return faces[local // (nside * nside)] * nside * nside + local % (nside * nside)
 
 
-def base_pixels_keyword(base_pixels, faces, where: str):
-    """The set of base pixels a caller gave: `base_pixels`, the one public name, or `faces`, the name some
-    functions had before (a DeprecationWarning that names `where`, the function). Both at once is an error."""
+def base_pixels_keyword(base_pixels, faces, where: str, old: str = "faces"):
+    """The set of base pixels a caller gave: `base_pixels`, the one public name, or `faces` given under the
+    keyword `old`, the name some functions had before (a DeprecationWarning that names `where`, the
+    function). Both at once is an error."""
     if faces is None:
         return base_pixels
     if base_pixels is not None:
-        raise TypeError(f"{where}: give base_pixels=... (faces=... is its deprecated name), not both")
-    warnings.warn(f"{where}(faces=...) is deprecated; use base_pixels=...", DeprecationWarning, stacklevel=3)
+        raise TypeError(f"{where}: give base_pixels=... ({old}=... is its deprecated name), not both")
+    warnings.warn(f"{where}({old}=...) is deprecated; use base_pixels=...", DeprecationWarning, stacklevel=3)
     return faces

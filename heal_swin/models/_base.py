@@ -116,13 +116,18 @@ class Backbone(nn.Module):
 
 class SphereBackbone(Backbone):
     """A backbone on HEALPix maps: x (B, in_chans, N), N = len(base_pixels)·nside², NESTED, faces
-    ascending -> (B, num_classes, N). `faces` holds the checked base_pixels as a tuple."""
+    ascending -> (B, num_classes, N). `base_pixels` holds the checked faces as a tuple (`faces` is the
+    same tuple under the name the families' internals use)."""
 
     def __init__(self, nside: int, base_pixels: Sequence[int] | str, in_chans: int, num_classes: int, *,
                  task: str = "segmentation", log_variance: bool = False):
         super().__init__(in_chans, num_classes, task=task, log_variance=log_variance)
         self.nside = check_nside(nside)
-        self.faces = check_base_pixels(base_pixels)
+        self.base_pixels = check_base_pixels(base_pixels)
+
+    @property
+    def faces(self) -> tuple[int, ...]:
+        return self.base_pixels
 
     def check_stages(self, widths: Sequence[int], depths: Sequence[int], *, name: str = "widths",
                      unit: str = "channel", patch_size: int = 1) -> tuple[tuple, tuple, list]:

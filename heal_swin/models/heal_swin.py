@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from ..grid import (SHIFT_STRATEGIES, check_permutation, check_window_size, format_base_pixels, grid_shift,
-                    invert_permutation, is_valid_window_size, nest_roll_shift, original_grid_shift,
+from ..grid import (SHIFT_STRATEGIES, base_pixels_keyword, check_permutation, check_window_size, format_base_pixels,
+                    grid_shift, invert_permutation, is_valid_window_size, nest_roll_shift, original_grid_shift,
                     polar_turn, ring_shift, symmetric_grid_shift, window_mask)
 from ..layers import (CheckpointList, DropPath, Dropout, Mlp, NestedPatchEmbed, NestedPatchExpand,
                       NestedPatchMerge, UNetStage, WindowAttention, init_swin_weights)
@@ -542,7 +542,8 @@ def _config_get(config, name):
     return getattr(config, name, _ORIGINAL_DEFAULTS.get(name))
 
 
-def load_original(state_dict_or_path, model_config, nside: int, base_pix, num_classes: int) -> HealSwinUNet:
+def load_original(state_dict_or_path, model_config, nside: int, base_pixels=None, num_classes: int | None = None, *,
+                  base_pix=None) -> HealSwinUNet:
     """Build the `HealSwinUNet` equivalent to an original HEAL-SWIN model and load its weights.
 
     state_dict_or_path: a state_dict, or a path to a `torch.save`d state_dict or Lightning
@@ -551,12 +552,17 @@ def load_original(state_dict_or_path, model_config, nside: int, base_pix, num_cl
         window_size, patch_size, shift_size, shift_strategy, rel_pos_bias, embed_dim, depths,
         num_heads, mlp_ratio, qkv_bias, qk_scale, use_cos_attn, use_v2_norm_placement, ape,
         drop_rate, attn_drop_rate, drop_path_rate; missing fields take the original's defaults.
-    nside, base_pix: the input grid (base_pix: the number of leading faces, or the faces).
+    nside, base_pixels: the input grid (base_pixels: the faces, or their number as the original's `base_pix`
+        config value: 8 = faces 0-7; `base_pix=` still works with a DeprecationWarning).
     The result reproduces the original's outputs (windows of consecutive tokens, −100 masks).
     """
     sd = _read_state_dict(state_dict_or_path)
     get = functools.partial(_config_get, model_config)
     strategy, shift = get("shift_strategy"), get("shift_size")
+    base_pix = base_pixels_keyword(base_pixels, base_pix, "load_original", old="base_pix")
+    if base_pix is None or num_classes is None:
+        raise TypeError("load_original needs base_pixels (the faces, or the original's base_pix count) and "
+                        "num_classes")
     faces = tuple(range(int(base_pix))) if isinstance(base_pix, (int, np.integer)) else base_pix
     out_w = sd.get("decoder.output.weight")
     if out_w is not None and out_w.shape[0] != num_classes:
