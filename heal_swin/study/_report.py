@@ -1,6 +1,6 @@
 """The common report of a study: a table (mean ± std over seeds per group, the second metric, the
 fisheye metric per ring of incidence angle, the extra evaluations), IoU per class, and a figure of the
-learning curves (and the per-ring bars where there are rings). `merge` reports several study folders as one.
+learning curves (and the per-ring bars where there are rings).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from ..cameras import INCIDENCE_RINGS, ring_label
 
-__all__ = ["write_report", "merge", "METRICS", "headline_of", "curve", "group_labels", "plot_by_tag"]
+__all__ = ["write_report", "METRICS", "headline_of", "curve", "group_labels", "plot_by_tag"]
 
 # task -> ((key, label) of the headline metric, (key, label) of the second one)
 METRICS = {"segmentation": (("miou", "mIoU ↑"), ("accuracy", "accuracy ↑")),
@@ -222,14 +222,3 @@ def write_report(out, rows: list) -> str:
     atomic_write_text(out / "results.md", text)
     _figure(groups, out / "curves.png")
     return text
-
-
-def merge(folders, out) -> list:
-    """One report in `out` of every finished run in several study folders (e.g. the arms of a sweep run
-    into their own folders); groups are named by the settings they do not share. Returns the rows."""
-    from ._runner import read_rows
-
-    rows = [r for folder in folders for r in read_rows(Path(folder))]
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_report(out, rows)
-    return rows

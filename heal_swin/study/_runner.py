@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from ._arms import Arm, StudyError
+from ._report import write_report
 
-__all__ = ["Study", "run_study", "read_rows", "collect_rows", "STUDY_FILE", "RESULTS"]
+__all__ = ["Study", "run_study", "read_rows", "collect_rows", "merge", "STUDY_FILE", "RESULTS"]
 
 STUDY_FILE = "study.json"
 RESULTS = "results.jsonl"
@@ -216,9 +217,16 @@ def run_study(study: Study, out, workers: int = 1, threads: int | None = None, d
             and r.get("study_overrides") == shared]
     _write_results(out, collect_rows(out))
     if report:
-        from ._report import write_report
-
         write_report(out, rows)
         if study.report is not None:
             study.report(out, rows)
+    return rows
+
+
+def merge(folders, out) -> list:
+    """One report in `out` of every finished run in several study folders (e.g. the arms of a sweep run
+    into their own folders); groups are named by the settings they do not share. Returns the rows."""
+    rows = [r for folder in folders for r in read_rows(Path(folder))]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_report(out, rows)
     return rows
