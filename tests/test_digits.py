@@ -2,12 +2,15 @@
 source image, rotations from the restricted Haar measure, partial face sets."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from heal_swin.data import digits
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_deterministic_per_seed_and_different_across_seeds():
@@ -154,18 +157,27 @@ def test_a_digits_run_trains_through_the_engine_with_every_family(tmp_path):
     assert resumed["step"] == 3
 
 
-def test_the_onecycle_schedule_has_torchs_shape():
-    from heal_swin.engine.builders import lr_factor
+def test_the_onecycle_schedule_is_torchs():
+    """Learning rate and Adam's first beta step for step as torch's OneCycleLR (the former digits runner's)."""
+    from heal_swin.engine import load_config
+    from heal_swin.engine.builders import build_optimizer, lr_factor
 
     f = lr_factor("onecycle", 100)
     assert f(0) == pytest.approx(1 / 25) and f(10) == pytest.approx(1.0)       # a cosine rise over 10 % of the steps
-    assert f(100) == pytest.approx(1 / 25e4) and f(55) == pytest.approx((1 + 1 / 25e4) / 2, rel=1e-3)
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    assert f(100) == pytest.approx(1 / 25e4)
+    cfg = load_config(ROOT / "configs" / "digits_gauge_cnn.yaml", ["train.max_steps=100", "train.lr=0.01"])
+    model = torch.nn.Linear(2, 2)
+    opt, sched = build_optimizer(cfg, model, 100)
+    ref_model = torch.nn.Linear(2, 2)
+    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=0.01, weight_decay=1e-4)
     # torch peaks at step pct_start·total_steps − 1 and ends at total_steps − 1: 10 and 100 here, as ours
-    ref = torch.optim.lr_scheduler.OneCycleLR(opt, 1.0, total_steps=101, pct_start=11 / 101, anneal_strategy="cos")
-    lrs = []
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, 0.01, total_steps=101, pct_start=11 / 101)
+    ours, theirs = [], []
     for _ in range(100):
-        lrs.append(opt.param_groups[0]["lr"])
+        ours.append((opt.param_groups[0]["lr"], opt.param_groups[0]["betas"][0]))
+        theirs.append((ref_opt.param_groups[0]["lr"], ref_opt.param_groups[0]["betas"][0]))
         opt.step()
+        sched.step()
+        ref_opt.step()
         ref.step()
-    np.testing.assert_allclose([f(s) for s in range(100)], lrs, rtol=1e-9)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9)

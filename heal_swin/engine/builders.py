@@ -114,7 +114,8 @@ def build_loss(cfg: DictConfig, num_classes: int, class_counts: torch.Tensor | N
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module, total_steps: int):
-    """(optimizer, LambdaLR scheduler) of train.optimizer / train.schedule over `total_steps`."""
+    """(optimizer, scheduler) of train.optimizer / train.schedule over `total_steps`: a LambdaLR of
+    `lr_factor`, and for onecycle also the cycled first beta (`OneCycleMomentum`)."""
     t = cfg.train
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -128,7 +129,38 @@ def build_optimizer(cfg: DictConfig, model: nn.Module, total_steps: int):
     else:  # the original paper's recipe: Adam without weight decay
         opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=tuple(t.betas))
     factor = lr_factor(t.schedule, total_steps, t.warmup_steps)
+    if t.schedule == "onecycle":
+        return opt, OneCycleMomentum(opt, factor, total_steps, t.warmup_steps)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class OneCycleMomentum(torch.optim.lr_scheduler.LambdaLR):
+    """torch's OneCycleLR recipe on a LambdaLR: the learning rate of `lr_factor("onecycle", ...)` and the
+    momentum (Adam's first beta) cycled the other way, from `max_momentum` down to `base_momentum` while the
+    rate rises, and back while it falls. Unlike OneCycleLR, a resumed run may train longer (the schedule is
+    recomputed from the config's step count, as LambdaLR's are)."""
+
+    def __init__(self, optimizer, factor, total_steps: int, warmup_steps: int = 0, base_momentum: float = 0.85,
+                 max_momentum: float = 0.95):
+        self.rise = warmup_steps or max(1, round(0.1 * total_steps))
+        self.total_steps, self.base_momentum, self.max_momentum = total_steps, base_momentum, max_momentum
+        super().__init__(optimizer, factor)
+
+    def momentum(self, step: int) -> float:
+        if step < self.rise:
+            phase = (1 - math.cos(math.pi * step / self.rise)) / 2
+        else:
+            phase = (1 + math.cos(math.pi * min(1.0, (step - self.rise) / max(1, self.total_steps - self.rise)))) / 2
+        return self.max_momentum - (self.max_momentum - self.base_momentum) * phase
+
+    def step(self, epoch=None):
+        super().step(epoch)
+        m = self.momentum(self.last_epoch)
+        for group in self.optimizer.param_groups:
+            if "betas" in group:
+                group["betas"] = (m, *group["betas"][1:])
+            elif "momentum" in group:
+                group["momentum"] = m
 
 
 def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0):
