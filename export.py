@@ -17,6 +17,10 @@ import json
 import sys
 
 
+# the oldest opset torch's (dynamo) exporter writes; it raises an older request to this one silently
+MIN_OPSET = 18
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Export a trained heal_swin run to ONNX and check it.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -38,8 +42,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.with_projection != (args.calibration is not None):
         parser.error("--with-projection and --calibration go together")
-    if args.batch != "dynamic" and not args.batch.isdigit():
+    if args.batch != "dynamic" and not (args.batch.isdigit() and int(args.batch) >= 1):
         parser.error(f"--batch {args.batch!r} must be 'dynamic' or a positive integer")
+    import onnx
+
+    top = onnx.defs.onnx_opset_version()
+    if args.opset is not None and not MIN_OPSET <= args.opset <= top:
+        parser.error(f"--opset {args.opset} must be in [{MIN_OPSET}, {top}]: torch's exporter writes opset "
+                     f"{MIN_OPSET} or newer (an older one would silently become {MIN_OPSET}), and the installed "
+                     f"onnx knows opsets up to {top}")
 
     from heal_swin.data import DatasetError
     from heal_swin.engine import CheckpointError, ConfigError

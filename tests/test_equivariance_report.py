@@ -192,3 +192,25 @@ def test_equirectangular_adapter_moves_pixels_both_ways():
     # faces the map lacks read zero
     half = models.EquirectangularAdapter(torch.nn.Identity(), 16, range(8), shape=(32, 64))
     assert (half.image(torch.ones(1, 1, 8 * 256))[0, 0, -1] == 0).all()     # the south pole row: faces 8-11
+
+
+def test_bad_samples_missing_and_damaged_weights_are_refused_with_the_file(tmp_path, capsys):
+    """Issue #31, item 8: --samples 0 or -2 is refused before any work (it wrote an all-NaN report, or
+    became 50); a missing best file says it uses last; no weights or a truncated file is one line naming the
+    file and a fix the tool offers (--weights), exit 2."""
+    run = _digits_run(tmp_path / "a", "gauge_cnn_tiny")
+    for bad in ("0", "-2"):
+        assert eq.main([str(run), "--samples", bad, "--out", str(tmp_path / "o")]) == 2
+        assert f"--samples {bad} must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    (run / "weights" / "best.safetensors").unlink()
+    assert eq.main([str(run), "--samples", "1", "--rotations", "0", "--out", str(tmp_path / "o")]) == 0
+    assert "no weights/best.safetensors, using weights/last.safetensors" in capsys.readouterr().err
+    last = run / "weights" / "last.safetensors"
+    last.write_bytes(last.read_bytes()[:100])
+    assert eq.main([str(run), "--samples", "1", "--weights", "last"]) == 2
+    err = capsys.readouterr().err
+    assert "last.safetensors" in err and "Traceback" not in err
+    last.unlink()
+    assert eq.main([str(run), "--samples", "1"]) == 2
+    assert "neither best.safetensors nor last.safetensors" in capsys.readouterr().err

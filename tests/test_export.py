@@ -178,3 +178,19 @@ def test_export_cli_and_inference_cli(run, tmp_path):
         a, b = np.load(out / f"{stem}.npy"), np.load(out2 / f"{stem}.npy")
         assert (a == b).mean() > 0.999
     assert infer.main(["--model", str(sphere), "--images", str(data / "rgb_images"), "--out", str(out2)]) == 2
+
+
+def test_export_and_infer_refuse_bad_batch_and_opset_before_any_work(tmp_path):
+    """Issue #31, item 12: export.py --batch 0 left a broken ONNX file and exit 1 ("parity failed"), --opset 5
+    silently became 18, heal-swin-infer --batch 0 blamed every image: each is refused up front, exit 2."""
+    out = tmp_path / "m.onnx"
+    for flags, message in [(["--batch", "0"], "--batch '0' must be 'dynamic' or a positive integer"),
+                           (["--opset", "5"], "--opset 5 must be in [18, "),
+                           (["--opset", "999"], "--opset 999 must be in [18, ")]:
+        bad = subprocess.run([sys.executable, str(ROOT / "export.py"), "--run", str(tmp_path / "no_run"), "--out",
+                              str(out), *flags], capture_output=True, text=True)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        infer.main(["--model", str(out), "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--batch", "0"])
+    assert exit_info.value.code == 2 and not (tmp_path / "o").exists()

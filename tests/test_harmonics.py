@@ -362,3 +362,13 @@ def test_rotate_alm_torch_composition_and_inverse():
     assert torch.allclose((w * r * r).sum((-2, -1)), (w * a * a).sum((-2, -1)))   # sum over all m of |a_lm|^2
     r.sum().backward()
     assert a.grad is not None and torch.isfinite(a.grad).all()
+
+
+def test_analysis_refuses_degrees_the_grid_cannot_resolve():
+    """Issue #31, item 2: RealSHT above lmax = 3·nside − 1 returned garbage (round trip 0.19 at nside 4, lmax 12;
+    ~1e4 with 10 iterations); it is refused, naming the rule. Synthesis of any band limit stays allowed."""
+    with pytest.raises(ValueError, match=r"lmax=12 must be <= 3·nside − 1 = 11 at nside 4"):
+        harmonics.RealSHT(4, 12, iterations=10)
+    harmonics.RealSHT(4, 11)                                  # the largest it resolves
+    x = harmonics.InverseRealSHT(4, 12).double()(torch.zeros(1, harmonics.alm_size(12), 2, dtype=torch.float64))
+    assert x.shape == (1, 12 * 16)

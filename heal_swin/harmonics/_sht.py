@@ -224,6 +224,10 @@ class RealSHT(_Transform):
     """
 
     def __init__(self, nside: int, lmax: int, base_pixels=range(12), iterations: int = 0):
+        if isinstance(lmax, int) and isinstance(nside, int) and lmax > 3 * nside - 1:
+            raise ValueError(f"RealSHT: lmax={lmax} must be <= 3·nside − 1 = {3 * nside - 1} at nside {nside}: the "
+                             "grid cannot resolve higher degrees (the analysis returns garbage and its iterations "
+                             "diverge); use a finer nside or a smaller lmax (synthesis, InverseRealSHT, takes any lmax)")
         super().__init__(nside, lmax, base_pixels)
         if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
             raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
@@ -254,7 +258,9 @@ class InverseRealSHT(_Transform):
     (see RealSHT), i.e. f = sum_{m >= 0} w_m Re(e^{i m phi} sum_l a_lm lambda_lm(theta)), w_0 = 1, w_m = 2;
     the imaginary part of a_l0 is ignored. Equals healpy.alm2map(alm, nside, lmax) restricted to the faces
     `base_pixels` and reordered to NESTED. It is the transpose of RealSHT's first step (up to 4 pi / Npix
-    and the weights w_m), built from the same tables.
+    and the weights w_m), built from the same tables. Synthesis is the exact evaluation of a band-limited
+    function at the pixel centres, so any lmax is meaningful here (above 3·nside − 1 the grid samples it
+    too coarsely to analyse it back: RealSHT refuses such an lmax).
     """
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:

@@ -129,10 +129,24 @@ class _RunSource:
         return np.array([0.0, 0.0, 1.0])
 
 
-def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=torch.float32):
+def _weights_of(run_dir: Path, wanted: str = "best") -> str:
+    """`wanted` ("best" or "last"), or "last" (said on stderr) where a run has no best weights;
+    EquivarianceError where the run has neither."""
+    folder = run_dir / "weights"
+    if (folder / f"{wanted}.safetensors").is_file():
+        return wanted
+    if (folder / "last.safetensors").is_file():
+        print(f"{PROG}: {run_dir}: no weights/{wanted}.safetensors, using weights/last.safetensors", file=sys.stderr)
+        return "last"
+    raise EquivarianceError(f"{folder}: neither best.safetensors nor last.safetensors; the run has no trained weights "
+                            "(resume it with train.py ... train.resume=true, or train it anew)")
+
+
+def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=torch.float32, weights: str = "best"):
     """(members, source) for one run or an ensemble of runs of the same data and task: every run is a
     `train.py` run directory (config.yaml + weights/), of any data source."""
-    from ..engine import load_model, load_run_config
+    from ..data import DatasetError
+    from ..engine import CheckpointError, ConfigError, load_model, load_run_config
 
     members, source, first = [], None, None
     for run_dir in map(Path, run_dirs):
@@ -149,8 +163,15 @@ def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=tor
             signature.update({f"data.digits.{k}": str(cfg.data.digits[k])
                               for k in ("test", "digits", "half_width", "threshold", "seed")})
         if source is None:
-            source = _RunSource(cfg, split, run_dir)
-        model = load_model(run_dir, device=device).to(dtype)
+            try:
+                source = _RunSource(cfg, split, run_dir)
+            except (DatasetError, ConfigError, ValueError) as err:
+                raise EquivarianceError(f"{run_dir}: split {split!r}: {err}") from None
+        chosen = _weights_of(run_dir, weights)
+        try:
+            model = load_model(run_dir, weights=chosen, device=device).to(dtype)
+        except CheckpointError as err:
+            raise EquivarianceError(str(err)) from None
         members.append(Member(run_dir, model, cfg.loss.depth_target if cfg.task == "depth" else None))
         if first is None:
             first = (run_dir, signature)
@@ -382,7 +403,8 @@ def plot(result: dict, path) -> None:
 
 
 def report(run_dirs, split: str = "val", rotations: int = 8, kind: str = "auto", samples: int | None = None,
-           out=None, device: str = "cpu", double: bool = False, seed: int = 0, progress: bool = True) -> dict:
+           out=None, device: str = "cpu", double: bool = False, seed: int = 0, progress: bool = True,
+           weights: str = "best") -> dict:
     """Measure and write the report (module docstring); returns the result dict."""
     from .. import grid
     from ..engine import atomic_write_text
@@ -393,8 +415,12 @@ def report(run_dirs, split: str = "val", rotations: int = 8, kind: str = "auto",
         raise EquivarianceError(f"--rotations {rotations} must be >= 0")
     if split not in ("train", "val", "test"):
         raise EquivarianceError(f"--split {split!r} must be train, val or test")
+    if samples is not None and (isinstance(samples, bool) or samples < 1):
+        raise EquivarianceError(f"--samples {samples} must be >= 1 (or left out: the whole split)")
     dtype = torch.float64 if double else torch.float32
-    members, source = load_runs(run_dirs, split, samples, device, dtype)
+    if weights not in ("best", "last"):
+        raise EquivarianceError(f"--weights {weights!r} must be best or last")
+    members, source = load_runs(run_dirs, split, samples, device, dtype, weights)
     kind = source.default_kind if kind == "auto" else kind
     rots = rotations_for(source, kind, rotations, seed)
     result = measure(members, source, rots, dtype, progress)
@@ -423,10 +449,12 @@ def main(argv=None) -> int:
     p.add_argument("--double", action="store_true", help="run the models in float64 (separates the model's "
                    "symmetry from float32 rounding)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random SO(3) rotations")
+    p.add_argument("--weights", default="best", choices=["best", "last"],
+                   help="which weights of each run (best falls back to last, saying so, where a run has none)")
     args = p.parse_args(argv)
     try:
         result = report(args.runs, args.split, args.rotations, args.kind, args.samples, args.out, args.device,
-                        args.double, args.seed, progress=sys.stderr.isatty())
+                        args.double, args.seed, progress=sys.stderr.isatty(), weights=args.weights)
     except EquivarianceError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2

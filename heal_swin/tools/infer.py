@@ -253,7 +253,10 @@ def main(argv=None) -> int:
     from ..data.woodscape import DatasetError, read_image
     from ..export import OnnxPredictor, ProviderError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"--batch {args.batch} must be a positive integer (images per onnxruntime call)")
     failed: list[tuple[Path, str]] = []
     try:
         if not args.model.is_file():
