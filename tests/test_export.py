@@ -194,3 +194,19 @@ def test_export_and_infer_refuse_bad_batch_and_opset_before_any_work(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         infer.main(["--model", str(out), "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--batch", "0"])
     assert exit_info.value.code == 2 and not (tmp_path / "o").exists()
+
+
+def test_a_segmentation_run_exports_without_its_data(run, tmp_path):
+    """Issue #31, item 11: a run without data.class_names needed its data tree for the number of classes; the
+    weights give it, and the parity check falls back to random inputs, saying so."""
+    import shutil
+
+    run_dir, _ = run
+    moved = tmp_path / "run"
+    shutil.copytree(run_dir, moved)
+    config = (moved / "config.yaml").read_text()
+    assert "class_names: null" in config
+    (moved / "config.yaml").write_text(config.replace(f"root: {run[1]}", f"root: {tmp_path / 'elsewhere'}"))
+    report = export_run(moved, tmp_path / "m.onnx")
+    assert report.passed and any("random inputs" in n for n in report.notes), str(report)
+    assert read_metadata(tmp_path / "m.onnx")["class_names"][1] == "road"

@@ -201,13 +201,31 @@ def load_model(run_dir, weights: str = "best", device="cpu"):
         from ..data.digits import NUM_CLASSES
 
         num_out = NUM_CLASSES
-    if num_out is None:
-        from ..data import WoodScapeTree
-
-        num_out = len(WoodScapeTree(cfg.data.root).class_names) if cfg.task == "segmentation" else 1
+    if num_out is None and cfg.task == "segmentation":
+        num_out = _head_outputs(path)            # the weights know it: no data needed (export, other machines)
     model = build_model(cfg, num_out if cfg.task == "segmentation" else 1)
     load_weights(model, path)
     return model.to(device).eval()
+
+
+def _head_outputs(path: Path) -> int:
+    """The number of output channels of a weights file: the rows of its task head's last projection
+    (`head.proj.weight`, under an adapter's prefix too), read from the file's header."""
+    from safetensors import safe_open
+
+    from .checkpoint import CheckpointError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = [k for k in f.keys() if k == "head.proj.weight" or k.endswith(".head.proj.weight")]
+            if keys:
+                return int(f.get_slice(keys[0]).get_shape()[0])
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: cannot read the weights file ({err})") from None
+    raise CheckpointError(f"{path}: no head.proj.weight in the weights: set data.class_names in the run's "
+                          "config.yaml to give the number of classes")
 
 
 def markdown_table(result: dict, task: str) -> str:
