@@ -3,19 +3,14 @@ swin_unet_flat_tiny, 64×96; seed 0; 24 frames; --steps, default 150); its repor
     heal-swin-study bench/learning/error_maps.py --out runs/error_maps [--steps 150] [--workers 2]
                     [--set data.root=runs/learning/data]             # default data: OUT/data, generated
 Runs trained already: python -m heal_swin.tools.diagnosis errors --sphere RUN --flat RUN"""
-from heal_swin.data.synthetic import ensure_synthetic
-from heal_swin.study import Arm, Study
+from heal_swin.study import Arm, Study, synthetic_tree
 from heal_swin.tools.diagnosis import error_maps
 
 MODELS = ("heal_swin_tiny", "swin_unet_flat_tiny@64x96")
 
 
 def make(options) -> Study:
-    def prepare(out):
-        if any(item.startswith("data.root=") for item in options.set or []):
-            return []                                     # the caller's data tree
-        ensure_synthetic(out / "data", frames=24, seed=0, size=(640, 483))
-        return [f"data.root={out / 'data'}"]
+    prepare = synthetic_tree(24, overrides=options.set)
 
     def report(out, rows):
         runs = {row["model"]: row["run_dir"] for row in rows}

@@ -16,9 +16,7 @@ pixels as the sphere models see: matched token counts); NAME@HxW sets another fl
 paper's setting for a GPU (nside 256, a 512 x 1024 flat image, 1280 x 966 frames, 200 frames, 20k steps).
 """
 
-from pathlib import Path
-
-from heal_swin.study import Arm, Study, parse_model_spec
+from heal_swin.study import Arm, Study, StudyError, parse_model_spec, synthetic_tree
 
 MODELS = ("heal_swin_tiny", "swin_unet_flat_tiny", "gauge_cnn_tiny", "s2cnn_tiny")
 FULL = dict(nside=256, flat_size=(512, 1024), size=(1280, 966), frames=200, steps=20000)
@@ -49,23 +47,14 @@ def make(options) -> Study:
     frames = options.frames or (FULL["frames"] if options.full else 24)
     evals = options.evals
     if evals < 1 or frames < 1:
-        from heal_swin.study import StudyError
-
         raise StudyError(f"--evals {evals} and --frames {frames} must be >= 1")
     arms = [Arm(model, task, [*_grid(model, options.full), *(DEPTH if task == "depth" else [])], seed)
             for task in options.tasks or ("segmentation", "depth")
             for model in options.models or MODELS
             for seed in range(options.seeds or 3)]
 
-    def prepare(out):
-        from heal_swin.data.synthetic import ensure_synthetic
-
-        if any(item.startswith("data.root=") for item in options.set or []):
-            return []                                     # the caller's data tree
-        data = Path(options.data) if options.data else out / "data"
-        ensure_synthetic(data, frames=frames, seed=0, size=FULL["size"] if options.full else (640, 483))
-        return [f"data.root={data}"]
-
+    prepare = synthetic_tree(frames, size=FULL["size"] if options.full else (640, 483), root=options.data,
+                             overrides=options.set)
     return Study("learning", "configs/demo.yaml", arms, prepare=prepare,
                  overrides=["data.generate=false", f"train.max_steps={steps}", f"train.eval_every={max(1, steps // evals)}",
                             "data.split_fractions=[0.75,0.25,0.0]", *(["run.device=cuda"] if options.full else [])])

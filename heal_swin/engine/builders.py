@@ -128,10 +128,19 @@ def build_optimizer(cfg: DictConfig, model: nn.Module, total_steps: int):
         opt = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
     else:  # the original paper's recipe: Adam without weight decay
         opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=tuple(t.betas))
-    factor = lr_factor(t.schedule, total_steps, t.warmup_steps)
     if t.schedule == "onecycle":
-        return opt, OneCycleMomentum(opt, factor, total_steps, t.warmup_steps)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt, OneCycleMomentum(opt, total_steps, t.warmup_steps)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(t.schedule, total_steps, t.warmup_steps))
+
+
+def _onecycle(step: int, total_steps: int, warmup_steps: int = 0) -> tuple[float, bool]:
+    """(phase, rising) of the one-cycle schedule at `step`: phase rises from 0 to 1 by a half cosine over
+    the rise (`warmup_steps`, 10 % of the steps when 0), then falls back to 0 by the end."""
+    rise = warmup_steps or max(1, round(0.1 * total_steps))
+    if step < rise:
+        return (1 - math.cos(math.pi * step / rise)) / 2, True
+    progress = min(1.0, (step - rise) / max(1, total_steps - rise))
+    return (1 + math.cos(math.pi * progress)) / 2, False
 
 
 class OneCycleMomentum(torch.optim.lr_scheduler.LambdaLR):
@@ -140,17 +149,14 @@ class OneCycleMomentum(torch.optim.lr_scheduler.LambdaLR):
     rate rises, and back while it falls. Unlike OneCycleLR, a resumed run may train longer (the schedule is
     recomputed from the config's step count, as LambdaLR's are)."""
 
-    def __init__(self, optimizer, factor, total_steps: int, warmup_steps: int = 0, base_momentum: float = 0.85,
+    def __init__(self, optimizer, total_steps: int, warmup_steps: int = 0, base_momentum: float = 0.85,
                  max_momentum: float = 0.95):
-        self.rise = warmup_steps or max(1, round(0.1 * total_steps))
-        self.total_steps, self.base_momentum, self.max_momentum = total_steps, base_momentum, max_momentum
-        super().__init__(optimizer, factor)
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.base_momentum, self.max_momentum = base_momentum, max_momentum
+        super().__init__(optimizer, lr_factor("onecycle", total_steps, warmup_steps))
 
     def momentum(self, step: int) -> float:
-        if step < self.rise:
-            phase = (1 - math.cos(math.pi * step / self.rise)) / 2
-        else:
-            phase = (1 + math.cos(math.pi * min(1.0, (step - self.rise) / max(1, self.total_steps - self.rise)))) / 2
+        phase, _ = _onecycle(step, self.total_steps, self.warmup_steps)
         return self.max_momentum - (self.max_momentum - self.base_momentum) * phase
 
     def step(self, epoch=None):
@@ -168,14 +174,10 @@ def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0):
     `warmup_steps`, then a cosine to 0 or constant; onecycle: torch's OneCycleLR shape (cosine rise from
     lr/25 over `warmup_steps`, 10 % of the steps when 0, then a cosine fall to lr/25e4)."""
     if schedule == "onecycle":
-        rise = warmup_steps or max(1, round(0.1 * total_steps))
-        start, end = 1 / 25, 1 / 25e4
-
         def onecycle(step: int) -> float:
-            if step < rise:
-                return start + (1 - start) * (1 - math.cos(math.pi * step / rise)) / 2
-            progress = min(1.0, (step - rise) / max(1, total_steps - rise))
-            return end + (1 - end) * (1 + math.cos(math.pi * progress)) / 2
+            phase, rising = _onecycle(step, total_steps, warmup_steps)
+            low = 1 / 25 if rising else 1 / 25e4          # OneCycleLR's div_factor and final_div_factor
+            return low + (1 - low) * phase
         return onecycle
 
     def warm_then(step: int) -> float:

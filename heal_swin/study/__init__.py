@@ -13,8 +13,9 @@ covers them all.
 """
 
 from ._arms import Arm, ModelSpec, StudyError, parse_model_spec
-from ._report import METRICS, curve, group_labels, headline_of, plot_by_tag, write_report
-from ._runner import RESULTS, STUDY_FILE, Study, collect_rows, merge, read_rows, run_study
+from ._report import METRICS, curve, group_labels, plot_by_tag, write_report
+from ._runner import RESULTS, STUDY_FILE, Study, collect_rows, merge, read_rows, run_study, synthetic_tree
 
 __all__ = ["Arm", "METRICS", "ModelSpec", "RESULTS", "STUDY_FILE", "Study", "StudyError", "collect_rows", "curve",
-           "group_labels", "headline_of", "merge", "parse_model_spec", "plot_by_tag", "read_rows", "run_study", "write_report"]
+           "group_labels", "merge", "parse_model_spec", "plot_by_tag", "read_rows", "run_study", "synthetic_tree",
+           "write_report"]

@@ -11,22 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from ..cameras import INCIDENCE_RINGS, ring_label
+from ..engine import headline
 
-__all__ = ["write_report", "METRICS", "headline_of", "curve", "group_labels", "plot_by_tag"]
+__all__ = ["write_report", "METRICS", "curve", "group_labels", "plot_by_tag"]
 
 # task -> ((key, label) of the headline metric, (key, label) of the second one)
 METRICS = {"segmentation": (("miou", "mIoU ↑"), ("accuracy", "accuracy ↑")),
            "depth": (("abs_rel", "AbsRel ↓"), ("d1", "δ<1.25 ↑"))}
 # overrides that say where or how a run executes, not what it computes: never part of a group's name
 _PLUMBING = ("run.", "data.root", "data.generate", "data.num_workers", "train.resume")
-
-
-def headline_of(result: dict, key: str) -> float | None:
-    """A result's figure: in the fisheye when it was scored there, else on the sphere or flat grid."""
-    for where in ("fisheye", "sphere", "flat"):
-        if where in result and key in result[where]:
-            return result[where][key]
-    return None
 
 
 def curve(run_dir, key: str) -> tuple[list, list]:
@@ -38,7 +31,7 @@ def curve(run_dir, key: str) -> tuple[list, list]:
             row = json.loads(line)
         except ValueError:
             continue
-        value = headline_of(row.get("eval", {}), key) if "eval" in row else None
+        value = headline(row.get("eval", {}), key) if "eval" in row else None
         if value is not None:
             steps.append(row["step"])
             values.append(value)
@@ -87,16 +80,16 @@ def _table(groups: dict) -> list[str]:
         (key, name), (key2, name2) = METRICS[task]
         cells = [task, label, rs[0]["grid"], f"{rs[0]['params']:,}", str(len(rs)),
                  str(sorted({r["steps"] for r in rs})[0]),
-                 f"{name[:-2]} {_mean_std(headline_of(r['result'], key) for r in rs)}",
-                 f"{name2[:-2]} {_mean_std(headline_of(r['result'], key2) for r in rs)}"]
+                 f"{name[:-2]} {_mean_std(headline(r['result'], key) for r in rs)}",
+                 f"{name2[:-2]} {_mean_std(headline(r['result'], key2) for r in rs)}"]
         cells += [_mean_std(r["result"].get("fisheye_rings", {}).get(k, {}).get(key) for r in rs) for k in rings]
-        cells += [_mean_std(headline_of(r.get("evaluations", {}).get(e, {}), key) for r in rs) for e in evals]
+        cells += [_mean_std(headline(r.get("evaluations", {}).get(e, {}), key) for r in rs) for e in evals]
         cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f} s")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "std: over seeds (population). Metric: in the fisheye image where the run was scored there, else "
               "on the sphere (or the flat grid). Rings: incidence angle θ of the fisheye pixel from the optical axis."]
     seg = {label: rs for (task, label), rs in sorted(groups.items()) if task == "segmentation"}
-    iou = {label: [_iou(r["result"]) for r in rs] for label, rs in seg.items()}
+    iou = {label: [headline(r["result"], "iou") for r in rs] for label, rs in seg.items()}
     iou = {label: v for label, v in iou.items() if all(v)}
     if iou:                                   # which classes each model has learned at all
         classes = list(next(iter(iou.values()))[0])
@@ -106,13 +99,6 @@ def _table(groups: dict) -> list[str]:
             cells = [[v for d in per_run if (v := d.get(c)) is not None] for c in classes]
             lines.append(f"| {label} | " + " | ".join(f"{np.mean(v):.3f}" if v else "–" for v in cells) + " |")
     return lines
-
-
-def _iou(result: dict) -> dict | None:
-    for where in ("fisheye", "sphere", "flat"):
-        if where in result and "iou" in result[where]:
-            return result[where]["iou"]
-    return None
 
 
 def _figure(groups: dict, path: Path) -> None:
@@ -194,7 +180,7 @@ def plot_by_tag(rows: list, tag: str, path, evaluation: str | None = None, title
         for r in rows:
             if r["group"] == label and tag in r.get("tags", {}):
                 result = r["evaluations"][evaluation] if evaluation else r["result"]
-                values.setdefault(r["tags"][tag], []).append(headline_of(result, key))
+                values.setdefault(r["tags"][tag], []).append(headline(result, key))
         xs = sorted(values)
         ax.errorbar(xs, [np.mean(values[x]) for x in xs], yerr=[np.std(values[x]) for x in xs], marker="o",
                     capsize=3, label=label, linestyle="--" if label in dashed else "-")

@@ -25,7 +25,7 @@ from typing import Callable
 from ._arms import Arm, StudyError
 from ._report import write_report
 
-__all__ = ["Study", "run_study", "read_rows", "collect_rows", "merge", "STUDY_FILE", "RESULTS"]
+__all__ = ["Study", "run_study", "read_rows", "collect_rows", "merge", "synthetic_tree", "STUDY_FILE", "RESULTS"]
 
 STUDY_FILE = "study.json"
 RESULTS = "results.jsonl"
@@ -62,6 +62,22 @@ class Study:
         if not path.is_file():
             raise StudyError(f"study {self.name}: config {self.config} not found")
         return path
+
+
+def synthetic_tree(frames: int, seed: int = 0, size=(640, 483), root=None, overrides=()) -> Callable:
+    """A study's `prepare` hook for synthetic WoodScape-format data shared by every arm: the tree at `root`
+    (default OUT/data), generated when empty (`data.synthetic.ensure_synthetic`), and `data.root` pointing at
+    it; nothing when the caller's `overrides` (--set) name their own `data.root`."""
+    def prepare(out: Path) -> list[str]:
+        from ..data.synthetic import ensure_synthetic
+
+        if any(item.startswith("data.root=") for item in overrides or ()):
+            return []                                     # the caller's data tree
+        data = Path(root) if root else Path(out) / "data"
+        ensure_synthetic(data, frames=frames, seed=seed, size=tuple(size))
+        return [f"data.root={data}"]
+
+    return prepare
 
 
 def _die_with_parent() -> None:
@@ -212,10 +228,10 @@ def run_study(study: Study, out, workers: int = 1, threads: int | None = None, d
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    every = collect_rows(out)
+    _write_results(out, every)
     wanted = {json.dumps(arm.describe(), sort_keys=True) for arm in study.arms}
-    rows = [r for r in collect_rows(out) if json.dumps(r["arm"], sort_keys=True) in wanted
-            and r.get("study_overrides") == shared]
-    _write_results(out, collect_rows(out))
+    rows = [r for r in every if json.dumps(r["arm"], sort_keys=True) in wanted and r.get("study_overrides") == shared]
     if report:
         write_report(out, rows)
         if study.report is not None:
