@@ -240,3 +240,15 @@ def test_the_benchmark_study_files_declare_their_arms():
     assert all("train.max_steps=400" in a.overrides for a in same.arms)
     with pytest.raises(StudyError, match="distinct fractions"):
         digits.make(_options(augment=[0.5, 0.5]))
+
+
+def test_a_relabelled_arm_keeps_its_run_and_reports_under_its_new_label(trained, capsys):
+    """Labels and tags compute nothing: a rerun with new ones trains nothing and reports the finished runs
+    under the new names."""
+    out, arms, _ = trained
+    renamed = [Arm(a.model, seed=a.seed, evaluations=a.evaluations, label=f"{a.model} (renamed)", tags={"k": 1})
+               for a in arms]
+    rows = study.run_study(_study(renamed), out)
+    assert "0 runs to train (4 kept)" in capsys.readouterr().out
+    assert len(rows) == 4 and {r["group"] for r in rows} == {"gauge_cnn_tiny (renamed)", "heal_swin_tiny (renamed)"}
+    assert all(r["tags"] == {"k": 1} for r in rows)

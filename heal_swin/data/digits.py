@@ -122,17 +122,18 @@ def _bilinear(image: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray
 
 class DigitSpheres:
     """n spheres of digits (module docstring): `x` (n, 1, N) float32, `y` (n, N) int64, NESTED over
-    `base_pixels` (`faces=`, the old keyword, still works with a DeprecationWarning); `sources` (n, digits_max)
-    the scikit-learn indices of the digits on each sphere (-1: none),
+    `base_pixels` (default: all 12 faces; `faces=`, the old keyword, still works with a DeprecationWarning);
+    `sources` (n, digits_max) the scikit-learn indices of the digits on each sphere (-1: none),
     `rotations` (n, 3, 3) the rotation applied to each upright sphere. `then_rotate` ((3, 3) or (n, 3, 3)):
     the same spheres (same seed) turned by these rotations after their own, rendered from the geometry, not
     resampled: the exact rotated inputs and labels of an equivariance measurement."""
 
-    def __init__(self, n: int, nside: int = 16, base_pixels=range(12), split: str = "train", rotate: float = 0.0,
+    def __init__(self, n: int, nside: int = 16, base_pixels=None, split: str = "train", rotate: float = 0.0,
                  digits=(1, 3), half_width: float = 0.35, threshold: float = 0.3, seed: int = 0,
                  test_fraction: float = 0.25, split_seed: int = 0, upsample: int = 32, then_rotate=None, faces=None):
-        base_pixels = grid.base_pixels_keyword(None if faces is not None else base_pixels, faces, "DigitSpheres")
-        self.nside, self.base_pixels = grid.check_nside(nside), grid.check_base_pixels(base_pixels)
+        base_pixels = grid.base_pixels_keyword(base_pixels, faces, "DigitSpheres")
+        self.nside = grid.check_nside(nside)
+        self.base_pixels = grid.check_base_pixels(range(12) if base_pixels is None else base_pixels)
         lo, hi = (int(digits), int(digits)) if np.isscalar(digits) else (int(digits[0]), int(digits[1]))
         if n < 1 or lo < 1 or hi < lo:
             raise ValueError(f"n={n} and digits={digits} must be >= 1 (digits: a count or a (min, max) range)")
@@ -231,12 +232,11 @@ class DigitsDataset(torch.utils.data.Dataset):
             raise ValueError(f"split={split!r} must be 'train', 'val' or 'test'")
         self.split, self.seed = split, int(seed)
         self._kw = dict(nside=nside, base_pixels=base_pixels, split="train" if split == "train" else "test",
-                        rotate=rotate, digits=tuple(digits) if not np.isscalar(digits) else digits,
+                        rotate=rotate, digits=digits,
                         half_width=half_width, threshold=threshold, seed=self.seed, test_fraction=test_fraction,
                         split_seed=split_seed)
         self.spheres = DigitSpheres(spheres, **self._kw)
-        self.nside, self.base_pixels = self.spheres.nside, self.spheres.base_pixels
-        self.rotate = float(rotate)
+        self.nside, self.base_pixels, self.rotate = self.spheres.nside, self.spheres.base_pixels, self.spheres.rotate
         self._valid = torch.ones(self.spheres.y.shape[1], dtype=torch.bool)
         self._turned: dict = {}
 

@@ -84,20 +84,20 @@ def build_model(cfg: DictConfig, num_outputs: int) -> nn.Module:
     kwargs.setdefault("task", cfg.task)
     flat = model_domain(cfg) == "flat"
     on_sphere = cfg.data.source != "woodscape"
+    faces = config_faces(cfg)
     if flat and on_sphere:
-        shape = equirectangular_shape(cfg.data.nside, config_faces(cfg))
-        kwargs.setdefault("img_size", shape)
+        kwargs.setdefault("img_size", equirectangular_shape(cfg.data.nside, faces))
     elif flat:
         kwargs.setdefault("img_size", tuple(cfg.data.flat_size))
     else:
         kwargs.setdefault("nside", cfg.data.nside)
-        kwargs.setdefault("base_pixels", config_faces(cfg))
+        kwargs.setdefault("base_pixels", faces)
     try:
         model = create_model(cfg.model.name, **kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model.name={cfg.model.name!r} with {kwargs}: {err}") from None
     if flat and on_sphere:
-        model = EquirectangularAdapter(model, cfg.data.nside, config_faces(cfg), tuple(kwargs["img_size"]))
+        model = EquirectangularAdapter(model, cfg.data.nside, faces, tuple(kwargs["img_size"]))
     return model
 
 

@@ -230,8 +230,11 @@ def run_study(study: Study, out, workers: int = 1, threads: int | None = None, d
             pool.shutdown(cancel_futures=True)
     every = collect_rows(out)
     _write_results(out, every)
-    wanted = {json.dumps(arm.describe(), sort_keys=True) for arm in study.arms}
-    rows = [r for r in every if json.dumps(r["arm"], sort_keys=True) in wanted and r.get("study_overrides") == shared]
+    # this study's rows: found by the run name (what the run computes), named by the arm as it is now (a
+    # relabelled arm keeps its finished run)
+    arms = {arm.run_name(shared): arm for arm in study.arms}
+    rows = [{**r, "group": arms[name].group, "tags": arms[name].tags}
+            for r in every if (name := Path(r["run_dir"]).name) in arms and r.get("study_overrides") == shared]
     if report:
         write_report(out, rows)
         if study.report is not None:

@@ -2,7 +2,7 @@
 
     heal-swin-equivariance runs/demo/run                        # rolls about the optical axis, split val
     heal-swin-equivariance runs/a runs/b runs/c --rotations 12  # an ensemble: the mean of the runs' outputs
-    heal-swin-equivariance runs/rotated_digits/runs/heal_swin_tiny-aug1-seed0    # a digits run: SO(3)
+    heal-swin-equivariance runs/digits_gauge_cnn                 # a digits run (configs/digits_gauge_cnn.yaml): SO(3)
     python -m heal_swin.tools.equivariance RUN_DIR [...]
 
 For every sample of the split, the input x is turned by a rotation R of the sphere and the model's
