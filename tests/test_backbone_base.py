@@ -117,7 +117,8 @@ def _input(model, batch=1):
 
 
 # one variant of each model class (s2cnn: the all-spectral S2CNN and the hybrid U-Net), at its test size
-REPRESENTATIVES = ["heal_swin_tiny", "gauge_cnn_tiny", "s2cnn_tiny", "s2cnn_digits", "swin_unet_flat_tiny"]
+REPRESENTATIVES = ["heal_swin_tiny", "gauge_cnn_tiny", "chart_cnn_tiny", "s2cnn_tiny", "s2cnn_digits",
+                   "swin_unet_flat_tiny"]
 SPHERE_REPRESENTATIVES = [n for n in REPRESENTATIVES if models.model_info(n).domain == "healpix"]
 
 

@@ -5,7 +5,7 @@ pooling, gradient checkpointing of block lists, and gauge-equivariant convolutio
 from ._attention import REL_POS_BIAS, WindowAttention, log_offsets
 from ._checkpoint import CheckpointList, set_checkpointing
 from ._dropout import DropPath, Dropout, dropout
-from ._gauge import (FacePadding, FaceUnraster, FieldNorm, FieldPool, FieldType, FieldUnpool, GroupConv,
+from ._gauge import (ChartConv, FacePadding, FaceUnraster, FieldNorm, FieldPool, FieldType, FieldUnpool, GroupConv,
                      LiftingConv, OrientationPool, gauge_permutation, pad_tables, regular, rotate_kernel,
                      share_face_tables, trivial)
 from ._init import init_swin_weights
@@ -14,7 +14,7 @@ from ._pool import NestedPool, NestedUnpool
 from ._stage import UNetStage, set_stage_checkpointing
 from ._patch import FlatPatchExpand, NestedPatchEmbed, NestedPatchExpand, NestedPatchMerge
 
-__all__ = ["CheckpointList", "FacePadding", "FaceUnraster", "FieldNorm", "FieldPool", "FieldType",
+__all__ = ["ChartConv", "CheckpointList", "FacePadding", "FaceUnraster", "FieldNorm", "FieldPool", "FieldType",
            "FieldUnpool", "GroupConv", "LiftingConv", "OrientationPool", "gauge_permutation", "pad_tables",
            "regular", "rotate_kernel", "share_face_tables", "trivial",
            "DropPath", "Dropout", "dropout", "FlatPatchExpand", "init_swin_weights", "Mlp",

@@ -36,8 +36,8 @@ from ..grid import (check_base_pixels, check_nside, check_permutation, extended_
 from ._pool import NestedPool, NestedUnpool
 
 __all__ = ["FieldType", "trivial", "regular", "gauge_permutation", "pad_tables", "FacePadding",
-           "FaceUnraster", "share_face_tables", "LiftingConv", "GroupConv", "FieldNorm", "FieldPool", "FieldUnpool",
-           "OrientationPool", "rotate_kernel"]
+           "FaceUnraster", "share_face_tables", "ChartConv", "LiftingConv", "GroupConv", "FieldNorm", "FieldPool",
+           "FieldUnpool", "OrientationPool", "rotate_kernel"]
 
 ORDER = 4  # C4: quarter-turns of a square chart
 
@@ -351,6 +351,23 @@ class _GaugeConvBase(nn.Module):
         return self.unraster(F.conv2d(cells, self._kernel(), bias))
 
 
+class ChartConv(_GaugeConvBase):
+    """Scalars -> scalars with one ordinary kernel per face chart: x (B, C_in, N) -> (B, C_out, N),
+    NESTED over `faces`. y[o](p) = Σ_i Σ_u ψ[o, i](u) x[i](p + u) + b[o], offsets u along the chart's
+    axes, each face padded from its neighbours as `FacePadding` reads them (no orientation to shift).
+    Not gauge equivariant: the kernel's axes turn with the charts (the trivial group's convolution, the
+    control of `LiftingConv` / `GroupConv`). Parameters: C_out·C_in·k² (+ C_out)."""
+
+    def __init__(self, in_chans: int, out_chans: int, nside: int, faces: Sequence[int], kernel_size: int = 3,
+                 turns: Sequence[int] | None = None, bias: bool = True):
+        super().__init__(trivial(in_chans), trivial(out_chans), nside, faces, kernel_size, turns, bias)
+        self.weight = nn.Parameter(torch.empty(out_chans, in_chans, kernel_size, kernel_size))
+        nn.init.normal_(self.weight, std=math.sqrt(2.0 / (in_chans * kernel_size ** 2)))
+
+    def _kernel(self):
+        return self.weight
+
+
 class LiftingConv(_GaugeConvBase):
     """Scalars -> C4-regular fields: x (B, C_in, N) -> (B, C_out, 4, N), NESTED over `faces`.
 
@@ -393,7 +410,8 @@ class GroupConv(_GaugeConvBase):
 
 class FieldNorm(nn.Module):
     """Group normalisation of regular fields with statistics and affine parameters shared over the
-    4 orientations (and all pixels): x (B, C, 4, N) -> same. `groups` divides C."""
+    4 orientations (and all pixels): x (B, C, 4, N) -> same; scalars (B, C, N) -> same (plain
+    `GroupNorm`). `groups` divides C."""
 
     def __init__(self, fields: int, groups: int | None = None, eps: float = 1e-5):
         super().__init__()

@@ -9,6 +9,10 @@ about the equatorial axes through face centres and vertices). Cohen, Weiler, Kic
 "Gauge Equivariant Convolutional Networks and the Icosahedral CNN", ICML 2019; Gerken et al.,
 "Geometric deep learning and equivariant neural networks", 2021.
 
+`group="trivial"` builds the same U-Net without the equivariance (the control, registered as the
+`chart_cnn` family): scalar channels and one ordinary 3×3 kernel per convolution in every chart, the
+same neighbour padding (nothing to shift across the seams), the same stages, norms and pooling.
+
 Architecture: a lifting convolution (scalars → regular fields) at the input nside, then L encoder
 stages (stage i > 0 starts with nested 2×2 pooling, then `depths[i]` × (3×3 group convolution,
 norm shared over orientations, ReLU)), a decoder that unpools, concatenates the encoder's map at
@@ -26,12 +30,33 @@ import torch
 from torch import nn
 
 from ..grid import format_base_pixels
-from ..layers import (CheckpointList, FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv,
+from ..layers import (ChartConv, CheckpointList, FieldNorm, FieldPool, FieldUnpool, GroupConv, LiftingConv,
                       OrientationPool, share_face_tables)
 from ._base import SphereBackbone
 from ._registry import register_model
 
-__all__ = ["GaugeCNNUNet", "GaugeBlock", "GaugeStage", "GaugeDecoder"]
+__all__ = ["GROUPS", "GaugeCNNUNet", "GaugeBlock", "GaugeStage", "GaugeDecoder"]
+
+# the structure group of the feature fields -> orientations per field: C4-regular fields (the gauge CNN) or
+# scalars with ordinary kernels (the trivial group: the chart CNN)
+GROUPS = {"c4": 4, "trivial": 1}
+
+
+def _check_group(group: str) -> str:
+    if group not in GROUPS:
+        raise ValueError(f"group={group!r} must be one of {tuple(GROUPS)} (C4-regular fields, or the trivial "
+                         "group: scalar channels and ordinary kernels)")
+    return group
+
+
+def _fields(x, fields: int, group: str):
+    """Flattened channels (B, o·C, N) -> the field layout of `group`: regular (B, C, 4, N), trivial (B, C, N)."""
+    return x.unflatten(1, (fields, 4)) if group == "c4" else x
+
+
+def _flat(x, group: str):
+    """The field layout of `group` -> (B, o·C, N) (channel 4c + r: field c, orientation r)."""
+    return x.flatten(1, 2) if group == "c4" else x
 
 
 # --------------------------------------------------------------------------- blocks
@@ -39,12 +64,13 @@ __all__ = ["GaugeCNNUNet", "GaugeBlock", "GaugeStage", "GaugeDecoder"]
 
 class GaugeBlock(nn.Module):
     """Convolution (lifting when `lift`, else group), FieldNorm, ReLU on regular fields.
-    lift: x (B, C_in, N) scalars; else (B, C_in, 4, N). Returns (B, C_out, 4, N), NESTED."""
+    lift: x (B, C_in, N) scalars; else (B, C_in, 4, N). Returns (B, C_out, 4, N), NESTED.
+    group="trivial": `ChartConv` on scalars, (B, C_in, N) -> (B, C_out, N)."""
 
     def __init__(self, in_fields: int, out_fields: int, nside: int, faces: Sequence[int],
-                 turns: Sequence[int] | None = None, lift: bool = False):
+                 turns: Sequence[int] | None = None, lift: bool = False, group: str = "c4"):
         super().__init__()
-        conv = LiftingConv if lift else GroupConv
+        conv = ChartConv if _check_group(group) == "trivial" else LiftingConv if lift else GroupConv
         self.conv = conv(in_fields, out_fields, nside, faces, 3, turns, bias=False)  # the norm removes a bias
         self.norm = FieldNorm(out_fields)
         self.act = nn.ReLU()
@@ -56,47 +82,49 @@ class GaugeBlock(nn.Module):
 class GaugeStage(nn.Module):
     """Encoder stage: optional nested 2×2 pooling, then `depth` blocks at `nside`.
     x: regular fields flattened, (B, 4·C_in, N_in) (channel 4c + r: field c, orientation r) ->
-    (B, 4·C, N), N = len(faces)·nside², NESTED."""
+    (B, 4·C, N), N = len(faces)·nside², NESTED (group="trivial": (B, C_in, N_in) -> (B, C, N))."""
 
     def __init__(self, in_fields: int, fields: int, depth: int, nside: int, faces: Sequence[int],
-                 turns: Sequence[int] | None = None, pool: bool = False):
+                 turns: Sequence[int] | None = None, pool: bool = False, group: str = "c4"):
         super().__init__()
         self.nside, self.faces, self.in_fields, self.fields = nside, tuple(faces), in_fields, fields
+        self.group = _check_group(group)
         self.pool = FieldPool("mean") if pool else None
-        self.blocks = CheckpointList([GaugeBlock(in_fields if i == 0 else fields, fields, nside, faces, turns)
-                                      for i in range(depth)])
+        self.blocks = CheckpointList([GaugeBlock(in_fields if i == 0 else fields, fields, nside, faces, turns,
+                                                 group=group) for i in range(depth)])
 
     def extra_repr(self) -> str:
         return f"nside={self.nside}, faces={format_base_pixels(self.faces)}, fields={self.fields}"
 
     def forward(self, x):
-        x = x.unflatten(1, (self.in_fields, 4))
+        x = _fields(x, self.in_fields, self.group)
         if self.pool is not None:
             x = self.pool(x)
-        return self.blocks(x).flatten(1, 2)
+        return _flat(self.blocks(x), self.group)
 
 
 class GaugeDecoder(nn.Module):
     """U-Net decoder: for encoder stages L−2 … 0, unpool, concatenate that stage's map (fields
     side by side) and run `depths[i]` blocks; then max over orientations.
-    bottleneck (B, 4·C_{L−1}, N_{L−1}), skips [(B, 4·C_i, N_i)] -> invariant (B, C_0, N_0)."""
+    bottleneck (B, 4·C_{L−1}, N_{L−1}), skips [(B, 4·C_i, N_i)] -> invariant (B, C_0, N_0)
+    (group="trivial": scalars throughout, nothing to pool)."""
 
     def __init__(self, widths: Sequence[int], depths: Sequence[int], nsides: Sequence[int], faces: Sequence[int],
-                 turns: Sequence[int] | None = None):
+                 turns: Sequence[int] | None = None, group: str = "c4"):
         super().__init__()
         L = len(widths)
-        self.widths = tuple(widths)
+        self.widths, self.group = tuple(widths), _check_group(group)
         self.unpool = FieldUnpool()
         self.stages = nn.ModuleList([
             CheckpointList([GaugeBlock(widths[i + 1] + widths[i] if j == 0 else widths[i], widths[i],
-                                       nsides[i], faces, turns) for j in range(depths[i])])
+                                       nsides[i], faces, turns, group=group) for j in range(depths[i])])
             for i in range(L - 2, -1, -1)])
-        self.pool = OrientationPool("max")
+        self.pool = OrientationPool("max") if group == "c4" else nn.Identity()
 
     def forward(self, x, skips):
-        x = x.unflatten(1, (self.widths[-1], 4))
+        x = _fields(x, self.widths[-1], self.group)
         for blocks, skip in zip(self.stages, reversed(skips)):
-            x = blocks(torch.cat([self.unpool(x), skip.unflatten(1, (-1, 4))], dim=1))
+            x = blocks(torch.cat([self.unpool(x), _fields(skip, -1, self.group)], dim=1))
         return self.pool(x)
 
 
@@ -114,33 +142,39 @@ class GaugeCNNUNet(SphereBackbone):
     `depths[i]` blocks; the decoder mirrors the encoder with one block count per stage.
     `turns`: the gauge, one chart turn (quarter-turns) per face; any choice computes the same
     function (up to moving the pixels with the charts), which the tests check.
+    `group`: "c4" (the gauge CNN) or "trivial" (the chart CNN: `widths[i]` scalar channels, ordinary
+    kernels; `turns` then chooses the direction its kernels point in each chart and changes the function).
 
     Backbone surface (see `heal_swin.models`; `SphereBackbone` owns the shared part):
     `forward_features(x)` returns the stage maps `[(B, 4·C_i, N_i)]`, finest first, bottleneck
     last: C4-regular fields flattened, channel 4c + r = field c at orientation r
     (`feature_info[i]["field"] == "regular"`); `forward_decoder` returns invariant
-    `(B, widths[0], N_0)` (orientations max-pooled) for the head.
+    `(B, widths[0], N_0)` (orientations max-pooled) for the head. With group="trivial" the maps are
+    `(B, C_i, N_i)` scalars (`"field": "trivial"`).
     """
 
     def __init__(self, nside: int = 64, base_pixels: Sequence[int] | str = tuple(range(8)), in_chans: int = 3,
                  num_classes: int = 10, *, task: str = "segmentation", log_variance: bool = False,
                  widths: Sequence[int] = (16, 32, 64, 128), depths: Sequence[int] = (2, 2, 2, 2),
-                 turns: Sequence[int] | None = None, head_bias: bool = False, grad_checkpointing: bool = False):
+                 turns: Sequence[int] | None = None, group: str = "c4", head_bias: bool = False,
+                 grad_checkpointing: bool = False):
         super().__init__(nside, base_pixels, in_chans, num_classes, task=task, log_variance=log_variance)
-        widths, depths, nsides = self.check_stages(widths, depths, unit="field")
+        self.group = _check_group(group)
+        o = GROUPS[group]
+        widths, depths, nsides = self.check_stages(widths, depths, unit="field" if o > 1 else "channel")
         L = len(widths)
         self.turns = None if turns is None else tuple(int(t) % 4 for t in turns)
         self.widths, self.depths = widths, depths
-        self.embed_dim, self.num_features = widths[0], 4 * widths[-1]
-        self.feature_info = self.stage_info(((4 * widths[i], nsides[i], f"stages.{i}") for i in range(L)),
-                                            field="regular")
+        self.embed_dim, self.num_features = widths[0], o * widths[-1]
+        self.feature_info = self.stage_info(((o * widths[i], nsides[i], f"stages.{i}") for i in range(L)),
+                                            field="regular" if o > 1 else "trivial")
 
-        self.stem = GaugeBlock(self.in_chans, widths[0], self.nside, self.faces, self.turns, lift=True)
+        self.stem = GaugeBlock(self.in_chans, widths[0], self.nside, self.faces, self.turns, lift=True, group=group)
         self.stages = nn.ModuleList([
-            GaugeStage(widths[max(i - 1, 0)], widths[i], depths[i], nsides[i], self.faces, self.turns, pool=i > 0)
-            for i in range(L)])
-        self.decoder = GaugeDecoder(widths, depths, nsides, self.faces, self.turns) if L > 1 else None
-        self.orientation_pool = OrientationPool("max")
+            GaugeStage(widths[max(i - 1, 0)], widths[i], depths[i], nsides[i], self.faces, self.turns, pool=i > 0,
+                       group=group) for i in range(L)])
+        self.decoder = GaugeDecoder(widths, depths, nsides, self.faces, self.turns, group) if L > 1 else None
+        self.orientation_pool = OrientationPool("max") if o > 1 else nn.Identity()
         self.head = self.build_head(widths[0], bias=head_bias)
         # one padding / raster table per nside (and field kind), not one per convolution
         share_face_tables(self)
@@ -148,13 +182,14 @@ class GaugeCNNUNet(SphereBackbone):
 
     def repr_args(self) -> list[str]:
         turned = [f"turns={self.turns}"] if self.turns and any(self.turns) else []
-        return [f"widths={self.widths}", f"depths={self.depths}", *turned]
+        group = [] if self.group == "c4" else [f"group={self.group}"]
+        return [f"widths={self.widths}", f"depths={self.depths}", *group, *turned]
 
     def forward_features(self, x):
         """x: (B, in_chans, N) -> [(B, 4·C_i, N_i) for each stage], finest first, bottleneck last:
         flattened regular fields; `feature_info[i]` gives channels, nside, reduction, module."""
         self.check_input(x)
-        x = self.stem(x).flatten(1, 2)
+        x = _flat(self.stem(x), self.group)
         features = []
         for stage in self.stages:
             x = stage(x)
@@ -164,7 +199,7 @@ class GaugeCNNUNet(SphereBackbone):
     def forward_decoder(self, features):
         """The stage maps of `forward_features` -> invariant (B, widths[0], N_0)."""
         if self.decoder is None:
-            return self.orientation_pool(features[-1].unflatten(1, (self.widths[0], 4)))
+            return self.orientation_pool(_fields(features[-1], self.widths[0], self.group))
         return self.decoder(features[-1], features[:-1])
 
 
