@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from .. import grid
-from ._tables import (alm_size, fourier_tables, legendre_tables, pixel_tables, ring_order, weights_m,
-                      _check_lmax)
+from ._tables import (alm_size, fourier_synthesis_tables, fourier_tables, legendre_tables, pixel_tables,
+                      ring_order, _check_lmax)
 
 __all__ = ["RealSHT", "InverseRealSHT", "TableModule", "table_bytes"]
 
@@ -73,24 +73,28 @@ class _Transform(TableModule):
     """Tables and the three stages (gather, Fourier, Legendre), each with its transpose. `legendre=False`
     holds the ring stages only (the SO(3) transforms replace the Legendre stage with Wigner-d tables)."""
 
-    def __init__(self, nside: int, lmax: int, base_pixels=range(12), legendre: bool = True):
+    def __init__(self, nside: int, lmax: int, base_pixels=range(12), legendre: bool = True,
+                 analysis: bool = True, synthesis: bool = True):
         super().__init__()
         self.nside = grid.check_nside(nside)
         self.lmax = _check_lmax(lmax)
         self.base_pixels = grid.check_base_pixels(base_pixels)
         self.n_pix = grid.n_pixels(self.nside, self.base_pixels)
         self.n_alm = alm_size(self.lmax)
-        four, q = fourier_tables(self.nside, self.lmax)
         gathers, scatter = pixel_tables(self.nside, self.base_pixels)
         buf = self._table
-        buf("q", q)
+        # only the directions a transform runs: the DFT tables are the largest after the Legendre ones
+        dft = fourier_tables(self.nside, self.lmax) if analysis else [None] * len(gathers)
+        idft = fourier_synthesis_tables(self.nside, self.lmax) if synthesis else [None] * len(gathers)
         self._fourier = []
-        for c, ((tw_c, tw_s, z), idx) in enumerate(zip(four, gathers)):
-            buf(f"tw_c{c}", tw_c), buf(f"tw_s{c}", tw_s), buf(f"z{c}", z), buf(f"gather{c}", idx.reshape(-1),
-                                                                                  torch.int64)
-            self._fourier.append(tuple(idx.shape))
+        for c, (d, e, idx) in enumerate(zip(dft, idft, gathers)):
+            if d is not None:
+                buf(f"dft{c}", d)                                              # (k, n_pad, 2M)
+            if e is not None:
+                buf(f"idft{c}", e)                                             # (k, 2M, n_pad)
+            buf(f"gather{c}", idx.reshape(-1), torch.int64)
+            self._fourier.append(tuple(idx.shape))                            # (k, g, n_pad)
         buf("scatter", scatter, torch.int64)
-        buf("w_m", weights_m(self.lmax))
         self._legendre = []
         if legendre:
             leg, alm_gather, alm_scatter = legendre_tables(self.nside, self.lmax)
@@ -108,67 +112,48 @@ class _Transform(TableModule):
         faces = self.base_pixels
         return f"nside={self.nside}, lmax={self.lmax}, base_pixels={faces if len(faces) < 12 else 'all'}"
 
-    # ---- stage 1: NESTED map <-> rings (list of (k, g*B, 4, i) blocks)
+    # ---- stage 1: NESTED map <-> rings, a (k, g*B, n_pad) block per chunk (ring length, member and map, pixel)
     def _to_rings(self, x):                                       # x (B, N)
         b = x.shape[0]
         x = torch.cat([x, x.new_zeros(b, 1)], dim=1)
         out = []
-        for c, (k, g, four, i) in enumerate(self._fourier):
-            v = torch.index_select(x, 1, getattr(self, f"gather{c}")).reshape(b, k, g, four, i)
-            out.append(v.permute(1, 2, 0, 3, 4).reshape(k, g * b, four, i))
+        for c, (k, g, n) in enumerate(self._fourier):
+            v = torch.index_select(x, 1, getattr(self, f"gather{c}")).reshape(b, k, g, n)
+            out.append(v.permute(1, 2, 0, 3).reshape(k, g * b, n))
         return out
 
     def _from_rings(self, rings, b):
-        flat = []
-        for (k, g, four, i), v in zip(self._fourier, rings):
-            flat.append(v.reshape(k, g, b, four, i).permute(2, 0, 1, 3, 4).reshape(b, -1))
+        flat = [v.reshape(k, g, b, n).permute(2, 0, 1, 3).reshape(b, -1) for (k, g, n), v in zip(self._fourier, rings)]
         return torch.index_select(torch.cat(flat, dim=1), 1, self.scatter)
 
-    # ---- stage 2: rings <-> F_r(m) (R, B, M, 2) in the order the chunks emit the rings
+    # ---- stage 2: rings <-> F_r(m) as (R, B, 2M), columns (Re, Im) x m, rings in the order the chunks emit them:
+    # one dense real DFT per chunk (a batched matmul over its ring lengths; the belt's: one plain matmul)
     def _fourier_fwd(self, rings, b):
-        m_count = self.lmax + 1
-        q = self._t("q", rings[0])
         out = []
-        for c, ((k, g, four, i), v) in enumerate(zip(self._fourier, rings)):
-            gq = torch.matmul(q, v).reshape(k, g * b, 4, 2, i)          # butterfly: sum_q (-i)^{uq} f_q
-            cw, sw = self._t(f"tw_c{c}", v), self._t(f"tw_s{c}", v)          # (k, 1, 4, i)
-            g_re, g_im = gq[:, :, :, 0], gq[:, :, :, 1]
-            h = torch.stack([cw * g_re + sw * g_im, cw * g_im - sw * g_re], dim=3)   # e^{-i u psi} G
-            f = torch.bmm(h.reshape(k, g * b * 4, 2 * i), self._t(f"z{c}", v))       # (k, gB4, 2S)
-            n_s = f.shape[-1] // 2
-            f = f.reshape(k, g * b, 4, n_s, 2).permute(0, 1, 3, 2, 4).reshape(k, g * b, 4 * n_s, 2)
-            out.append(f[:, :, :m_count].reshape(k * g, b, m_count, 2))
-        return torch.cat(out, dim=0)
+        for c, ((k, g, n), v) in enumerate(zip(self._fourier, rings)):
+            f = torch.bmm(v, self._t(f"dft{c}", v))                            # (k, g B, 2M)
+            out.append(f.reshape(k * g, b, -1))
+        return torch.cat(out, dim=0) if len(out) > 1 else out[0]
 
-    def _fourier_adj(self, f, b):                                 # f (R, B, M, 2) -> rings
-        m_count = self.lmax + 1
-        q = self._t("q", f)
+    def _fourier_adj(self, f, b):                                 # f (R, B, 2M) -> rings
         out, r0 = [], 0
-        for c, (k, g, four, i) in enumerate(self._fourier):
-            z = self._t(f"z{c}", f)
-            n_s = z.shape[-1] // 2
-            v = f[r0:r0 + k * g].reshape(k, g * b, m_count, 2)
+        for c, (k, g, n) in enumerate(self._fourier):
+            v = f[r0:r0 + k * g].reshape(k, g * b, -1)
             r0 += k * g
-            if 4 * n_s > m_count:
-                v = torch.cat([v, v.new_zeros(k, g * b, 4 * n_s - m_count, 2)], dim=2)
-            v = v.reshape(k, g * b, n_s, 4, 2).permute(0, 1, 3, 2, 4).reshape(k, g * b * 4, 2 * n_s)
-            h = torch.bmm(v, z.transpose(1, 2)).reshape(k, g * b, 4, 2, i)
-            cw, sw = self._t(f"tw_c{c}", f), self._t(f"tw_s{c}", f)
-            h_re, h_im = h[:, :, :, 0], h[:, :, :, 1]
-            gq = torch.stack([cw * h_re - sw * h_im, sw * h_re + cw * h_im], dim=3).reshape(k, g * b, 8, i)
-            out.append(torch.matmul(q.t(), gq))
+            out.append(torch.bmm(v, self._t(f"idft{c}", f)))                   # (k, g B, n_pad)
         return out
 
     # ---- stage 3: F_r(m) <-> a_lm
     # The maps are held as (m, 2B, rings) rows (2B = map x re/im); a product per m is bound by reading the
     # table when there are few maps.
-    def _legendre_fwd(self, f, b):                                # f (R, B, M, 2) -> (B, n_alm, 2)
+    def _legendre_fwd(self, f, b):                                # f (R, B, 2M) -> (B, n_alm, 2)
+        f = f.reshape(f.shape[0], b, 2, self.lmax + 1)
         fn, fs = torch.index_select(f, 0, self.north), torch.index_select(f, 0, self.south)
         even = torch.cat([fn + fs, torch.index_select(f, 0, self.eq)], dim=0)
         odd = fn - fs
         m_count = self.lmax + 1
-        even = even.permute(2, 1, 3, 0).reshape(m_count, 2 * b, -1)   # (M, 2B, R+1), 2B = (map, re/im)
-        odd = odd.permute(2, 1, 3, 0).reshape(m_count, 2 * b, -1)     # (M, 2B, R)
+        even = even.permute(3, 1, 2, 0).reshape(m_count, 2 * b, -1)   # (M, 2B, R+1), 2B = (map, re/im)
+        odd = odd.permute(3, 1, 2, 0).reshape(m_count, 2 * b, -1)     # (M, 2B, R)
         out = []
         for c, (m0, m1, le, lo) in enumerate(self._legendre):
             # the table on the left, the maps as a transposed view: 2x faster than (maps @ table^T) for
@@ -179,7 +164,7 @@ class _Transform(TableModule):
         a = torch.index_select(torch.cat(out, dim=0), 0, self.alm_gather)          # (n_alm, 2B)
         return a.reshape(self.n_alm, b, 2).transpose(0, 1)
 
-    def _legendre_adj(self, a, b):                                # a (B, n_alm, 2) -> (R, B, M, 2)
+    def _legendre_adj(self, a, b):                                # a (B, n_alm, 2) -> (R, B, 2M)
         a = a.transpose(1, 2).reshape(2 * b, self.n_alm)
         a = torch.index_select(torch.cat([a, a.new_zeros(2 * b, 1)], dim=1), 1, self.alm_scatter)
         evens, odds, p = [], [], 0
@@ -198,9 +183,8 @@ class _Transform(TableModule):
         even, odd = torch.cat(evens, dim=0), torch.cat(odds, dim=0)   # (M, 2B, R+1), (M, 2B, R)
         en = even[:, :, :rn]
         g = torch.cat([en + odd, en - odd, even[:, :, rn:]], dim=2)   # rings: north, south, equator
-        g = g * self._t("w_m", a).reshape(-1, 1, 1)
-        g = g.reshape(self.lmax + 1, b, 2, -1).permute(3, 1, 0, 2)  # (R, B, M, 2)
-        return torch.index_select(g, 0, self.ring_inv)
+        g = g.reshape(self.lmax + 1, b, 2, -1).permute(3, 1, 2, 0)  # (R, B, 2, M)
+        return torch.index_select(g, 0, self.ring_inv).reshape(-1, b, 2 * (self.lmax + 1))
 
     # ---- whole transforms on rings
     def _analysis_rings(self, rings, b):
@@ -228,9 +212,9 @@ class RealSHT(_Transform):
             raise ValueError(f"RealSHT: lmax={lmax} must be <= 3·nside − 1 = {3 * nside - 1} at nside {nside}: the "
                              "grid cannot resolve higher degrees (the analysis returns garbage and its iterations "
                              "diverge); use a finer nside or a smaller lmax (synthesis, InverseRealSHT, takes any lmax)")
-        super().__init__(nside, lmax, base_pixels)
         if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
             raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+        super().__init__(nside, lmax, base_pixels, synthesis=iterations > 0)
         self.iterations = int(iterations)
 
     def extra_repr(self) -> str:
@@ -262,6 +246,9 @@ class InverseRealSHT(_Transform):
     function at the pixel centres, so any lmax is meaningful here (above 3·nside − 1 the grid samples it
     too coarsely to analyse it back: RealSHT refuses such an lmax).
     """
+
+    def __init__(self, nside: int, lmax: int, base_pixels=range(12)):
+        super().__init__(nside, lmax, base_pixels, analysis=False)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if a.shape[-2:] != (self.n_alm, 2):

@@ -99,25 +99,33 @@ def _ring_wigner(b: int, nside: int) -> np.ndarray:
 
 
 def _gamma_dft(b: int, sign: int, n_gamma: int) -> np.ndarray:
-    """Real (2P, 2Q) matrix of the complex sum_x v_x e^{sign i n gamma_k}: rows (re, im) of the input
-    index, columns (re, im) of the output index; synthesis (n -> k, sign +1) or analysis (k -> n, -1)."""
+    """Real matrix of the complex sum_x v_x e^{sign i n gamma_k}. Synthesis (n -> k, sign +1): (2N, 2K), rows
+    (re/im, n), columns (k, re/im); analysis (k -> n, sign -1): (2K, 2N), rows (k, re/im), columns (re/im, n).
+    The gamma index sits next to re/im on the side of the grid values, as the ring DFT lays them out."""
     n = np.arange(-(b - 1), b)
     gamma = 2 * np.pi * np.arange(n_gamma) / n_gamma
     ang = np.outer(n, gamma) if sign > 0 else np.outer(gamma, n)        # (inputs, outputs)
     c, s = np.cos(ang), sign * np.sin(ang)
-    out = np.block([[c, s], [-s, c]])
+    out = np.block([[c, s], [-s, c]])                                   # rows (re/im, in), columns (re/im, out)
+    p, q = ang.shape
+    if sign > 0:
+        out = out.reshape(2 * p, 2, q).transpose(0, 2, 1).reshape(2 * p, 2 * q)
+    else:
+        out = out.reshape(2, p, 2 * q).transpose(1, 0, 2).reshape(2 * p, 2 * q)
+    out = np.ascontiguousarray(out)
     out.setflags(write=False)
     return out
 
 
 class _SO3Transform(_Transform):
-    def __init__(self, b: int, grid: int | None = None):
+    def __init__(self, b: int, grid: int | None = None, synthesis: bool = True):
         self.b = check_bandwidth(b)
         self.grid = self.b if grid is None else check_bandwidth(grid, "grid")
         if self.grid < self.b:
             raise ValueError(f"grid={grid} must be >= the bandwidth {self.b}: the grid of a smaller bandwidth "
                              "cannot hold the function")
-        super().__init__(so3_grid_nside(self.grid), self.b - 1, range(12), legendre=False)
+        super().__init__(so3_grid_nside(self.grid), self.b - 1, range(12), legendre=False,
+                         analysis=not synthesis, synthesis=synthesis)
         self.n_gamma = 2 * self.grid
         self.n_rings = 4 * self.nside - 1
         self._table("wigner", _ring_wigner(self.b, self.nside))         # (M*N, L, R)
@@ -147,12 +155,13 @@ class SO3Synthesis(_SO3Transform):
         # H_r(m, n) = sum_l d^l_{mn}(beta_r) G^l_{mn}: one matmul per (m, n) over l
         x = g.permute(2, 3, 0, 4, 1).reshape(b * n, 2 * nb, b)
         h = torch.bmm(x, self._t("wigner", g))                              # (M N, 2B, R)
-        # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}
+        # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}: one matmul, rows (ring, map, m)
         h = h.reshape(b, n, nb, 2, r).permute(4, 2, 0, 3, 1).reshape(r * nb * b, 2 * n)
-        f = torch.matmul(h, self._t("dft", g)).reshape(r, nb, b, 2, k)
-        f = f.permute(0, 1, 4, 2, 3) * self._t("w_m", g).reshape(b, 1)    # (R, B, K, M, 2)
-        # f(alpha, beta_r, gamma_k) = sum_m w_m Re(e^{i m alpha} F_r(m, gamma_k)): the SHT's ring stages
-        rings = self._fourier_adj(f.reshape(r, nb * k, b, 2), nb * k)
+        f = torch.matmul(h, self._t("dft", g)).reshape(r, nb, b, k, 2)
+        # f(alpha, beta_r, gamma_k) = sum_m w_m Re(e^{i m alpha} F_r(m, gamma_k)): the SHT's ring stages,
+        # every (map, gamma) a map on the rings
+        f = f.permute(0, 1, 3, 4, 2).reshape(r, nb * k, 2 * b)
+        rings = self._fourier_adj(f, nb * k)
         return self._from_rings(rings, nb * k).reshape(*lead, k, self.n_pix)
 
 
@@ -162,7 +171,7 @@ class SO3Analysis(_SO3Transform):
     in SO3Synthesis, the values live on the grid of that bandwidth."""
 
     def __init__(self, b: int, grid: int | None = None):
-        super().__init__(b, grid)
+        super().__init__(b, grid, synthesis=False)
         self._table("dft", _gamma_dft(self.b, -1, self.n_gamma))
         l = np.arange(self.b, dtype=np.float64)
         self._table("weight", (2 * l + 1) / (8 * np.pi ** 2) * (4 * np.pi / self.n_pix) * (2 * np.pi / self.n_gamma))
@@ -176,8 +185,8 @@ class SO3Analysis(_SO3Transform):
         f = f.reshape(-1, self.n_pix)
         nb, r = f.shape[0] // k, self.n_rings
         # F_r(m, gamma_k) = sum_j f e^{-i m alpha_j}, then X_r(m, n) = sum_k F e^{-i n gamma_k}
-        x = self._fourier_fwd(self._to_rings(f), nb * k)                    # (R, B K, M, 2)
-        x = x.reshape(r, nb, k, b, 2).permute(0, 1, 3, 4, 2).reshape(r * nb * b, 2 * k)
+        x = self._fourier_fwd(self._to_rings(f), nb * k)                    # (R, B K, 2M): (k, re/im, m)
+        x = x.reshape(r, nb, 2 * k, b).transpose(2, 3).reshape(r * nb * b, 2 * k)
         x = torch.matmul(x, self._t("dft", f)).reshape(r, nb, b, 2, n)
         # G^l_{mn} = w_l sum_r d^l_{mn}(beta_r) X_r(m, n)
         x = x.permute(2, 4, 1, 3, 0).reshape(b * n, 2 * nb, r)

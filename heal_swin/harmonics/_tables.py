@@ -5,12 +5,14 @@ Layout of the transform (analysis; synthesis runs the same stages transposed):
 1. gather: the NESTED map over the chosen faces -> every HEALPix ring, ring pixel j at
    phi_j = (j + shift/2) 2 pi / n_ring. A ring of n = 4 i pixels is held as (4, i): j = q i + t.
    Absent faces read a zero appended to the map.
-2. Fourier: F_r(m) = sum_j f_j e^{-i m phi_j} for 0 <= m <= lmax, in real arithmetic as one radix-4 step:
-   with m = 4 s + u and phi_{q,t} = q pi/2 + psi_t,
-   F(4 s + u) = sum_t e^{-i 4 s psi_t} e^{-i u psi_t} sum_q (-i)^{u q} f_{q,t}
-   (a 4-point butterfly, a twiddle, and one real matmul of size 2 i x 2 S per ring, S = ceil((lmax+1)/4)).
-   Cap rings (i < nside, one table each, shared by a ring and its southern mirror) are grouped into
-   chunks padded to the chunk's widest ring; the belt rings share two tables (shifted and not).
+2. Fourier: F_r(m) = sum_j f_j e^{-i m phi_j} for 0 <= m <= lmax, as a dense real DFT: one matrix of
+   (n_ring, 2 (lmax + 1)) per ring length and shift (the phases of shifted rings folded in), output
+   columns (Re, Im) x m. Cap rings (i < nside, one table each, shared by a ring and its southern mirror)
+   are grouped into chunks padded to the chunk's widest ring, one batched matmul per chunk; the belt
+   rings share two tables (shifted and not): one plain matmul each over all their rings and maps. A
+   radix-4 step did the same with a quarter of the multiplications in many small products and copies,
+   at 1.5 GFLOP/s (issue #27); the dense products run near the machine's matmul rate and need no
+   re-stacking of real and imaginary parts. Synthesis uses the transposed tables with w_m folded in.
 3. Legendre: a_lm = (4 pi / Npix) sum_r lambda_lm(theta_r) F_r(m). Rings r and 4 nside - r are mirrors:
    lambda_lm(pi - theta) = (-1)^{l+m} lambda_lm(theta), so the even l+m use F_r + F_r' (and the
    equator), the odd ones F_r - F_r', over the northern rings only. Per chunk of m, a batched matmul
@@ -26,7 +28,8 @@ import numpy as np
 
 from .. import grid
 
-__all__ = ["alm_size", "alm_index", "legendre", "fourier_tables", "pixel_tables", "legendre_tables"]
+__all__ = ["alm_size", "alm_index", "legendre", "fourier_tables", "fourier_synthesis_tables",
+           "pixel_tables", "legendre_tables"]
 
 _SCALE = 600  # the Legendre recurrence keeps values as v * 2**(_SCALE * e)
 _BIG = 2.0 ** 300
@@ -162,40 +165,39 @@ def _ring_groups(nside: int):
 
 @functools.lru_cache(maxsize=32)
 def fourier_tables(nside: int, lmax: int):
-    """Per Fourier chunk: (tw_cos, tw_sin, Z): twiddles cos/sin(u psi_t) of shape (k, 1, 4, i_pad) and the
-    matrix Z (k, 2 i_pad, 2 S) mapping (re/im, t) -> (s, re/im) of sum_t e^{-i 4 s psi_t} H(t); zero on
-    the padding. Also the butterfly Q (8, 4): rows (u, re/im), Q = (-i)^{u q}. Float64."""
+    """Per Fourier chunk the dense real DFT of its ring lengths, (k, n_pad, 2 M), M = lmax + 1, n_pad = 4 i_pad:
+    [a, j, c M + m] = cos(m phi_j) (c = 0) and -sin(m phi_j) (c = 1) for pixel j of the chunk's a-th ring
+    length 4 i, phi_j = (j + shift/2) 2 pi / (4 i); zero on the padding j >= 4 i. F = rings @ table gives
+    (Re F(m), Im F(m)) with F(m) = sum_j f_j e^{-i m phi_j}. Float64."""
     lmax = _check_lmax(lmax)
     chunks, _ = _ring_groups(nside)
-    n_s = (lmax + 4) // 4
-    s = np.arange(n_s)
-    u = np.arange(4)
+    m = np.arange(lmax + 1)
     out = []
     for c in chunks:
-        k, i_pad = len(c["i"]), max(c["i"])
-        tw_c = np.zeros((k, 1, 4, i_pad))
-        tw_s = np.zeros((k, 1, 4, i_pad))
-        z = np.zeros((k, 2, i_pad, n_s, 2))
-        for j, (i, sh) in enumerate(zip(c["i"], c["shift"])):
-            t = np.arange(i)
-            psi = (t + 0.5 * sh) * (2 * np.pi / (4 * i))
-            tw_c[j, 0, :, :i] = np.cos(u[:, None] * psi[None, :])
-            tw_s[j, 0, :, :i] = np.sin(u[:, None] * psi[None, :])
-            ang = 4 * psi[:, None] * s[None, :]
-            c4, s4 = np.cos(ang), np.sin(ang)
-            z[j, 0, :i, :, 0], z[j, 1, :i, :, 0] = c4, s4
-            z[j, 0, :i, :, 1], z[j, 1, :i, :, 1] = -s4, c4
-        out.append(_readonly(tw_c, tw_s, z.reshape(k, 2 * i_pad, 2 * n_s)))
-    uq = np.outer(u, u) * (np.pi / 2)
-    q = np.round(np.stack([np.cos(uq), -np.sin(uq)], axis=1).reshape(8, 4))     # entries 0, +-1
-    return tuple(out), _readonly(q)
+        k, n_pad = len(c["i"]), 4 * max(c["i"])
+        d = np.zeros((k, n_pad, 2, lmax + 1))
+        for a, (i, sh) in enumerate(zip(c["i"], c["shift"])):
+            phi = (np.arange(4 * i) + 0.5 * sh) * (2 * np.pi / (4 * i))
+            ang = np.outer(phi, m)
+            d[a, :4 * i, 0], d[a, :4 * i, 1] = np.cos(ang), -np.sin(ang)
+        out.append(_readonly(d.reshape(k, n_pad, 2 * (lmax + 1))))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=32)
+def fourier_synthesis_tables(nside: int, lmax: int):
+    """The transposes of `fourier_tables` with the synthesis weights w_m folded in, (k, 2 M, n_pad):
+    rings = F @ table gives f_j = sum_m w_m Re(e^{i m phi_j} F(m)) (w_0 = 1, w_m = 2). Float64."""
+    w = np.tile(weights_m(lmax), 2)[None, :, None]
+    return tuple(_readonly(np.ascontiguousarray(d.transpose(0, 2, 1)) * w) for d in fourier_tables(nside, lmax))
 
 
 @functools.lru_cache(maxsize=32)
 def pixel_tables(nside: int, base_pixels: tuple):
-    """Per Fourier chunk the gather index (k, g, 4, i_pad) into the map with a zero appended (index N =
-    absent face or padding), and `scatter` (N,): where each map pixel sits in the flattened concatenation
-    of the chunks' (k, g, 4, i_pad) blocks. Int64."""
+    """Per Fourier chunk the gather index (k, g, n_pad) into the map with a zero appended (index N = absent
+    face or padding): the g rings of each of the chunk's k ring lengths, pixel j of a ring at column j; and
+    `scatter` (N,): where each map pixel sits in the flattened concatenation of the chunks' (k, g, n_pad)
+    blocks. Int64."""
     nside = grid.check_nside(nside)
     faces = grid.check_base_pixels(base_pixels)
     n_map = grid.n_pixels(nside, faces)
@@ -204,17 +206,16 @@ def pixel_tables(nside: int, base_pixels: tuple):
     start = grid.ring_info(nside, rings)[0]
     gathers, scatter, offset = [], np.full(n_map, -1, dtype=np.int64), 0
     for c in chunks:
-        k, g, i_pad = len(c["members"]), len(c["members"][0]), max(c["i"])
-        idx = np.full((k, g, 4, i_pad), n_map, dtype=np.int64)
+        k, g, n_pad = len(c["members"]), len(c["members"][0]), 4 * max(c["i"])
+        idx = np.full((k, g, n_pad), n_map, dtype=np.int64)
         for a, (i, mem) in enumerate(zip(c["i"], c["members"])):
             for b, r in enumerate(mem):
                 j = np.arange(4 * i)
                 nest = np.asarray(grid.ring2nest(nside, start[r - 1] + j), dtype=np.int64)
                 local = np.asarray(grid.global_to_local(nside, faces, nest), dtype=np.int64)
                 ok = local >= 0
-                idx[a, b, j[ok] // i, j[ok] % i] = local[ok]
-                flat = offset + ((a * g + b) * 4 + j[ok] // i) * i_pad + j[ok] % i
-                scatter[local[ok]] = flat
+                idx[a, b, j[ok]] = local[ok]
+                scatter[local[ok]] = offset + (a * g + b) * n_pad + j[ok]
         gathers.append(_readonly(idx))
         offset += idx.size
     assert (scatter >= 0).all()
