@@ -46,6 +46,7 @@ from .s2cnn import S2CNN, S2CNNUNet  # also registers the s2cnn variants
 from .swin_unet_flat import SwinUNetFlat
 
 __all__ = ["Backbone", "ChartCNNUNet", "DOMAINS", "EquirectangularAdapter", "FlatBackbone", "GaugeCNNUNet",
-           "HealSwinUNet", "ModelInfo", "PixelHead", "PlainFaceCNN", "PlanarCNN", "S2CNN", "S2CNNUNet", "SphereBackbone", "SwinUNetFlat",
-           "checkpoint_filter_fn", "create_head", "create_model", "equirectangular_shape", "is_model",
-           "list_models", "load_original", "model_info", "register_model"]
+           "HealSwinUNet", "ModelInfo", "PixelHead", "PlainFaceCNN", "PlanarCNN", "S2CNN", "S2CNNUNet",
+           "SphereBackbone", "SwinUNetFlat", "checkpoint_filter_fn", "create_head", "create_model",
+           "equirectangular_shape", "is_model", "list_models", "load_original", "model_info",
+           "register_model"]
