@@ -23,11 +23,11 @@ and live on a HEALPix x uniform-gamma grid: see `_so3`'s docstring for the layou
 """
 
 from ._sht import InverseRealSHT, RealSHT, TableModule, table_bytes
-from ._so3 import (SO3Analysis, SO3Synthesis, check_bandwidth, so3_grid, so3_grid_nside, so3_spectrum_mask,
+from ._so3 import (SO3Analysis, SO3Synthesis, check_bandwidth, so3_grid, so3_grid_nside, so3_grid_shape, so3_spectrum_mask,
                    so3_spectrum_shape, so3_table_mib, rotate_so3)
 from ._tables import alm_index, alm_size, legendre
 from ._wigner import rotate_alm, wigner_d
 
 __all__ = ["InverseRealSHT", "RealSHT", "SO3Analysis", "SO3Synthesis", "TableModule", "alm_index", "alm_size",
-           "check_bandwidth", "legendre", "rotate_alm", "rotate_so3", "so3_grid", "so3_grid_nside", "so3_spectrum_mask",
+           "check_bandwidth", "legendre", "rotate_alm", "rotate_so3", "so3_grid", "so3_grid_nside", "so3_grid_shape", "so3_spectrum_mask",
            "so3_spectrum_shape", "so3_table_mib", "table_bytes", "wigner_d"]

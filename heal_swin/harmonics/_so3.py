@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from .. import grid
-from ._sht import _Transform
-from ._tables import _ring_groups
+from ._sht import TableModule
+from ._tables import weights_m
 from ._wigner import _wigner_d
 
-__all__ = ["SO3Analysis", "SO3Synthesis", "check_bandwidth", "so3_grid", "so3_grid_nside", "so3_spectrum_mask",
+__all__ = ["SO3Analysis", "SO3Synthesis", "check_bandwidth", "so3_grid", "so3_grid_nside", "so3_grid_shape", "so3_spectrum_mask",
            "so3_spectrum_shape", "so3_table_mib", "rotate_so3"]
 
 
@@ -73,62 +73,135 @@ def so3_spectrum_mask(b: int) -> np.ndarray:
     return mask
 
 
-def so3_grid(b: int):
-    """Euler angles of the grid of bandwidth b: alpha (Npix,), beta (Npix,) per NESTED pixel, gamma (2b,);
-    float64. (A transform built with grid=g uses so3_grid(g).)"""
+def so3_grid_shape(b: int, grid=None) -> tuple:
+    """(nside, gamma points) of the grid a transform of bandwidth b samples. `grid`: None (the grid of b:
+    so3_grid_nside(b), 2b), an even bandwidth g >= b (the grid of g), or a pair (nside, n_gamma): HEALPix at
+    nside (a power of two >= so3_grid_nside(b)) times n_gamma uniform gammas (even, >= 2b), a grid
+    oversampled in (alpha, beta) or gamma alone."""
     b = check_bandwidth(b)
-    nside = so3_grid_nside(b)
-    theta, phi = grid.pix2ang(nside, np.arange(grid.nside2npix(nside)), nest=True)
-    return np.asarray(phi, dtype=np.float64), np.asarray(theta, dtype=np.float64), 2 * np.pi * np.arange(2 * b) / (2 * b)
+    if grid is None:
+        return so3_grid_nside(b), 2 * b
+    if isinstance(grid, (tuple, list)):
+        if len(grid) != 2:
+            raise ValueError(f"grid={grid!r} must be a bandwidth or a pair (nside, n_gamma)")
+        nside, n_gamma = int(grid[0]), int(grid[1])
+        if grid[0] != nside or nside < so3_grid_nside(b) or nside & (nside - 1):
+            raise ValueError(f"grid={tuple(grid)!r}: nside={grid[0]!r} must be a power of two >= "
+                             f"{so3_grid_nside(b)} (the grid of bandwidth {b})")
+        if grid[1] != n_gamma or n_gamma < 2 * b or n_gamma % 2:
+            raise ValueError(f"grid={tuple(grid)!r}: n_gamma={grid[1]!r} must be an even integer >= 2b = {2 * b} "
+                             "(even: the 180-degree turns; >= 2b: the gamma DFT of degrees < b)")
+        return nside, n_gamma
+    g = check_bandwidth(grid, "grid")
+    if g < b:
+        raise ValueError(f"grid={grid} must be >= the bandwidth {b}: the grid of a smaller bandwidth cannot hold "
+                         "the function")
+    return so3_grid_nside(g), 2 * g
+
+
+def so3_grid(b: int, grid=None):
+    """Euler angles of the grid of bandwidth b: alpha (Npix,), beta (Npix,) per NESTED pixel, gamma (n_gamma,);
+    float64. `grid` as in `so3_grid_shape` (a transform built with grid=g samples so3_grid(b, g))."""
+    nside, n_gamma = so3_grid_shape(b, grid)
+    theta, phi = _pixel_angles(nside)
+    return phi, theta, 2 * np.pi * np.arange(n_gamma) / n_gamma
+
+
+def _pixel_angles(nside: int):
+    theta, phi = grid.pix2ang(nside, np.arange(grid.nside2npix(nside)), nest=True)   # `grid`: the module here
+    return np.asarray(theta, dtype=np.float64), np.asarray(phi, dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=8)
 def _ring_wigner(b: int, nside: int) -> np.ndarray:
-    """d^l_{mn}(theta_r) as (m, n + b - 1, l, r) over the rings of HEALPix at `nside` in the order the SHT's
-    Fourier chunks emit them; zero outside the spectrum mask. Float64."""
-    rings = _ring_groups(nside)[1]
-    theta = grid.ring_info(nside, rings)[2]
-    out = np.zeros((b, 2 * b - 1, b, rings.size))
+    """d^l_{mn}(theta_r) as (m, n + b - 1, l, r) over the rings r = 1 .. 4 nside - 1 of HEALPix at `nside`
+    (north to south); zero outside the spectrum mask. Float64."""
+    theta = grid.ring_info(nside, np.arange(1, 4 * nside))[2]
+    out = np.zeros((b, 2 * b - 1, b, theta.size))
     for r, beta in enumerate(theta):
         ds = _wigner_d(b - 1, float(beta))
         for l in range(b):
             out[:l + 1, b - 1 - l:b + l, l, r] = ds[l][l:, :]          # rows m = 0..l, columns n = -l..l
-    out = out.reshape(b * (2 * b - 1), b, rings.size)
     out.setflags(write=False)
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _padded_rings(nside: int, mmax: int):
+    """The SO(3) grid's rings, every ring padded to L = 4 nside: the dense real DFT (R, L, 2M), M = mmax + 1,
+    [r, j, c M + m] = cos(m phi_rj) (c = 0), -sin(m phi_rj) (c = 1), zero on the padding; its transpose
+    with the synthesis weights w_m folded in (R, 2M, L); `gather` (R L,): the NESTED pixel at each ring
+    position (12 nside^2, a zero slot, on the padding); `scatter` (12 nside^2,): each pixel's ring position.
+    One batched matmul over the rings (the grids are small: padding costs less than splitting them)."""
+    rings = np.arange(1, 4 * nside)
+    start, count, _, shifted = grid.ring_info(nside, rings)
+    n_ring, width, m = rings.size, 4 * nside, np.arange(mmax + 1)
+    dft = np.zeros((n_ring, width, 2, mmax + 1))
+    gather = np.full((n_ring, width), 12 * nside * nside, dtype=np.int64)
+    for r in range(n_ring):
+        j = np.arange(count[r])
+        phi = (j + 0.5 * shifted[r]) * (2 * np.pi / count[r])
+        dft[r, j, 0], dft[r, j, 1] = np.cos(np.outer(phi, m)), -np.sin(np.outer(phi, m))
+        gather[r, j] = grid.ring2nest(nside, start[r] + j)
+    dft = dft.reshape(n_ring, width, 2 * (mmax + 1))
+    w = np.tile(weights_m(mmax), 2)
+    idft = np.ascontiguousarray(dft.transpose(0, 2, 1)) * w[None, :, None]
+    gather = gather.reshape(-1)
+    scatter = np.full(12 * nside * nside, -1, dtype=np.int64)
+    ok = gather < scatter.size
+    scatter[gather[ok]] = np.flatnonzero(ok)
+    assert (scatter >= 0).all()
+    for t in (dft, idft, gather, scatter):
+        t.setflags(write=False)
+    return dft, idft, gather, scatter
 
 
 def _gamma_dft(b: int, sign: int, n_gamma: int) -> np.ndarray:
-    """Real matrix of the complex sum_x v_x e^{sign i n gamma_k}. Synthesis (n -> k, sign +1): (2N, 2K), rows
-    (re/im, n), columns (k, re/im); analysis (k -> n, sign -1): (2K, 2N), rows (k, re/im), columns (re/im, n).
-    The gamma index sits next to re/im on the side of the grid values, as the ring DFT lays them out."""
+    """Real (2P, 2Q) matrix of the complex sum_x v_x e^{sign i n gamma_k} for matrices on the left of the
+    values: out = table @ values. Synthesis (n -> k, sign +1): (2K, 2N), rows (k, re/im), columns (n, re/im);
+    analysis (k -> n, sign -1): (2N, 2K), rows (n, re/im), columns (k, re/im)."""
     n = np.arange(-(b - 1), b)
     gamma = 2 * np.pi * np.arange(n_gamma) / n_gamma
-    ang = np.outer(n, gamma) if sign > 0 else np.outer(gamma, n)        # (inputs, outputs)
+    ang = np.outer(gamma, n) if sign > 0 else np.outer(n, gamma)        # (outputs, inputs)
     c, s = np.cos(ang), sign * np.sin(ang)
-    out = np.block([[c, s], [-s, c]])                                   # rows (re/im, in), columns (re/im, out)
-    p, q = ang.shape
-    if sign > 0:
-        out = out.reshape(2 * p, 2, q).transpose(0, 2, 1).reshape(2 * p, 2 * q)
-    else:
-        out = out.reshape(2, p, 2 * q).transpose(1, 0, 2).reshape(2 * p, 2 * q)
-    out = np.ascontiguousarray(out)
+    out = np.stack([np.stack([c, -s], axis=-1), np.stack([s, c], axis=-1)], axis=1)   # (out, re/im, in, re/im)
+    out = np.ascontiguousarray(out.reshape(2 * ang.shape[0], 2 * ang.shape[1]))
     out.setflags(write=False)
     return out
 
 
-class _SO3Transform(_Transform):
-    def __init__(self, b: int, grid: int | None = None, synthesis: bool = True):
+def _dense_grad(t: torch.Tensor) -> torch.Tensor:
+    """t, its gradient made contiguous before t's producer sees it: a matmul's output that is permuted next
+    gets its gradient as a permuted view, which the batched matmul's backward would copy matrix by matrix."""
+    if t.requires_grad:
+        t.register_hook(torch.Tensor.contiguous)
+    return t
+
+
+class _SO3Transform(TableModule):
+    """Tables of one direction of the SO(3) transform: the Wigner-d products per (m, n), the gamma DFT and the
+    ring DFT over the padded rings (`_padded_rings`). Values are held on the rings as (R, B, K, L) inside
+    (`SO3Activation` works there: every grid point once, padding zero after synthesis and ignored by analysis),
+    NESTED (B, K, 12 nside^2) at the module boundary."""
+
+    def __init__(self, b: int, grid=None, synthesis: bool = True):
+        super().__init__()
         self.b = check_bandwidth(b)
-        self.grid = self.b if grid is None else check_bandwidth(grid, "grid")
-        if self.grid < self.b:
-            raise ValueError(f"grid={grid} must be >= the bandwidth {self.b}: the grid of a smaller bandwidth "
-                             "cannot hold the function")
-        super().__init__(so3_grid_nside(self.grid), self.b - 1, range(12), legendre=False,
-                         analysis=not synthesis, synthesis=synthesis)
-        self.n_gamma = 2 * self.grid
-        self.n_rings = 4 * self.nside - 1
-        self._table("wigner", _ring_wigner(self.b, self.nside))         # (M*N, L, R)
+        self.nside, self.n_gamma = so3_grid_shape(self.b, grid)
+        self.grid = grid
+        self.n_pix = 12 * self.nside ** 2
+        self.n_rings, self.ring_width = 4 * self.nside - 1, 4 * self.nside
+        dft, idft, gather, scatter = _padded_rings(self.nside, self.b - 1)
+        wig = _ring_wigner(self.b, self.nside).reshape(self.b * (2 * self.b - 1), self.b, self.n_rings)
+        if synthesis:   # per (m, n, re/im): (R, L_deg) @ (L_deg, maps)
+            self._table("wigner", np.repeat(wig.transpose(0, 2, 1), 2, axis=0))
+            self._table("ring_dft", idft)
+            self._table("scatter", scatter, torch.int64)
+        else:           # per (m, n, re/im): (L_deg, R) @ (R, maps)
+            self._table("wigner", np.repeat(wig, 2, axis=0))
+            self._table("ring_dft", dft)
+            self._table("gather", gather, torch.int64)
+        self._table("gamma_dft", _gamma_dft(self.b, 1 if synthesis else -1, self.n_gamma))
 
     def extra_repr(self) -> str:
         return f"bandwidth={self.b}, grid nside={self.nside}, gamma points={self.n_gamma}"
@@ -137,62 +210,77 @@ class _SO3Transform(_Transform):
 class SO3Synthesis(_SO3Transform):
     """SO(3) spectrum (..., b, b, 2b - 1, 2) -> values on the grid (..., 2b, 12 nside^2) (module docstring).
     f(R) = sum G^l_{mn} conj(D^l_{mn}(R)), evaluated exactly; differentiable, exports to ONNX.
-    `grid`: evaluate on the grid of a larger (even) bandwidth instead, (..., 2 grid, 12 nside_grid^2), so
-    that layers of different bandwidths share one sampling."""
+    `grid`: evaluate on another grid (`so3_grid_shape`): that of a larger (even) bandwidth, so that layers of
+    different bandwidths share one sampling, or (nside, n_gamma), (..., n_gamma, 12 nside^2)."""
 
-    def __init__(self, b: int, grid: int | None = None):
-        super().__init__(b, grid)
-        self._table("dft", _gamma_dft(self.b, +1, self.n_gamma))
+    def __init__(self, b: int, grid=None):
+        super().__init__(b, grid, synthesis=True)
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
+        lead = self._check(g)
+        v = _dense_grad(self.rings(g.reshape(-1, *g.shape[-4:])))           # (R, B, K, L)
+        r, nb, k, width = v.shape
+        v = v.permute(1, 2, 0, 3).reshape(nb * k, r * width)
+        return torch.index_select(v, 1, self.scatter).reshape(*lead, k, self.n_pix)
+
+    def _check(self, g):
         b, n = self.b, 2 * self.b - 1
         if g.shape[-4:] != (b, b, n, 2):
             raise ValueError(f"expected an SO(3) spectrum (..., {b}, {b}, {n}, 2) for bandwidth {b}, "
                              f"got {tuple(g.shape)}")
-        lead = g.shape[:-4]
-        g = g.reshape(-1, b, b, n, 2)
-        nb, r, k = g.shape[0], self.n_rings, self.n_gamma
-        # H_r(m, n) = sum_l d^l_{mn}(beta_r) G^l_{mn}: one matmul per (m, n) over l
-        x = g.permute(2, 3, 0, 4, 1).reshape(b * n, 2 * nb, b)
-        h = torch.bmm(x, self._t("wigner", g))                              # (M N, 2B, R)
-        # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}: one matmul, rows (ring, map, m)
-        h = h.reshape(b, n, nb, 2, r).permute(4, 2, 0, 3, 1).reshape(r * nb * b, 2 * n)
-        f = torch.matmul(h, self._t("dft", g)).reshape(r, nb, b, k, 2)
-        # f(alpha, beta_r, gamma_k) = sum_m w_m Re(e^{i m alpha} F_r(m, gamma_k)): the SHT's ring stages,
-        # every (map, gamma) a map on the rings
-        f = f.permute(0, 1, 3, 4, 2).reshape(r, nb * k, 2 * b)
-        rings = self._fourier_adj(f, nb * k)
-        return self._from_rings(rings, nb * k).reshape(*lead, k, self.n_pix)
+        return g.shape[:-4]
+
+    def rings(self, g: torch.Tensor) -> torch.Tensor:
+        """g (B, b, b, 2b - 1, 2) -> values on the padded rings (R, B, K, L), zero on the padding."""
+        self._check(g)
+        b, n, nb, r, k = self.b, 2 * self.b - 1, g.shape[0], self.n_rings, self.n_gamma
+        # H_r(m, n) = sum_l d^l_{mn}(beta_r) G^l_{mn}: one matmul per (m, n, re/im) over l
+        x = g.permute(2, 3, 4, 1, 0).reshape(b * n * 2, b, nb)
+        h = torch.bmm(self._t("wigner", g), x)                              # (M N 2, R, B)
+        # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}: per m, (2K, 2N) @ (2N, R B)
+        f = _dense_grad(torch.matmul(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb)))   # (M, 2K, R B)
+        # f(alpha_j, beta_r, gamma_k) = sum_m w_m Re(e^{i m alpha_j} F_r(m, gamma_k)): per ring (B K, 2M) @ (2M, L)
+        f = f.reshape(b, k, 2, r, nb).permute(3, 4, 1, 2, 0).reshape(r, nb * k, 2 * b)
+        return torch.bmm(f, self._t("ring_dft", g)).reshape(r, nb, k, self.ring_width)
 
 
 class SO3Analysis(_SO3Transform):
     """Values on the grid (..., 2b, 12 nside^2) -> SO(3) spectrum (..., b, b, 2b - 1, 2) by quadrature with
     equal weights (module docstring); the adjoint of SO3Synthesis up to the quadrature weights. `grid`: as
-    in SO3Synthesis, the values live on the grid of that bandwidth."""
+    in SO3Synthesis, the values live on that grid, (..., n_gamma, 12 nside^2)."""
 
-    def __init__(self, b: int, grid: int | None = None):
+    def __init__(self, b: int, grid=None):
         super().__init__(b, grid, synthesis=False)
-        self._table("dft", _gamma_dft(self.b, -1, self.n_gamma))
         l = np.arange(self.b, dtype=np.float64)
         self._table("weight", (2 * l + 1) / (8 * np.pi ** 2) * (4 * np.pi / self.n_pix) * (2 * np.pi / self.n_gamma))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        b, n, k = self.b, 2 * self.b - 1, self.n_gamma
+        k = self.n_gamma
         if f.shape[-2:] != (k, self.n_pix):
-            raise ValueError(f"expected values on the SO(3) grid (..., {k}, {self.n_pix}) for bandwidth {b}, "
+            raise ValueError(f"expected values on the SO(3) grid (..., {k}, {self.n_pix}) for bandwidth {self.b}, "
                              f"got {tuple(f.shape)}")
         lead = f.shape[:-2]
         f = f.reshape(-1, self.n_pix)
-        nb, r = f.shape[0] // k, self.n_rings
-        # F_r(m, gamma_k) = sum_j f e^{-i m alpha_j}, then X_r(m, n) = sum_k F e^{-i n gamma_k}
-        x = self._fourier_fwd(self._to_rings(f), nb * k)                    # (R, B K, 2M): (k, re/im, m)
-        x = x.reshape(r, nb, 2 * k, b).transpose(2, 3).reshape(r * nb * b, 2 * k)
-        x = torch.matmul(x, self._t("dft", f)).reshape(r, nb, b, 2, n)
-        # G^l_{mn} = w_l sum_r d^l_{mn}(beta_r) X_r(m, n)
-        x = x.permute(2, 4, 1, 3, 0).reshape(b * n, 2 * nb, r)
-        g = torch.bmm(x, self._t("wigner", f).transpose(1, 2))              # (M N, 2B, L)
-        g = g * self._t("weight", f)
-        return g.reshape(b, n, nb, 2, b).permute(2, 4, 0, 1, 3).reshape(*lead, b, b, n, 2)
+        f = torch.index_select(torch.cat([f, f.new_zeros(f.shape[0], 1)], dim=1), 1, self.gather)
+        v = f.reshape(-1, k, self.n_rings, self.ring_width).permute(2, 0, 1, 3)
+        g = self.spectrum(v)
+        return g.reshape(*lead, *g.shape[1:])
+
+    def spectrum(self, v: torch.Tensor) -> torch.Tensor:
+        """Values on the padded rings (R, B, K, L) (the padding is ignored) -> spectra (B, b, b, 2b - 1, 2)."""
+        b, n, k, r = self.b, 2 * self.b - 1, self.n_gamma, self.n_rings
+        if v.shape[0] != r or v.shape[2:] != (k, self.ring_width):
+            raise ValueError(f"expected values on the rings ({r}, B, {k}, {self.ring_width}), got {tuple(v.shape)}")
+        nb = v.shape[1]
+        # F_r(m, gamma_k) = sum_j f e^{-i m alpha_j}: per ring (B K, L) @ (L, 2M)
+        x = _dense_grad(torch.bmm(v.reshape(r, nb * k, self.ring_width), self._t("ring_dft", v)))   # (R, B K, 2M)
+        # X_r(m, n) = sum_k F e^{-i n gamma_k}: per m, (2N, 2K) @ (2K, R B)
+        x = x.reshape(r, nb, k, 2, b).permute(4, 2, 3, 0, 1).reshape(b, 2 * k, r * nb)
+        x = torch.matmul(self._t("gamma_dft", v), x)                          # (M, 2N, R B)
+        # G^l_{mn} = w_l sum_r d^l_{mn}(beta_r) X_r(m, n): per (m, n, re/im), (L_deg, R) @ (R, B)
+        g = _dense_grad(torch.bmm(self._t("wigner", v), x.reshape(b * n * 2, r, nb)))   # (M N 2, L_deg, B)
+        g = g * self._t("weight", v).reshape(-1, 1)
+        return g.reshape(b, n, 2, b, nb).permute(4, 3, 0, 1, 2)
 
 
 def so3_table_mib(b: int) -> float:

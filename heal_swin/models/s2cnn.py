@@ -206,15 +206,19 @@ class SO3Conv(_SpectralConv):
     def _build_kernel(self, like):
         b, n, i, o = self.b, 2 * self.b - 1, self.in_channels, self.out_channels
         k = self.weight.reshape(o * i, -1).to(like.dtype) @ self._t("basis", like)     # conj D summed: (k, n)
-        k = k.reshape(o, i, b, n, n, 2).permute(2, 1, 4, 0, 3, 5).reshape(b, i * n, o * n, 2)  # (L, I n, O k)
-        return _complex_matrix(k[..., 0], k[..., 1])                       # (L, 2 I N, 2 O N)
+        # (L, [re|im] I n, O k): the complex kernel's real and imaginary parts stacked, no 2x2 block matrix
+        return k.reshape(o, i, b, n, n, 2).permute(2, 5, 1, 4, 0, 3).reshape(b, 2 * i * n, o * n)
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
         g = self._so3_in(g)
         nb, b, n = g.shape[0], self.b, 2 * self.b - 1
-        x = g.permute(2, 0, 3, 5, 1, 4).reshape(b, nb * b, 2 * self.in_channels * n)      # (L, B m, [re|im] I n)
-        y = torch.bmm(x, self.kernel(g))                                   # (L, B m, [re|im] O k)
-        y = y.reshape(b, nb, b, 2, self.out_channels, n).permute(1, 4, 0, 2, 5, 3)
+        # complex rows as real blocks on the input side, [x_re, -x_im] and [x_im, x_re] (the input is the
+        # smaller operand): [y_re; y_im] = X @ [K_re; K_im]
+        x = g.permute(2, 0, 3, 5, 1, 4).reshape(b, nb * b, 2, self.in_channels * n)        # (L, B m, re/im, I n)
+        sign = x.new_tensor([1.0, -1.0]).reshape(1, 1, 2, 1)
+        x = torch.stack([x * sign, torch.cat([x[:, :, 1:], x[:, :, :1]], dim=2)], dim=1)
+        y = torch.bmm(x.reshape(b, 2 * nb * b, -1), self.kernel(g))         # (L, [re|im] B m, O k)
+        y = y.reshape(b, 2, nb, b, self.out_channels, n).permute(2, 4, 0, 3, 5, 1)
         return self._so3_out(y)
 
 
@@ -255,11 +259,15 @@ class SO3ToS2Conv(_SpectralConv):
 
 class SO3Activation(nn.Module):
     """Pointwise on the SO(3) grid: spectrum -> values (SO3Synthesis) -> GroupNorm -> ReLU -> spectrum
-    (SO3Analysis), at bandwidth b on the grid of bandwidth `grid` (default b). GroupNorm's statistics over
-    all grid points (equal measure each) and the ReLU commute with every permutation of the grid, so the
-    grid's symmetries stay exact."""
+    (SO3Analysis), at bandwidth b on the grid `grid` (`harmonics.so3_grid_shape`: default the grid of b).
+    GroupNorm's statistics over all grid points (equal measure each) and the ReLU commute with every
+    permutation of the grid, so the grid's symmetries stay exact.
 
-    def __init__(self, channels: int, b: int, groups: int | None = None, norm: bool = True, grid: int | None = None):
+    The values stay on the transforms' padded rings (R, B, C, K, L) in between (no NESTED gather and scatter);
+    the padding is zero after synthesis, so the sums of the statistics need no mask, and analysis ignores it.
+    The result equals nn.GroupNorm on the NESTED values (the module `norm` holds its parameters)."""
+
+    def __init__(self, channels: int, b: int, groups: int | None = None, norm: bool = True, grid=None):
         super().__init__()
         self.b = check_bandwidth(b)
         self.synthesis, self.analysis = SO3Synthesis(self.b, grid), SO3Analysis(self.b, grid)
@@ -267,10 +275,30 @@ class SO3Activation(nn.Module):
         self.act = nn.ReLU()
 
     def forward(self, g):
-        x = self.synthesis(g)                                              # (B, C, K, P)
+        lead = g.shape[:-4]
+        v = self.synthesis.rings(g.reshape(-1, *g.shape[-4:]))                   # (R, B C, K, L)
         if self.norm is not None:
-            x = self.norm(x.flatten(2)).view_as(x)
-        return self.analysis(self.act(x))
+            v = self._group_norm(v.reshape(v.shape[0], -1, self.norm.num_channels, *v.shape[2:]))
+        else:
+            v = self.act(v)
+        out = self.analysis.spectrum(v.reshape(v.shape[0], -1, *v.shape[-2:]))
+        return out.reshape(*lead, *out.shape[1:])
+
+    def _group_norm(self, v):
+        """GroupNorm + ReLU of v (R, B, C, K, L) over (R, K, L) and the channels of a group, grid points only."""
+        norm = self.norm
+        nb, c = v.shape[1], v.shape[2]
+        count = self.synthesis.n_pix * self.synthesis.n_gamma * (c // norm.num_groups)
+        # sums over every entry: the padding is zero (var_mean's strided reduction measured 1.4x slower)
+        s1 = v.sum(dim=(0, 3, 4)).reshape(nb, norm.num_groups, -1).sum(-1)
+        s2 = v.square().sum(dim=(0, 3, 4)).reshape(nb, norm.num_groups, -1).sum(-1)
+        mean = s1 / count
+        inv = torch.rsqrt((s2 / count - mean.square()).clamp_min(0) + norm.eps)        # (B, G)
+        scale = inv.repeat_interleave(c // norm.num_groups, dim=1)                     # (B, C)
+        shift = -mean.repeat_interleave(c // norm.num_groups, dim=1) * scale
+        if norm.affine:
+            scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+        return torch.relu(torch.addcmul(shift[:, :, None, None], v, scale[:, :, None, None]))
 
 
 # --------------------------------------------------------------------------- graph layers
