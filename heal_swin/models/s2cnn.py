@@ -42,7 +42,7 @@ from torch import nn
 from .. import grid
 from ..grid import check_base_pixels, check_nside, format_base_pixels
 from ..harmonics import (InverseRealSHT, RealSHT, SO3Analysis, SO3Synthesis, TableModule, alm_index, alm_size,
-                         check_bandwidth, legendre, wigner_d)
+                         check_bandwidth, legendre, so3_grid_nside, wigner_d)
 from ..layers import CheckpointList, NestedPool, NestedUnpool
 from ._base import SphereBackbone
 from ._registry import register_model
@@ -373,20 +373,25 @@ class ChebBlock(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+SO3_GRIDS = ("shared", "sphere", "own")
+
+
 class SpectralCore(nn.Module):
     """Maps on S² -> maps on S² through SO(3): RealSHT, S² conv, [activation, SO(3) conv] x k, activation,
     SO(3) → S², inverse SHT. x (B, C_in, N) -> (B, C_out, N) at (nside, faces).
 
     `channels` = (c_1, ..., c_k+1) SO(3) channels after each convolution, `bandwidths` = (b_0, b_1, ...,
     b_k+1, b_out): the input's SHT band limit, the bandwidth after each convolution and that of the output.
-    `shared_grid`: every activation samples the SO(3) grid of the largest inner bandwidth (the same α, β, γ
-    points in every layer); False: each on the grid of its own bandwidth (fewer points, more aliasing).
+    `so3_grid`, where the activations sample SO(3) (bench/README.md, issue #27, measures the trade):
+    "shared": every activation on the grid of the largest inner bandwidth (the same α, β, γ points in every
+    layer); "sphere": the (α, β) HEALPix grid of the largest inner bandwidth shared, 2b γ points per
+    bandwidth; "own": each on the grid of its own bandwidth (fewest points, most aliasing).
     The activations (values on the SO(3) grid: the most memory) and the SO(3) convolutions are
     `CheckpointList`s: with gradient checkpointing each keeps only its input spectrum."""
 
     def __init__(self, in_channels: int, out_channels: int, nside: int, faces: Sequence[int],
                  channels: Sequence[int], bandwidths: Sequence[int], points_s2=None, points_so3=None,
-                 shared_grid: bool = True):
+                 so3_grid: str = "sphere"):
         super().__init__()
         channels, bandwidths = tuple(int(c) for c in channels), tuple(int(b) for b in bandwidths)
         if len(channels) < 1 or len(bandwidths) != len(channels) + 2:
@@ -401,8 +406,12 @@ class SpectralCore(nn.Module):
         self.channels, self.bandwidths = channels, bandwidths
         self.sht = RealSHT(self.nside, bandwidths[0] - 1, self.faces)
         self.s2conv = S2Conv(in_channels, channels[0], bandwidths[0], bandwidths[1], points_s2)
-        self.grid = max(bandwidths[1:-1]) if shared_grid else None
-        self.acts = CheckpointList([SO3Activation(c, b, grid=self.grid)
+        if so3_grid not in SO3_GRIDS:
+            raise ValueError(f"so3_grid={so3_grid!r} must be one of {SO3_GRIDS} (where the activations sample SO(3))")
+        self.so3_grid = so3_grid
+        top = max(bandwidths[1:-1])
+        grids = {"shared": lambda b: top, "sphere": lambda b: (so3_grid_nside(top), 2 * b), "own": lambda b: None}
+        self.acts = CheckpointList([SO3Activation(c, b, grid=grids[so3_grid](b))
                                     for c, b in zip(channels, bandwidths[1:-1])])
         self.so3convs = CheckpointList([SO3Conv(channels[i], channels[i + 1], bandwidths[i + 1],
                                                 bandwidths[i + 2], points_so3) for i in range(len(channels) - 1)])
@@ -410,7 +419,8 @@ class SpectralCore(nn.Module):
         self.isht = InverseRealSHT(self.nside, bandwidths[-1] - 1, self.faces)
 
     def extra_repr(self) -> str:
-        grid = f", SO(3) grid of bandwidth {self.grid}" if self.grid else ", SO(3) grid per bandwidth"
+        grid = ", ".join(f"{a.synthesis.nside}x{a.synthesis.n_gamma}" for a in self.acts)
+        grid = f", SO(3) grids {self.so3_grid!r} (nside x gammas: {grid})"
         return f"nside={self.nside}, faces={format_base_pixels(self.faces)}, bandwidths={self.bandwidths}{grid}"
 
     def forward(self, x):
@@ -446,12 +456,12 @@ class S2CNN(SphereBackbone):
     def __init__(self, nside: int = 16, base_pixels: Sequence[int] | str = tuple(range(12)), in_chans: int = 1,
                  num_classes: int = 11, *, task: str = "segmentation", log_variance: bool = False,
                  channels: Sequence[int] = (12, 24, 24, 12), bandwidths: Sequence[int] = (16, 12, 8, 8, 12, 16),
-                 embed_dim: int = 16, head_bias: bool = True, shared_grid: bool = True,
+                 embed_dim: int = 16, head_bias: bool = True, so3_grid: str = "sphere",
                  grad_checkpointing: bool = False):
         super().__init__(nside, base_pixels, in_chans, num_classes, task=task, log_variance=log_variance)
         self.embed_dim = int(embed_dim)
         self.core = nn.Sequential(SpectralCore(self.in_chans, self.embed_dim, self.nside, self.faces, channels,
-                                               bandwidths, shared_grid=shared_grid),
+                                               bandwidths, so3_grid=so3_grid),
                                   nn.GroupNorm(math.gcd(self.embed_dim, 8), self.embed_dim), nn.ReLU())
         self.feature_info = self.stage_info([(self.embed_dim, self.nside, "core")])
         self.num_features = self.embed_dim
