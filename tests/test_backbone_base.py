@@ -118,7 +118,7 @@ def _input(model, batch=1):
 
 # one variant of each model class (s2cnn: the all-spectral S2CNN and the hybrid U-Net), at its test size
 REPRESENTATIVES = ["heal_swin_tiny", "gauge_cnn_tiny", "chart_cnn_tiny", "s2cnn_tiny", "s2cnn_digits",
-                   "swin_unet_flat_tiny"]
+                   "swin_unet_flat_tiny", "planar_cnn_1x"]
 SPHERE_REPRESENTATIVES = [n for n in REPRESENTATIVES if models.model_info(n).domain == "healpix"]
 
 
@@ -147,7 +147,7 @@ def test_every_variant_is_a_backbone(name):
     (dict(in_chans=0), r"in_chans=0 must be a positive integer \(input channels\)"),
     (dict(in_chans=2.5), r"in_chans=2.5 must be a positive integer"),
     (dict(num_classes=0), r"num_classes=0 must be a positive integer \(the segmentation classes\)"),
-    (dict(task="detection"), r"task='detection' must be one of \('segmentation', 'depth'\)"),
+    (dict(task="detection"), r"task='detection' must be one of \('segmentation', 'depth', 'classification'\)"),
     (dict(log_variance=True), r"log_variance=True needs task='depth'"),
 ])
 @pytest.mark.parametrize("name", REPRESENTATIVES)

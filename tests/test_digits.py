@@ -118,7 +118,7 @@ def test_digits_configs_are_checked_before_any_work(tmp_path):
     for override, message in [("data.digits.rotate=1.5", r"data.digits.rotate=1.5 must be in \[0, 1\]"),
                               ("data.digits.digits=[3,1]", r"1 <= min <= max"),
                               ("data.digits.half_width=0.9", r"must be in \(0, 0.6\)"),
-                              ("task=depth", "must be segmentation with data.source=digits"),
+                              ("task=depth", "must be segmentation or classification with data.source=digits"),
                               ("data.rig=true", "no cameras to fuse")]:
         with pytest.raises(ConfigError, match=message):
             load_config(cfg, [override])

@@ -47,7 +47,8 @@ def test_registry_lists_the_variants():
                      "swin_unet_flat_tiny", "swin_unet_flat_paper"):
         assert required in names
     assert models.list_models("swin_unet_flat_*") == ["swin_unet_flat_paper", "swin_unet_flat_tiny"]
-    assert models.list_models(domain="flat") == ["swin_unet_flat_paper", "swin_unet_flat_tiny"]
+    assert models.list_models(domain="flat") == ["planar_cnn_1x", "planar_cnn_20x", "planar_cnn_4x",
+                                                 "swin_unet_flat_paper", "swin_unet_flat_tiny"]
     assert models.list_models(family="heal_swin") == ["heal_swin_base", "heal_swin_paper", "heal_swin_small",
                                                       "heal_swin_tiny"]
     with pytest.raises(ValueError, match="model='nope' is unknown"):
@@ -260,7 +261,7 @@ def test_bf16_attention_keeps_masks_exact(cosine):
     (dict(num_heads=(3, 4, 8)), r"must be divisible by num_heads\[0\]=3"),
     (dict(depths=(2, 2)), r"must be non-empty, of equal length"),
     (dict(window_span="sequence", nside=16), r"grid_shift' needs windows inside one face"),
-    (dict(task="classification"), r"task='classification' must be one of"),
+    (dict(task="panoptic"), r"task='panoptic' must be one of"),
     (dict(shift_strategy="nest_roll", shift_size=32), r"shift_size=32 must lie in \(0, window=16\]"),
     (dict(rel_pos_bias="cpb_mlp"), r"rel_pos_bias='cpb_mlp' must be one of"),
     (dict(shift_strategy="nest_grid_shift", base_pixels=range(12)), r"needs faces 0–7"),

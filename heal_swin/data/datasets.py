@@ -30,7 +30,9 @@ __all__ = ["HealpixDataset", "FlatDataset", "IMAGENET_MEAN", "IMAGENET_STD", "TA
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-TASKS = ("segmentation", "depth")
+TASKS = ("segmentation", "depth", "classification")
+# what a WoodScape-format tree can be trained for: its labels are per pixel
+WOODSCAPE_TASKS = ("segmentation", "depth")
 # What a label id beyond the dataset's class table does: stop with a DatasetError naming the file,
 # or become ignore_index (counted in the log, once per file).
 UNKNOWN_LABELS = ("error", "ignore")
@@ -43,8 +45,9 @@ class _WoodScapeDataset(Dataset):
     def __init__(self, root, task, split, cameras, transform, split_fractions, split_seed, group_size,
                  test_set, class_names, class_merge, ignore_index, mean, std, seed, rig=False,
                  unknown_labels="error"):
-        if task not in TASKS:
-            raise ValueError(f"task={task!r} must be one of {TASKS}")
+        if task not in WOODSCAPE_TASKS:
+            raise ValueError(f"task={task!r} must be one of {WOODSCAPE_TASKS} for a WoodScape-format tree (its "
+                             "labels are per pixel; classification takes spheres of digits)")
         if unknown_labels not in UNKNOWN_LABELS:
             raise ValueError(f"unknown_labels={unknown_labels!r} must be one of {UNKNOWN_LABELS}")
         self.unknown_labels = unknown_labels

@@ -21,7 +21,8 @@ deterministic per seed.
 
 `DigitsDataset` is the trainer's view of these spheres (`data.source: digits` in a config): items like
 `HealpixDataset`'s (`image`, `labels`, `valid`, `stem`), and `rotated(i, R)` draws sphere i turned by R (the
-equivariance report's exact turned input).
+equivariance report's exact turned input). With `task="classification"` (the invariant task of the same
+paper) each sphere holds one digit and its label is that digit (0-9), one per sphere.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ import torch
 
 from .. import grid
 
-__all__ = ["CLASS_NAMES", "NUM_CLASSES", "DigitSpheres", "DigitsDataset", "haar_rotations", "load_source_digits",
+__all__ = ["CLASS_NAMES", "DIGIT_NAMES", "NUM_CLASSES", "DigitSpheres", "DigitsDataset", "haar_rotations", "load_source_digits",
            "source_split"]
 
 NUM_CLASSES = 11
-CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
+DIGIT_NAMES = tuple(str(d) for d in range(10))   # the classes of task="classification"
+CLASS_NAMES = ("background",) + DIGIT_NAMES
 
 
 @functools.lru_cache(maxsize=1)
@@ -219,17 +221,23 @@ class DigitsDataset(torch.utils.data.Dataset):
     every sphere by a random rotation of that fraction of SO(3) (module docstring). Items: `image` float32
     (1, N) intensity in [0, 1], `labels` int64 (N,) (0 background, 1 + digit), `valid` bool (N,) (all
     true: the whole map is data), `camera` "sphere", `stem` "<split>-<seed>-<index>"; N =
-    len(base_pixels)·nside², NESTED."""
+    len(base_pixels)·nside², NESTED. task="classification": one digit per sphere (`digits` must be 1),
+    `labels` int64 () the digit 0-9, `valid` bool () true; `class_names` the ten digits."""
 
-    task = "segmentation"
-    class_names = CLASS_NAMES
     ignore_index = 255
 
     def __init__(self, split: str = "train", *, spheres: int = 400, nside: int = 16, base_pixels=range(12),
                  digits=(3, 5), half_width: float = 0.5, threshold: float = 0.3, rotate: float = 0.0, seed: int = 0,
-                 test_fraction: float = 0.25, split_seed: int = 0):
+                 test_fraction: float = 0.25, split_seed: int = 0, task: str = "segmentation"):
         if split not in ("train", "val", "test"):
             raise ValueError(f"split={split!r} must be 'train', 'val' or 'test'")
+        if task not in ("segmentation", "classification"):
+            raise ValueError(f"task={task!r} must be 'segmentation' or 'classification' for spheres of digits")
+        if task == "classification" and tuple(np.atleast_1d(digits).tolist()) not in ((1,), (1, 1)):
+            raise ValueError(f"digits={digits!r}: task='classification' labels a sphere by its one digit; "
+                             "set digits=(1, 1)")
+        self.task = task
+        self.class_names = DIGIT_NAMES if task == "classification" else CLASS_NAMES
         self.split, self.seed = split, int(seed)
         self._kw = dict(nside=nside, base_pixels=base_pixels, split="train" if split == "train" else "test",
                         rotate=rotate, digits=digits,
@@ -238,6 +246,8 @@ class DigitsDataset(torch.utils.data.Dataset):
         self.spheres = DigitSpheres(spheres, **self._kw)
         self.nside, self.base_pixels, self.rotate = self.spheres.nside, self.spheres.base_pixels, self.spheres.rotate
         self._valid = torch.ones(self.spheres.y.shape[1], dtype=torch.bool)
+        if task == "classification":
+            self._valid = torch.ones((), dtype=torch.bool)
         self._turned: dict = {}
 
     def __repr__(self) -> str:
@@ -251,8 +261,14 @@ class DigitsDataset(torch.utils.data.Dataset):
         """The spheres are fixed; augmentation is the rotation they were drawn with."""
 
     def _item(self, spheres: DigitSpheres, index: int) -> dict:
-        return {"image": spheres.x[index], "labels": spheres.y[index], "valid": self._valid, "camera": "sphere",
+        labels = spheres.y[index] if self.task == "segmentation" else self._digit(spheres, index)
+        return {"image": spheres.x[index], "labels": labels, "valid": self._valid, "camera": "sphere",
                 "stem": f"{self.split}-{self.seed}-{index}"}
+
+    @staticmethod
+    def _digit(spheres: DigitSpheres, index: int) -> torch.Tensor:
+        """The digit (0-9) on a one-digit sphere, int64 ()."""
+        return torch.tensor(int(_sklearn_digits()[1][spheres.sources[index, 0]]))
 
     def __getitem__(self, index: int) -> dict:
         return self._item(self.spheres, index)
@@ -266,5 +282,9 @@ class DigitsDataset(torch.utils.data.Dataset):
         return self._item(self._turned[key], index)
 
     def label_counts(self) -> torch.Tensor:
-        """int64 (NUM_CLASSES,): how many pixels of the split carry each class."""
+        """int64 (len(class_names),): how many pixels (segmentation) or spheres (classification) of the split
+        carry each class."""
+        if self.task == "classification":
+            digits = torch.stack([self._digit(self.spheres, i) for i in range(len(self))])
+            return torch.bincount(digits, minlength=len(DIGIT_NAMES))
         return torch.bincount(self.spheres.y.flatten(), minlength=NUM_CLASSES)

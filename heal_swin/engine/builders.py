@@ -2,7 +2,8 @@
 the optimiser and its schedule. The training loop and the evaluation take these objects, not the config.
 
 Data sources (`data.source`): `woodscape` (a WoodScape-format tree, projected onto HEALPix, or resized for
-flat models) and `digits` (spheres of handwritten digits, `heal_swin.data.digits`). A flat model on a
+flat models) and `digits` (spheres of handwritten digits, `heal_swin.data.digits`: segmentation, or with
+task=classification one digit and one label per sphere). A flat model on a
 sphere source runs on the equirectangular image of the sphere (`models.EquirectangularAdapter`).
 """
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from ..data import FlatDataset, HealpixDataset
 from ..models import EquirectangularAdapter, create_model, equirectangular_shape, model_info
-from ..tasks import DepthLoss, SegmentationLoss
+from ..tasks import ClassificationLoss, DepthLoss, SegmentationLoss
 from .config import ConfigError, config_faces
 
 __all__ = ["DATA_SOURCE_BUILDERS", "build_datasets", "build_model", "build_loss", "build_optimizer", "model_domain",
@@ -57,7 +58,8 @@ def _digits(cfg: DictConfig, split: str, train: bool):
     seed = {"train": 1000 + cfg.run.seed, "val": g.seed, "test": g.seed + 1}[split]
     return DigitsDataset(split, spheres=g.train if split == "train" else g.test, nside=cfg.data.nside,
                          base_pixels=config_faces(cfg), digits=tuple(g.digits), half_width=g.half_width,
-                         threshold=g.threshold, rotate=g.rotate if split == "train" else g.eval_rotate, seed=seed)
+                         threshold=g.threshold, rotate=g.rotate if split == "train" else g.eval_rotate, seed=seed,
+                         task=cfg.task)
 
 
 # data.source -> (cfg, split, is the training split) -> dataset
@@ -71,8 +73,8 @@ def build_datasets(cfg: DictConfig, splits=("train", "val")) -> dict:
 
 
 def num_outputs(cfg, dataset) -> int:
-    """Output channels of the model: one per class (segmentation), one for depth."""
-    return len(dataset.class_names) if cfg.task == "segmentation" else 1
+    """Output channels of the model: one per class (segmentation, classification), one for depth."""
+    return 1 if cfg.task == "depth" else len(dataset.class_names)
 
 
 def build_model(cfg: DictConfig, num_outputs: int) -> nn.Module:
@@ -102,15 +104,17 @@ def build_model(cfg: DictConfig, num_outputs: int) -> nn.Module:
 
 
 def build_loss(cfg: DictConfig, num_classes: int, class_counts: torch.Tensor | None = None) -> nn.Module:
-    """The task's loss; `class_counts` (pixels per class of the train split) for loss.class_balance."""
-    if cfg.task != "segmentation":
+    """The task's loss; `class_counts` (pixels, or samples for classification, per class of the train split)
+    for loss.class_balance."""
+    if cfg.task == "depth":
         return DepthLoss(cfg.loss.depth, cfg.loss.depth_target)
     weights = cfg.loss.class_weights
     if cfg.loss.class_balance == "inverse_sqrt_frequency":
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
         w = (counts.sum() / counts.clamp_min(1)).sqrt()
         weights = (w / w.mean()).float().tolist()
-    return SegmentationLoss(num_classes, weights, cfg.data.ignore_index, cfg.loss.label_smoothing)
+    loss = ClassificationLoss if cfg.task == "classification" else SegmentationLoss
+    return loss(num_classes, weights, cfg.data.ignore_index, cfg.loss.label_smoothing)
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module, total_steps: int):

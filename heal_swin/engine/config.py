@@ -336,13 +336,21 @@ def _validate_digits(cfg: DictConfig, fail, number_list) -> None:
         if cfg.loss.class_balance != "none":
             fail("loss.class_balance", "needs the train split's label counts, which only data.source=digits "
                                        "gives today; set loss.class_weights instead")
+        if cfg.task == "classification":
+            fail("task", f"classification needs data.source=digits (one label per sphere); data.source="
+                         f"{cfg.data.source} has per-pixel labels: segmentation or depth")
         return
-    if cfg.task != "segmentation":
-        fail("task", "must be segmentation with data.source=digits (the spheres carry class labels only)")
+    if cfg.task not in ("segmentation", "classification"):
+        fail("task", "must be segmentation or classification with data.source=digits (the spheres carry class "
+                     "labels only)")
+    if cfg.task == "classification" and tuple(count) != (1, 1):
+        fail("data.digits.digits", f"is {list(count)}; task=classification labels a sphere by its one digit: set "
+                                   "data.digits.digits=[1,1]")
     if cfg.data.rig:
         fail("data.rig", "must be false with data.source=digits (there are no cameras to fuse)")
     if cfg.data.class_names is not None:
-        fail("data.class_names", "must be null with data.source=digits (its 11 classes are fixed)")
+        fail("data.class_names", "must be null with data.source=digits (its classes are fixed: 11 for "
+                                 "segmentation, the 10 digits for classification)")
 
 
 def _validate_metric(cfg: DictConfig, fail) -> None:

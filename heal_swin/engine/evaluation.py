@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from ..cameras import INCIDENCE_RINGS, incidence_ring
 from ..data import FlatDataset
 from ..data.progress import progress_options
-from ..tasks import ConfusionMatrix, DepthMetrics, from_prediction
+from ..tasks import ClassificationMetrics, ConfusionMatrix, DepthMetrics, from_prediction
 from .builders import build_datasets, build_model
 from .checkpoint import atomic_write_text, load_weights
 from .config import ConfigError, config_faces, load_config
@@ -32,11 +32,12 @@ __all__ = ["FisheyeScorer", "evaluate", "predict", "headline", "load_model", "lo
 @torch.no_grad()
 def predict(model, images: torch.Tensor, *, task: str, device, amp: str = "none",
             depth_target: str = "log") -> torch.Tensor:
-    """Class ids (segmentation) or metres (depth) of a batch of inputs, (B, N) or (B, H, W)."""
+    """Class ids (segmentation) or metres (depth) of a batch of inputs, (B, N) or (B, H, W); class ids (B,)
+    (classification)."""
     device = torch.device(device)
     with autocast(amp, device):
         out = model(images.to(device)).float()
-    if task == "segmentation":
+    if task != "depth":
         return out.argmax(1)
     return from_prediction(out[:, 0], depth_target)
 
@@ -127,11 +128,12 @@ def evaluate(model, dataset, *, task: str, device="cpu", batch_size: int = 4, nu
     if backproject and flat and coverage is None:
         raise ValueError("evaluate: a flat dataset is scored in the fisheye on the pixels a sphere grid covers; "
                          "pass coverage=(nside, base_pixels, orientation)")
-    seg = task == "segmentation"
+    seg, labels = task == "segmentation", task != "depth"
     names = dataset.class_names
     ignore_index = getattr(dataset, "ignore_index", 255)
     max_depth = getattr(dataset, "max_depth", None)
-    sphere = (ConfusionMatrix(len(names), ignore_index, names, device) if seg else DepthMetrics(max_depth, device))
+    counts = ClassificationMetrics if task == "classification" else ConfusionMatrix
+    sphere = counts(len(names), ignore_index, names, device) if labels else DepthMetrics(max_depth, device)
     scorer = None
     if backproject:
         coverage = coverage or (dataset.nside, dataset.base_pixels, dataset.orientation)
@@ -144,7 +146,7 @@ def evaluate(model, dataset, *, task: str, device="cpu", batch_size: int = 4, nu
     seen = 0
     for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, **progress_options(dist.main)):
         pred = predict(model, batch["image"], task=task, device=device, amp=amp, depth_target=depth_target)
-        target = batch["labels" if seg else "depth"].to(device)
+        target = batch["labels" if labels else "depth"].to(device)
         sphere.update(pred, target, batch["valid"].to(device))
         if collect is not None:
             collect(indices[seen:seen + len(pred)], batch, pred)
@@ -169,7 +171,7 @@ def evaluate(model, dataset, *, task: str, device="cpu", batch_size: int = 4, nu
     result = {"split": dataset.split, "samples": len(dataset), "sphere" if not flat else "flat": sphere.summary()}
     if scorer is not None:
         result.update(scorer.summary())
-    if seg:
+    if labels:
         result["confusion_matrix"] = sphere.counts.cpu().tolist()
     return result
 
@@ -198,12 +200,12 @@ def load_model(run_dir, weights: str = "best", device="cpu"):
         path = run_dir / "weights" / "last.safetensors"
     num_out = len(cfg.data.class_names) if cfg.data.class_names else None
     if cfg.data.source == "digits":
-        from ..data.digits import NUM_CLASSES
+        from ..data.digits import CLASS_NAMES, DIGIT_NAMES
 
-        num_out = NUM_CLASSES
-    if num_out is None and cfg.task == "segmentation":
+        num_out = len(DIGIT_NAMES if cfg.task == "classification" else CLASS_NAMES)
+    if num_out is None and cfg.task != "depth":
         num_out = _head_outputs(path)            # the weights know it: no data needed (export, other machines)
-    model = build_model(cfg, num_out if cfg.task == "segmentation" else 1)
+    model = build_model(cfg, num_out if cfg.task != "depth" else 1)
     load_weights(model, path)
     return model.to(device).eval()
 
@@ -229,6 +231,14 @@ def _head_outputs(path: Path) -> int:
 
 
 def markdown_table(result: dict, task: str) -> str:
+    if task == "classification":
+        m = result["sphere"] if "sphere" in result else result["flat"]
+        lines = [f"Split `{result['split']}`, {result['samples']} samples.", "",
+                 "| accuracy | balanced accuracy | samples |", "|---|---|---|",
+                 f"| {_fmt(m['accuracy'])} | {_fmt(m['balanced_accuracy'])} | {m['samples']} |", "",
+                 "Per-class accuracy:", "", "| class | accuracy |", "|---|---|"]
+        lines += [f"| {name} | {_fmt(v)} |" for name, v in m["per_class_accuracy"].items()]
+        return "\n".join(lines) + "\n"
     keys = ["miou", "accuracy"] if task == "segmentation" else ["abs_rel", "sq_rel", "rmse", "rmse_log", "d1",
                                                                  "d2", "d3"]
     rows = [(where, result[where]) for where in ("sphere", "flat", "fisheye") if where in result]

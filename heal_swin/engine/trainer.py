@@ -51,11 +51,12 @@ class TrainState:
 
 
 def forward_loss(model, loss_fn, batch: dict, *, task: str, device, amp: str = "none") -> torch.Tensor:
-    """The loss of one batch: labels (segmentation) or depth and its validity (depth) are the targets."""
+    """The loss of one batch: labels (segmentation: per pixel; classification: per sample) or depth and its
+    validity (depth) are the targets."""
     x = batch["image"].to(device, non_blocking=True)
     with autocast(amp, device):
         out = model(x)
-    if task == "segmentation":
+    if task != "depth":
         return loss_fn(out.float(), batch["labels"].to(device))
     return loss_fn(out.float(), batch["depth"].to(device), batch["valid"].to(device))
 

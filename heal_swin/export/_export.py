@@ -254,11 +254,11 @@ def compare_onnx(path, module: torch.nn.Module, inputs: list[torch.Tensor], task
             worst_abs = max(worst_abs, float(diff.max(initial=0.0)))
             scale = np.abs(ref)[both].max(initial=0.0)
             worst_rel = max(worst_rel, float(diff.max(initial=0.0) / max(scale, 1e-12)))
-            if task == "segmentation":
+            if task != "depth":      # class scores: per pixel (segmentation) or per sample (classification)
                 agree += int((got.argmax(1) == ref.argmax(1)).sum())
                 total += got.shape[0] * int(np.prod(got.shape[2:]))
-    agreement = agree / total if task == "segmentation" else None
-    rule, limit = _TOLERANCE[precision][task == "segmentation"]
+    agreement = agree / total if task != "depth" else None
+    rule, limit = _TOLERANCE[precision][task != "depth"]
     value = {"abs": worst_abs, "rel": worst_rel, "argmax": agreement}[rule]
     passed = value >= limit if rule == "argmax" else value <= limit
     text = {"abs": "max |diff| <= {}", "rel": "max |diff| / max |output| <= {}",
@@ -267,7 +267,8 @@ def compare_onnx(path, module: torch.nn.Module, inputs: list[torch.Tensor], task
     return worst_abs, worst_rel, agreement, passed, tolerance
 
 
-# precision -> ((rule, limit) for depth, (rule, limit) for segmentation). fp32 logits are compared
+# precision -> ((rule, limit) for depth, (rule, limit) for class scores: segmentation, classification).
+# fp32 logits are compared
 # relative to their largest magnitude: a trained model's logits reach tens, where onnxruntime's and
 # PyTorch's kernels differ by a few float32 roundings (1.4e-4 absolute at 2.9e-5 relative, seen).
 _TOLERANCE = {"fp32": (("rel", 1e-4), ("rel", 1e-4)),

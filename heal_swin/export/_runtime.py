@@ -86,8 +86,8 @@ def _check_metadata(path: Path, model, meta: dict) -> None:
         raise OnnxFileError(f"{path}: metadata heal_swin.{key}={meta.get(key)!r} {rule}; the metadata was edited "
                             f"or damaged: {_REEXPORT}")
 
-    if "task" in meta and meta["task"] not in ("segmentation", "depth"):
-        bad("task", "must be 'segmentation' or 'depth'")
+    if "task" in meta and meta["task"] not in ("segmentation", "depth", "classification"):
+        bad("task", "must be 'segmentation', 'depth' or 'classification'")
     kind = meta.get("input")
     if kind is not None and kind not in ("sphere", "fisheye", "flat"):
         bad("input", "must be 'sphere', 'fisheye' or 'flat'")
@@ -116,7 +116,7 @@ def _check_metadata(path: Path, model, meta: dict) -> None:
         w, h = meta["image_size"]
         if (dims[-1] is not None and dims[-1] != w) or (dims[-2] is not None and dims[-2] != h):
             bad("image_size", f"says {w}×{h} but the graph's input is {dims[-1]}×{dims[-2]}")
-    if meta.get("task") == "segmentation" and meta.get("class_names"):
+    if meta.get("task") in ("segmentation", "classification") and meta.get("class_names"):
         out = _dims(model.graph.output[0])
         if len(out) >= 2 and out[1] is not None and out[1] != len(meta["class_names"]):
             bad("class_names", f"lists {len(meta['class_names'])} classes but the graph outputs {out[1]} channels")

@@ -36,7 +36,7 @@ from . import swin_unet_flat as _swin_unet_flat  # noqa: F401
 from ._base import Backbone, FlatBackbone, SphereBackbone
 from ._controls import PlainFaceCNN
 from ._equirect import EquirectangularAdapter, equirectangular_shape
-from ._heads import PixelHead, create_head
+from ._heads import PixelHead, PooledHead, create_head
 from ._registry import DOMAINS, ModelInfo, create_model, is_model, list_models, model_info, register_model
 from .chart_cnn import ChartCNNUNet  # also registers the chart_cnn variants
 from .gauge_cnn import GaugeCNNUNet  # also registers the gauge_cnn variants
@@ -46,7 +46,7 @@ from .s2cnn import S2CNN, S2CNNUNet  # also registers the s2cnn variants
 from .swin_unet_flat import SwinUNetFlat
 
 __all__ = ["Backbone", "ChartCNNUNet", "DOMAINS", "EquirectangularAdapter", "FlatBackbone", "GaugeCNNUNet",
-           "HealSwinUNet", "ModelInfo", "PixelHead", "PlainFaceCNN", "PlanarCNN", "S2CNN", "S2CNNUNet",
+           "HealSwinUNet", "ModelInfo", "PixelHead", "PlainFaceCNN", "PooledHead", "PlanarCNN", "S2CNN", "S2CNNUNet",
            "SphereBackbone", "SwinUNetFlat", "checkpoint_filter_fn", "create_head", "create_model",
            "equirectangular_shape", "is_model", "list_models", "load_original", "model_info",
            "register_model"]

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..grid import check_base_pixels, check_nside, format_base_pixels
 from ..layers import set_checkpointing
-from ._heads import PixelHead, head_channels
+from ._heads import create_head, head_channels
 
 __all__ = ["Backbone", "FlatBackbone", "SphereBackbone"]
 
@@ -42,8 +42,8 @@ def _check_count(value, name: str, what: str) -> int:
 class Backbone(nn.Module):
     """The surface every backbone shares (see `heal_swin.models` for the layouts).
 
-    Attributes: `in_chans`; `task` ("segmentation" | "depth"); `num_classes`, the head's output
-    channels (the classes, or for depth 1, 2 with `log_variance`); `feature_info`, one dict per map
+    Attributes: `in_chans`; `task` ("segmentation" | "depth" | "classification"); `num_classes`, the
+    head's output channels (the classes, or for depth 1, 2 with `log_variance`); `feature_info`, one dict per map
     of `forward_features` (num_chs, reduction, module, and nside or resolution); `head`. Families add
     `embed_dim` (the decoder's output channels) and `num_features` (the bottleneck's).
     """
@@ -69,11 +69,14 @@ class Backbone(nn.Module):
                              f"at least one {unit} and one block per stage")
         return widths, depths
 
-    def build_head(self, in_chs: int, expand: int = 1, bias: bool = False) -> PixelHead:
-        """The task head on the decoder's `in_chs` channels, `expand` output pixels per decoder pixel
-        (the tokens' patch size). Families build it last: it then draws its initial weights after the
-        body's, as before the base existed, so a seed gives the weights it gave then."""
-        return PixelHead(in_chs, self.num_classes, expand, self.head_layout, bias)
+    def build_head(self, in_chs: int, expand: int = 1, bias: bool = False) -> nn.Module:
+        """The task head on the decoder's `in_chs` channels: per pixel (`PixelHead`, `expand` output
+        pixels per decoder pixel: the tokens' patch size), or for task="classification" one prediction
+        per sample (`PooledHead`: the mean over the grid, then a linear map). Families build it last: it
+        then draws its initial weights after the body's, as before the base existed, so a seed gives the
+        weights it gave then."""
+        return create_head(self.task, in_chs, self.num_classes, expand,
+                           self.head_layout, self.log_variance, bias)
 
     def stage_info(self, stages: Iterable[tuple], **extra) -> list[dict]:
         """`feature_info` from (num_chs, grid, module) per map of `forward_features`, finest first;

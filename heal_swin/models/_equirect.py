@@ -47,7 +47,7 @@ def equirectangular_tables(nside: int, base_pixels: tuple, shape: tuple) -> tupl
 
 class EquirectangularAdapter(nn.Module):
     """`net` (a flat model, (B, C, H, W) -> (B, K, H, W)) on HEALPix maps: x (B, C, N) NESTED over
-    `base_pixels` -> (B, K, N). `image(x)` is the network's input, `to_sphere(y)` brings an image-shaped
+    `base_pixels` -> (B, K, N); a classifier's (B, K) passes unchanged. `image(x)` is the network's input, `to_sphere(y)` brings an image-shaped
     output back."""
 
     def __init__(self, net: nn.Module, nside: int, base_pixels, shape=None):
@@ -72,4 +72,5 @@ class EquirectangularAdapter(nn.Module):
         return y.flatten(-2).index_select(-1, self.to_sphere_index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_sphere(self.net(self.image(x)))
+        y = self.net(self.image(x))
+        return y if y.dim() == 2 else self.to_sphere(y)   # one prediction per sample (classification) as it is

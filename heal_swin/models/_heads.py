@@ -1,8 +1,11 @@
-"""Task heads: per-pixel predictions from a decoder's token features.
+"""Task heads: per-pixel predictions from a decoder's token features, or one per sample.
 
-A head expands each token into the pixels it stands for (its `expand` nested children, or a
+A pixel head expands each token into the pixels it stands for (its `expand` nested children, or a
 p × p block on a flat grid) and projects every pixel with a 1 × 1 convolution:
 segmentation → `num_classes` logits, depth → 1 channel (+ a log-variance channel when asked).
+A pooled head (classification) averages the decoder's features over the whole grid and projects the
+mean to `num_classes` logits: invariant to every permutation of the pixels, so a backbone whose
+decoder output is equivariant to a grid symmetry gives class scores invariant to it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from torch import nn
 from ..data import TASKS
 from ..layers import FlatPatchExpand, NestedPatchExpand
 
-__all__ = ["PixelHead", "create_head", "head_channels"]
+__all__ = ["PixelHead", "PooledHead", "create_head", "head_channels"]
 
 
 class PixelHead(nn.Module):
@@ -46,16 +49,31 @@ class PixelHead(nn.Module):
         return y.permute(0, 3, 1, 2).contiguous()
 
 
+class PooledHead(nn.Module):
+    """One prediction per sample: the mean of the features over every pixel, then a linear map.
+    layout "nested": x (B, C, N) -> (B, out_chs); "flat": x (B, C, H, W) -> (B, out_chs). On the sphere
+    the mean over HEALPix pixels (equal areas) is the integral over the sphere (the input's faces)."""
+
+    def __init__(self, in_chs: int, out_chs: int, layout: str = "nested", bias: bool = True):
+        super().__init__()
+        if layout not in ("nested", "flat"):
+            raise ValueError(f"layout={layout!r} must be 'nested' or 'flat'")
+        self.layout, self.out_chs = layout, out_chs
+        self.proj = nn.Linear(in_chs, out_chs, bias=bias)
+
+    def forward(self, x):
+        return self.proj(x.mean(-1) if self.layout == "nested" else x.mean((-2, -1)))
+
+
 def head_channels(task: str, num_classes: int, log_variance: bool = False) -> int:
     """The output channels of a task's head, or ValueError naming the value and the rule:
-    segmentation: `num_classes` (a positive integer); depth: 1, plus a log-variance channel if asked
-    (num_classes is not used)."""
-    if task == "segmentation":
+    segmentation and classification: `num_classes` (a positive integer); depth: 1, plus a
+    log-variance channel if asked (num_classes is not used)."""
+    if task in ("segmentation", "classification"):
         if log_variance:
             raise ValueError("log_variance=True needs task='depth'")
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-            raise ValueError(f"num_classes={num_classes!r} must be a positive integer (the segmentation "
-                             "classes)")
+            raise ValueError(f"num_classes={num_classes!r} must be a positive integer (the {task} classes)")
         return int(num_classes)
     if task == "depth":
         return 2 if log_variance else 1
@@ -63,6 +81,10 @@ def head_channels(task: str, num_classes: int, log_variance: bool = False) -> in
 
 
 def create_head(task: str, in_chs: int, num_classes: int, expand: int, layout: str = "nested",
-                log_variance: bool = False, bias: bool = False) -> PixelHead:
-    """Segmentation: `num_classes` channels; depth: 1 channel, plus log-variance if asked."""
-    return PixelHead(in_chs, head_channels(task, num_classes, log_variance), expand, layout, bias)
+                log_variance: bool = False, bias: bool = False) -> nn.Module:
+    """Segmentation: `num_classes` channels per pixel; depth: 1 channel, plus log-variance if asked;
+    classification: `PooledHead`, `num_classes` logits per sample (always with a bias)."""
+    channels = head_channels(task, num_classes, log_variance)
+    if task == "classification":
+        return PooledHead(in_chs, channels, layout)
+    return PixelHead(in_chs, channels, expand, layout, bias)

@@ -17,7 +17,8 @@ __all__ = ["write_report", "METRICS", "curve", "group_labels", "plot_by_tag"]
 
 # task -> ((key, label) of the headline metric, (key, label) of the second one)
 METRICS = {"segmentation": (("miou", "mIoU ↑"), ("accuracy", "accuracy ↑")),
-           "depth": (("abs_rel", "AbsRel ↓"), ("d1", "δ<1.25 ↑"))}
+           "depth": (("abs_rel", "AbsRel ↓"), ("d1", "δ<1.25 ↑")),
+           "classification": (("accuracy", "accuracy ↑"), ("balanced_accuracy", "balanced accuracy ↑"))}
 # overrides that say where or how a run executes, not what it computes: never part of a group's name
 _PLUMBING = ("run.", "data.root", "data.generate", "data.num_workers", "train.resume")
 

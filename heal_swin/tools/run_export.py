@@ -79,8 +79,12 @@ def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bo
 
 
 def _class_names(cfg) -> list[str]:
-    if cfg.task != "segmentation":
+    if cfg.task == "depth":
         return []
+    if cfg.data.source == "digits":
+        from ..data.digits import CLASS_NAMES, DIGIT_NAMES
+
+        return list(DIGIT_NAMES if cfg.task == "classification" else CLASS_NAMES)
     if cfg.data.class_names:
         return list(cfg.data.class_names)
     try:
