@@ -2,6 +2,7 @@
 
     python bench/bench_s2cnn.py --layers --threads 2            # each spectral layer at b = 8, 16 (C = 16, batch 8)
     python bench/bench_s2cnn.py --flops --nside 16 32 64         # forward FLOPs / parameters of the models
+    python bench/bench_s2cnn.py --rates --threads 1              # GFLOP/s of the transforms beside a plain matmul
 
 Layers: forward and forward+backward time (median of --repeats after a warm-up), FLOPs of one forward
 (`torch.utils.flop_counter`: 2 per multiply-add of matmuls; counted on a second eval call, so the kernel
@@ -69,6 +70,45 @@ def bench_layers(bandwidths, channels: int, batch: int, repeats: int):
             print(json.dumps(row), flush=True)
 
 
+def bench_rates(maps: int, repeats: int):
+    """The machine's matmul rate (fp32, a 1024^3 product and one of the ring stage's shapes) and, in the same
+    run, the GFLOP/s of the SO(3) activation (synthesis, GroupNorm, ReLU, analysis; forward, no grad) at the
+    s2cnn_digits grids and of the SHT pair, `maps` maps per call (FLOPs by torch.utils.flop_counter)."""
+
+    def rate(fn, flops):
+        ms = median_ms(fn, repeats, warmup=2)
+        return round(flops / ms / 1e6, 1), round(ms, 3)
+
+    def row(name, fn, flops=None):
+        flops = _flops(fn) if flops is None else flops
+        gflops, ms = rate(fn, flops)
+        out = dict(case=name, threads=torch.get_num_threads(), mflop=round(flops / 1e6, 1), ms=ms, gflop_s=gflops)
+        if gemm:
+            out["of_gemm"] = f"{100 * gflops / gemm[0]:.0f} %"
+        print(json.dumps(out), flush=True)
+        return gflops
+
+    gemm = []
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    gemm.append(row("matmul 1024x1024x1024", lambda: a @ b, 2 * 1024 ** 3))
+    x, w = torch.randn(31, 1152, 24), torch.randn(31, 24, 32)
+    row("bmm 31 x (1152x24 @ 24x32)", lambda: torch.bmm(x, w), 2 * 31 * 1152 * 24 * 32)
+    cases = [(8, 24, (8, 16)), (12, 12, None), (16, 16, None)]     # (b, channels, grid): the digits' and the hybrids'
+    for b, c, grid in cases:
+        act = SO3Activation(c, b, grid=grid).eval()
+        g = torch.randn(max(1, maps // c), c, b, b, 2 * b - 1, 2)
+        with torch.no_grad():
+            row(f"SO3Activation b={b} grid={act.synthesis.nside}x{act.synthesis.n_gamma}, {g.shape[0] * c} maps",
+                lambda: act(g))
+    for nside, lmax in [(16, 15), (32, 31)]:
+        sht, isht = harmonics.RealSHT(nside, lmax), harmonics.InverseRealSHT(nside, lmax)
+        x = torch.randn(maps, 12 * nside ** 2)
+        with torch.no_grad():
+            alm = sht(x)
+            row(f"RealSHT nside={nside} lmax={lmax}, {maps} maps", lambda: sht(x))
+            row(f"InverseRealSHT nside={nside} lmax={lmax}, {maps} maps", lambda: isht(alm))
+
+
 def bench_flops(nsides):
     cases = [("s2cnn_digits", dict(base_pixels=range(12), in_chans=1)), ("s2cnn_tiny", dict(base_pixels=range(8))),
              ("s2cnn_small", dict(base_pixels=range(8))), ("gauge_cnn_tiny", dict(base_pixels=range(8))),
@@ -90,6 +130,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", action="store_true")
     p.add_argument("--flops", action="store_true")
+    p.add_argument("--rates", action="store_true", help="GFLOP/s of the transforms beside a plain matmul")
+    p.add_argument("--maps", type=int, default=96, help="maps per call for --rates")
     p.add_argument("--bandwidths", type=int, nargs="+", default=[8, 16])
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--batch", type=int, default=8)
@@ -99,8 +141,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not (args.layers or args.flops):
-        p.error("choose --layers and/or --flops")
+    if not (args.layers or args.flops or args.rates):
+        p.error("choose --layers, --flops and/or --rates")
+    if args.rates:
+        bench_rates(args.maps, max(args.repeats, 5))
     if args.layers:
         bench_layers(args.bandwidths, args.channels, args.batch, args.repeats)
     if args.flops:

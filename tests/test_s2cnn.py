@@ -110,7 +110,7 @@ def test_so3_synthesis_evaluates_the_spectrum_exactly():
         assert abs(values[k, p].item() - _so3_value(g.numpy(), _grid_rotation(b, k, p))) < 1e-12
 
 
-@pytest.mark.parametrize("b, grid", [(4, None), (8, None), (16, None), (4, 8)])
+@pytest.mark.parametrize("b, grid", [(4, None), (8, None), (16, None), (4, 8), (8, (8, 16))])
 def test_so3_analysis_inverts_synthesis_to_the_quadrature(b, grid):
     """Equal-weight quadrature on HEALPix x uniform gamma: 1-4 % at these grids (bench/README.md)."""
     g = _random_spectrum(np.random.default_rng(1), b, 2)
@@ -120,14 +120,14 @@ def test_so3_analysis_inverts_synthesis_to_the_quadrature(b, grid):
     assert (back[..., ~torch.as_tensor(harmonics.so3_spectrum_mask(b)), :] == 0).all()
 
 
-def _so3_grid_permutation(b, q):
+def _so3_grid_permutation(b, q, spec=None):
     """(Q·f)[k, p] = f[index] for the grid points: the point Q^-1 R of each R must be a grid point."""
-    alpha, beta, gamma = harmonics.so3_grid(b)
-    nside = harmonics.so3_grid_nside(b)
+    alpha, beta, gamma = harmonics.so3_grid(b, spec)
+    nside, n_gamma = harmonics.so3_grid_shape(b, spec)
     n_pix = alpha.size
-    index = np.empty((2 * b, n_pix), dtype=np.int64)
+    index = np.empty((n_gamma, n_pix), dtype=np.int64)
     qi = q.T
-    for k in range(2 * b):
+    for k in range(n_gamma):
         for p in range(n_pix):
             r = qi @ _zyz(alpha[p], beta[p], gamma[k])
             theta, phi = _direction(r)
@@ -135,7 +135,7 @@ def _so3_grid_permutation(b, q):
             # the gamma of r given its direction: r = Rz(phi_p) Ry(theta_p) Rz(g)
             rest = (rz(alpha[pp]) @ _ry(beta[pp])).T @ r
             np.testing.assert_allclose(rest[2], [0, 0, 1], atol=1e-9)
-            kk = int(round(math.atan2(rest[1, 0], rest[0, 0]) / (2 * math.pi) * 2 * b)) % (2 * b)
+            kk = int(round(math.atan2(rest[1, 0], rest[0, 0]) / (2 * math.pi) * n_gamma)) % n_gamma
             np.testing.assert_allclose(rest, rz(gamma[kk]), atol=1e-9)
             index[k, p] = kk * n_pix + pp
     return torch.as_tensor(index.reshape(-1))
@@ -145,16 +145,17 @@ GRID_SYMMETRIES = {"turn90": (math.pi / 2, 0.0, 0.0), "turn270": (-math.pi / 2, 
                    "flip_x": (-math.pi / 2, math.pi, math.pi / 2)}
 
 
-@pytest.mark.parametrize("b, grid", [(8, None), (4, 8)], ids=["own-grid", "shared-grid"])
+@pytest.mark.parametrize("b, grid", [(8, None), (4, 8), (4, (4, 10))], ids=["own-grid", "shared-grid", "pair"])
 @pytest.mark.parametrize("symmetry", GRID_SYMMETRIES)
 def test_so3_transforms_are_exactly_equivariant_to_the_grid_symmetries(symmetry, b, grid):
     angles = GRID_SYMMETRIES[symmetry]
-    index = _so3_grid_permutation(grid or b, _zyz(*angles))
+    index = _so3_grid_permutation(b, _zyz(*angles), grid)
     act = lambda v: v.flatten(-2).index_select(-1, index).view_as(v)  # noqa: E731
     g = _random_spectrum(np.random.default_rng(2), b, 3)
     syn, ana = harmonics.SO3Synthesis(b, grid), harmonics.SO3Analysis(b, grid)
     f = syn(g)
-    assert f.shape[-2:] == (2 * (grid or b), 12 * harmonics.so3_grid_nside(grid or b) ** 2)
+    nside, n_gamma = harmonics.so3_grid_shape(b, grid)
+    assert f.shape[-2:] == (n_gamma, 12 * nside ** 2)
     assert ((syn(harmonics.rotate_so3(g, *angles)) - act(f)).abs().max() / f.abs().max()).item() < 1e-12
     f = torch.randn(3, *f.shape[-2:])
     want = harmonics.rotate_so3(ana(f), *angles)
@@ -186,6 +187,37 @@ def test_so3_transform_errors_name_the_rule():
         harmonics.SO3Analysis(4)(torch.zeros(8, 12))
     with pytest.raises(ValueError, match="grid=4 must be >= the bandwidth 8"):
         harmonics.SO3Synthesis(8, grid=4)
+    with pytest.raises(ValueError, match=r"nside=2 must be a power of two >= 4"):
+        harmonics.SO3Synthesis(8, grid=(2, 16))
+    with pytest.raises(ValueError, match=r"n_gamma=14 must be an even integer >= 2b = 16"):
+        harmonics.SO3Analysis(8, grid=(4, 14))
+    with pytest.raises(ValueError, match=r"nside=6 must be a power of two"):
+        harmonics.so3_grid_shape(8, (6, 16))
+
+
+@pytest.mark.parametrize("grid", [None, (4, 6)])
+def test_activation_on_the_rings_equals_group_norm_on_the_grid(grid):
+    """SO3Activation keeps the values on the padded rings; the same with nn.GroupNorm on the NESTED grid
+    values (a slow, plain reference), outputs and input gradients, float64."""
+    from heal_swin.models.s2cnn import SO3Activation
+
+    b, c = 2, 4
+    torch.manual_seed(5)
+    act = SO3Activation(c, b, groups=2, grid=grid)
+    with torch.no_grad():
+        act.norm.weight.uniform_(0.5, 1.5), act.norm.bias.uniform_(-0.3, 0.3)
+    g = torch.cat([_random_spectrum(np.random.default_rng(6), b, c)[None]] * 2)
+    g[1] *= -0.5
+    g[..., 0, 0, b - 1, 0] += 0.7                                         # a mean for the statistics
+    g1, g2 = g.clone().requires_grad_(True), g.clone().requires_grad_(True)
+    got = act(g1)
+    f = act.synthesis(g2)                                                 # (B, C, K, P)
+    want = act.analysis(torch.relu(act.norm(f.flatten(2)).view_as(f)))
+    assert torch.allclose(got, want, rtol=0, atol=1e-12 * float(want.detach().abs().max()))
+    w = torch.randn_like(want)
+    (got * w).sum().backward(), (want * w).sum().backward()
+    assert torch.allclose(g1.grad, g2.grad, rtol=0, atol=1e-11 * float(g2.grad.abs().max()))
+    assert float(got.detach().abs().max()) > 0.1                         # not vacuous
 
 
 # --------------------------------------------------------------------------- layers against their definitions
@@ -364,6 +396,8 @@ def test_s2cnn_digits_default_size():
 
 
 def test_model_errors_name_the_rule():
+    with pytest.raises(ValueError, match=r"so3_grid='dense' must be one of \('shared', 'sphere', 'own'\)"):
+        models.create_model("s2cnn_digits", nside=8, channels=(4, 4), bandwidths=(8, 6, 4, 8), so3_grid="dense")
     with pytest.raises(ValueError, match=r"bandwidths=\(8, 6, 4\)"):
         models.create_model("s2cnn_digits", nside=8, channels=(4, 4), bandwidths=(8, 6, 4))
     with pytest.raises(ValueError, match="hold degrees < 3·nside = 12"):
