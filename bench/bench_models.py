@@ -4,6 +4,8 @@
     python bench/bench_models.py --models heal_swin_paper:drop_rate=0.0 swin_unet_flat_paper@128x256
     python bench/bench_models.py --models heal_swin_paper --nside 256 --modes train --repeats 1
     python bench/bench_models.py --tables --checkpoint
+    python bench/bench_models.py --flops --models gauge_cnn_tiny chart_cnn_tiny planar_cnn_1x --nside 16 --faces all \
+        --in-chans 1 --num-classes 11          # parameters and forward FLOPs (flat models: the θ-φ image)
 
 Models are model specs (`NAME[@HxW][:key=value,...]`, `heal_swin.study.parse_model_spec`: @HxW a flat
 model's image size, key=value its keyword overrides). Per model: parameters, forward time (eval, no grad),
@@ -41,6 +43,38 @@ def _input(model, batch, device):
     return torch.randn(batch, model.in_chans, len(model.faces) * model.nside ** 2, device=device)
 
 
+def build(args, name: str):
+    """The model of a spec at the run's grid: sphere models at --nside/--faces, flat ones at their @HxW (or,
+    with --flops, the equirectangular image of that grid); --in-chans / --num-classes when given."""
+    spec = parse_model_spec(name)
+    kwargs = dict(spec.kwargs)
+    kwargs.update({k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v})
+    if spec.flat_size:
+        kwargs["img_size"] = spec.flat_size
+    elif models.model_info(spec.name).domain != "flat":
+        kwargs.update(nside=args.nside, base_pixels=args.faces)
+    elif args.flops:
+        kwargs["img_size"] = models.equirectangular_shape(args.nside, args.faces)
+    if args.grad_checkpointing:
+        kwargs["grad_checkpointing"] = True
+    return models.create_model(spec.name, **kwargs)
+
+
+def count_flops(args, name: str) -> dict:
+    """Parameters and forward FLOPs at batch 1 (matrix products and convolutions, torch's FlopCounterMode:
+    2 per multiply-add; gathers, norms and activations not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build(args, name).eval()
+    x = _input(model, 1, "cpu")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    grid = (dict(img_size=list(model.img_size)) if hasattr(model, "img_size") else
+            dict(nside=model.nside, faces=args.faces_text))
+    return dict(model=name, **grid, params=sum(p.numel() for p in model.parameters()),
+                gflops_fwd=round(counter.get_total_flops() / 1e9, 4))
+
+
 def measure(args) -> dict:
     """Runs inside the child process: one model, one dtype."""
     torch.set_num_threads(args.threads)
@@ -48,21 +82,13 @@ def measure(args) -> dict:
     retained = "none"
     if device.type == "cpu" and args.retain_memory != "none":
         retained = args.retain_memory if retain_freed_memory(args.retain_memory == "all") else "none"
-    spec = parse_model_spec(args.model)
-    kwargs = dict(spec.kwargs)
-    if spec.flat_size:
-        kwargs["img_size"] = spec.flat_size
-    elif models.model_info(spec.name).domain != "flat":
-        kwargs.update(nside=args.nside, base_pixels=args.faces)
-    if args.grad_checkpointing:
-        kwargs["grad_checkpointing"] = True
-    model = models.create_model(spec.name, **kwargs).to(device)
+    model = build(args, args.model).to(device)
     x = _input(model, args.batch, device)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     row = dict(model=args.model, device=str(device), threads=args.threads, dtype=args.dtype, batch=args.batch,
                params=sum(p.numel() for p in model.parameters()), grad_checkpointing=args.grad_checkpointing,
                retain_memory=retained)
-    if isinstance(model, models.SwinUNetFlat):
+    if hasattr(model, "img_size"):  # the flat domain
         row["img_size"] = list(model.img_size)
     else:
         row.update(nside=model.nside, faces=args.faces_text)
@@ -151,6 +177,9 @@ def main(argv=None):
                         "(default small: up to 32 MiB; none: glibc's default)")
     p.add_argument("--tables", action="store_true", help="time the shift tables at nside 256, full sphere")
     p.add_argument("--checkpoint", action="store_true", help="size of heal_swin_paper's checkpoint file")
+    p.add_argument("--flops", action="store_true", help="parameters and forward FLOPs only (no timing)")
+    p.add_argument("--in-chans", type=int, default=None, help="input channels (default: the variant's)")
+    p.add_argument("--num-classes", type=int, default=None, help="output classes (default: the variant's)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.faces_text = args.faces
@@ -167,11 +196,15 @@ def main(argv=None):
             print(json.dumps(row), flush=True)
     if args.checkpoint:
         print(json.dumps(bench_checkpoint()), flush=True)
-    if args.tables or args.checkpoint:
+    if args.flops:
+        for name in args.models:
+            print(json.dumps(count_flops(args, name)), flush=True)
+    if args.tables or args.checkpoint or args.flops:
         return
     base = [sys.executable, os.path.abspath(__file__), "--nside", str(args.nside), "--faces", args.faces_text,
             "--batch", str(args.batch), "--threads", str(args.threads), "--device", args.device,
             "--repeats", str(args.repeats), "--modes", *args.modes]
+    base += [f"--{k}={v}" for k, v in (("in-chans", args.in_chans), ("num-classes", args.num_classes)) if v]
     if args.grad_checkpointing:
         base += ["--grad-checkpointing"]
     base += ["--retain-memory", args.retain_memory]

@@ -1,6 +1,6 @@
 """Symmetry profile of every registered HEALPix backbone (issue #16, part 4).
 
-    python bench/bench_symmetry.py [--digits-study runs/rotated_digits] [--rotations 3]
+    python bench/bench_symmetry.py [--digits-study runs/rotated_digits runs/controls] [--rotations 3]
 
 Per variant, in float64 and eval mode: the relative output error max |f(g·x) − g·f(x)| / max |f(x)| for
 random inputs under the grid's own symmetries (the 90° turn about the pole on the full sphere and on
@@ -8,9 +8,11 @@ faces 0–7, the largest over the three 180° flips about equatorial axes at 0°
 and the error under random rotations R of SO(3) of a band-limited input, measured in harmonic space
 (`heal_swin.equivariance.so3_errors`: l ≤ 4 in, l ≤ 8 out; a pointwise map's error is the
 measurement's own floor). "At init": each variant's test build (`model_info(name).test_kwargs`, 2 input
-channels, 3 outputs) with its initial weights; heal_swin_tiny also with `symmetric=True`. "Trained": the
-aug-0 seed-0 run of each backbone of a rotated-digits study folder (full sphere only: those models are
-built on faces 0–11). Prints Markdown tables.
+channels, 3 outputs) with its initial weights; heal_swin_tiny also with `symmetric=True`; flat variants on
+the equirectangular image of an nside-16 map (`models.EquirectangularAdapter`, as they train on spheres).
+"Trained": the upright (augment 0) seed-0 segmentation run of each backbone of the digits study folders
+(bench/rotated_digits, bench/controls; full sphere only: those models are built on faces 0–11). Prints
+Markdown tables.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def table(rows: list) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--digits-study", default="runs/rotated_digits", help="a rotated-digits study folder")
+    p.add_argument("--digits-study", nargs="+", default=["runs/rotated_digits", "runs/controls"],
+                   help="digits study folders (rotated digits, controls)")
     p.add_argument("--rotations", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -75,15 +78,21 @@ def main(argv=None) -> int:
     from heal_swin.engine import load_model
     from heal_swin.study import read_rows
 
-    variants = [(n, {}) for n in models.list_models(domain="healpix")]
+    variants = [(n, {}) for n in models.list_models()]
     variants.insert(variants.index(("heal_swin_tiny", {})) + 1, ("heal_swin_tiny", {"symmetric": True}))
     rows = []
     for name, extra in variants:
         kw = {**models.model_info(name).test_kwargs, **extra}
-        nside = kw.pop("nside")
+        flat = models.model_info(name).domain == "flat"
+        nside = 16 if flat else kw.pop("nside")
+        kw.pop("img_size", None)
 
-        def build(faces, name=name, kw=kw, nside=nside):
+        def build(faces, name=name, kw=kw, nside=nside, flat=flat):
             torch.manual_seed(args.seed)
+            if flat:
+                shape = models.equirectangular_shape(nside, faces)
+                net = models.create_model(name, in_chans=2, num_classes=3, img_size=shape, **kw)
+                return models.EquirectangularAdapter(net, nside, faces, shape).double().eval()
             net = models.create_model(name, in_chans=2, num_classes=3, nside=nside, base_pixels=faces, **kw)
             return net.double().eval()
 
@@ -96,18 +105,19 @@ def main(argv=None) -> int:
         for note in r.get("notes", []):
             print(f"- {r['model']}: {note}")
 
-    study = Path(args.digits_study)
-    rows = [r for r in read_rows(study) if r["tags"].get("augment") == 0 and r["seed"] == 0] \
-        if (study / "runs").is_dir() else []
+    studies = [Path(s) for s in args.digits_study if (Path(s) / "runs").is_dir()]
+    rows = [r for study in studies for r in read_rows(study)
+            if r["tags"].get("augment", 0) == 0 and r["seed"] == 0 and r["task"] == "segmentation"]
     if rows:
         trained = []
         for row in sorted(rows, key=lambda r: r["model"]):
             model = load_model(row["run_dir"]).double()
             nside = int(row["grid"].split()[-1])
-            trained.append(profile_row(row["model"], lambda faces, m=model: m if faces == SPHERE else None, nside, 1,
+            label = row["model"] + (f" ({Path(row['run_dir']).parents[1].name})" if len(studies) > 1 else "")
+            trained.append(profile_row(label, lambda faces, m=model: m if faces == SPHERE else None, nside, 1,
                                        args.rotations))
             print(f"{row['model']} (trained): done", file=sys.stderr, flush=True)
-        print(f"\nAfter training on the rotated digits (upright spheres, seed 0; {study}):\n")
+        print(f"\nAfter training on the rotated digits (upright spheres, seed 0; {', '.join(map(str, studies))}):\n")
         print(table(trained))
     return 0
 

@@ -130,3 +130,24 @@ def test_group_errors():
         models.create_model("chart_cnn_tiny", nside=8, group="c4")
     with pytest.raises(ValueError, match="nside=8 is too small for 5 stages"):
         models.create_model("chart_cnn_tiny", nside=8, widths=(4,) * 5, depths=(1,) * 5)
+
+
+@pytest.mark.parametrize("config", ["chart_cnn_demo", "planar_cnn_demo", "digits_chart_cnn", "digits_planar_cnn"])
+def test_the_controls_train_from_their_configs(config, data_root, tmp_path):
+    """The fisheye demo configs and the digits configs of both controls train through the one trainer."""
+    from pathlib import Path
+
+    from heal_swin.engine import load_config, trainer
+
+    torch.set_default_dtype(torch.float32)
+    root = Path(__file__).resolve().parents[1]
+    overrides = [f"run.dir={tmp_path / 'run'}", "train.max_steps=2", "train.eval_every=2", "run.threads=1",
+                 "data.nside=8", "data.batch_size=2"]
+    if config.startswith("digits"):
+        overrides += ["data.digits.train=4", "data.digits.test=2"]
+    else:
+        overrides += [f"data.root={data_root}", "data.generate=false", "data.flat_size=[32,48]",
+                      "data.split_fractions=[0.5,0.5,0.0]", "eval.figures=0"]
+    result = trainer.main(load_config(root / "configs" / f"{config}.yaml", overrides))
+    metrics = result.get("sphere") or result.get("flat")
+    assert 0 <= metrics["miou"] <= 1

@@ -140,6 +140,10 @@ def test_train_evaluate_and_export_a_classifier(tmp_path):
     report = export_run(run, tmp_path / "model.onnx")
     assert report.passed and report.argmax_agreement == 1.0 and report.output_shape[-1] == 10
 
+    from heal_swin.tools import equivariance as eq
+    with pytest.raises(eq.EquivarianceError, match="task=classification.*eval_rotate=1"):
+        eq.load_runs([run], "val", 2)
+
 
 def test_classification_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"data.digits.digits.*one digit"):

@@ -38,7 +38,7 @@ MODELS = ("heal_swin_tiny", SYMMETRIC, "gauge_cnn_tiny", "s2cnn_digits", FLAT)
 # trained only on upright and fully rotated spheres (their symmetry, not the data, is what is measured)
 EQUIVARIANT = {"s2cnn_digits", SYMMETRIC}
 CONFIG = {"heal_swin": "digits_heal_swin", "swin_unet_flat": "digits_flat", "gauge_cnn": "digits_gauge_cnn",
-          "s2cnn": "digits_s2cnn"}
+          "s2cnn": "digits_s2cnn", "chart_cnn": "digits_chart_cnn", "planar_cnn": "digits_planar_cnn"}
 EVALUATIONS = {"upright": ["eval.split=test", "data.digits.eval_rotate=0.0"],
                "rotated": ["eval.split=test", "data.digits.eval_rotate=1.0"]}
 ENSEMBLE_SAMPLES, ENSEMBLE_SEED = 50, 11

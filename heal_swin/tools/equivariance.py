@@ -154,6 +154,10 @@ def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=tor
             raise EquivarianceError(f"{run_dir}: not a run directory (no config.yaml; train one with train.py or "
                                     "heal-swin-study)")
         cfg = load_run_config(run_dir)
+        if cfg.task == "classification":
+            raise EquivarianceError(f"{run_dir}: task=classification: a class score is invariant, not a map to "
+                                    "compare with the turned prediction; evaluate it on turned spheres instead "
+                                    "(train.py --evaluate RUN eval.split=test data.digits.eval_rotate=1)")
         signature = {"task": cfg.task, "data.source": cfg.data.source, "data.nside": cfg.data.nside,
                      "data.base_pixels": str(cfg.data.base_pixels)}
         if cfg.data.source == "woodscape":
