@@ -319,6 +319,39 @@ def test_each_layer_is_exactly_equivariant_on_the_grids(symmetry):
     assert_equivariant(lambda t: isht(down(ana(t[:, :2]))), on_so3, on_s2, f, tol=1e-11)
 
 
+@pytest.mark.parametrize("b_in, b_out", [(6, 6), (6, 4), (4, 6)])
+def test_so3_convolution_by_degree_equals_the_padded_product(b_in, b_out):
+    """SO3Conv computes degree by degree on the packed basis; it equals the complex product on the padded
+    spectra written out with the full basis (`_so3_basis`, K^l_{kn} = sum_j w_j conj(D^l_{kn}(Q_j))):
+    G'^l_{mk} = sum_{c, n} G^l_{mn} K^l_{kn}, for inputs with junk outside the spectrum mask (ignored; the
+    output is zero there); its gradients (input and weights) pass gradcheck."""
+    from heal_swin.models.s2cnn import _so3_basis
+
+    rng = np.random.default_rng(11)
+    conv = _layer(SO3Conv, 3, 2, b_in, b_out)
+    b, n = min(b_in, b_out), 2 * min(b_in, b_out) - 1
+    g = torch.as_tensor(rng.standard_normal((2, 3, b_in, b_in, 2 * b_in - 1, 2)))
+    pts = tuple(map(tuple, so3_near_identity_grid()))
+    basis = torch.as_tensor(_so3_basis(b, pts))                                  # (J, l, k, n, re/im)
+    kern = torch.einsum("oij,jlknc->oilknc", conv.weight.detach(), basis)
+    kern = torch.complex(kern[..., 0], kern[..., 1])
+    x = g[:, :, :b, :b, b_in - b:b_in + b - 1]
+    x = torch.complex(x[..., 0], x[..., 1]) * torch.as_tensor(harmonics.so3_spectrum_mask(b))
+    want = torch.einsum("bilmn,oilkn->bolmk", x, kern) * torch.as_tensor(harmonics.so3_spectrum_mask(b))
+    want = torch.stack([want.real, want.imag], dim=-1)
+    p = b_out - b
+    want = torch.nn.functional.pad(want, (0, 0, p, p, 0, p, 0, p))
+    got = conv(g)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-12)
+    out_mask = ~torch.as_tensor(harmonics.so3_spectrum_mask(b_out))
+    assert (got[:, :, out_mask] == 0).all()
+    small = _layer(SO3Conv, 2, 2, 4, 4)
+    gi = torch.randn(1, 2, 4, 4, 7, 2, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: small(t), (gi,))
+    assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(small, {"weight": w}, (gi.detach(),)),
+                                    (small.weight.detach().clone().requires_grad_(True),))
+
+
 def test_kernels_fold_in_eval_without_grad_and_refresh_after_a_step():
     conv = _layer(SO3Conv, 2, 2, 4, 4)
     g = _random_spectrum(np.random.default_rng(8), 4, 2)[None]

@@ -109,6 +109,18 @@ def _so3_basis(b: int, points: tuple) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _so3_basis_packed(b: int, points: tuple) -> np.ndarray:
+    """`_so3_basis` without its zeros, degree after degree: (J, sum_l 2 (2l + 1)^2), the block of degree l
+    ordered (re/im, n, k) over |n|, |k| <= l (SO3Conv's kernel rows are (re/im, i, n), its columns (o, k))."""
+    full = _so3_basis(b, points)
+    blocks = [full[:, l, b - 1 - l:b + l, b - 1 - l:b + l, :].transpose(0, 3, 2, 1).reshape(len(full), -1)
+              for l in range(b)]
+    out = np.ascontiguousarray(np.concatenate(blocks, axis=1))
+    out.setflags(write=False)
+    return out
+
+
 def _complex_matrix(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
     """The real (…, 2P, 2Q) matrix of a complex (…, P, Q) one, for x = [x_re | x_im]: x @ M = [y_re | y_im]."""
     return torch.cat([torch.cat([re, im], dim=-1), torch.cat([-im, re], dim=-1)], dim=-2)
@@ -196,29 +208,42 @@ class S2Conv(_SpectralConv):
 
 class SO3Conv(_SpectralConv):
     """SO(3) → SO(3): G (B, in, b_in, b_in, 2b_in - 1, 2) -> (B, out, b_out, b_out, 2b_out - 1, 2);
-    out(R) = Σ_{c, j} w_cj f_c(R Q_j) (module docstring), degrees l < min(b_in, b_out)."""
+    out(R) = Σ_{c, j} w_cj f_c(R Q_j) (module docstring), degrees l < min(b_in, b_out).
+
+    Per degree l only the coefficients there are computed: rows m <= l, columns |n|, |k| <= l (62 % of the
+    padded (b, 2b - 1, 2b - 1) kernel and 44 % of the input rows are zero at b = 8). The kernel basis is held
+    packed, degree after degree, so that one matmul builds every degree's kernel; the entries outside the
+    spectrum mask (m > l or |k| > l) of the output are zero."""
 
     def __init__(self, in_channels: int, out_channels: int, b_in: int, b_out: int, points=None):
         points = so3_near_identity_grid() if points is None else np.asarray(points, dtype=np.float64)
         super().__init__(in_channels, out_channels, b_in, b_out, len(points))
-        self._table("basis", _so3_basis(self.b, tuple(map(tuple, points))).reshape(len(points), -1))
+        self._table("basis", _so3_basis_packed(self.b, tuple(map(tuple, points))))
+        self._sizes = [2 * (2 * l + 1) ** 2 for l in range(self.b)]
 
     def _build_kernel(self, like):
-        b, n, i, o = self.b, 2 * self.b - 1, self.in_channels, self.out_channels
-        k = self.weight.reshape(o * i, -1).to(like.dtype) @ self._t("basis", like)     # conj D summed: (k, n)
-        # (L, [re|im] I n, O k): the complex kernel's real and imaginary parts stacked, no 2x2 block matrix
-        return k.reshape(o, i, b, n, n, 2).permute(2, 5, 1, 4, 0, 3).reshape(b, 2 * i * n, o * n)
+        """[K_l for l < b]: K_l (2 I (2l + 1), O (2l + 1)), rows ([re|im], i, n), columns (o, k): the complex
+        kernel's real and imaginary parts stacked, for [y_re; y_im] = [[x_re, -x_im]; [x_im, x_re]] @ K_l."""
+        i, o = self.in_channels, self.out_channels
+        k = (self.weight.reshape(o * i, -1).to(like.dtype) @ self._t("basis", like)).reshape(o, i, -1)
+        # split (its backward is one cat) rather than slices (each slice's backward fills a zero tensor)
+        return [s.reshape(o, i, 2, 2 * l + 1, 2 * l + 1).permute(2, 1, 3, 0, 4).reshape(2 * i * (2 * l + 1), -1)
+                for l, s in enumerate(k.split(self._sizes, dim=-1))]
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
         g = self._so3_in(g)
-        nb, b, n = g.shape[0], self.b, 2 * self.b - 1
-        # complex rows as real blocks on the input side, [x_re, -x_im] and [x_im, x_re] (the input is the
-        # smaller operand): [y_re; y_im] = X @ [K_re; K_im]
-        x = g.permute(2, 0, 3, 5, 1, 4).reshape(b, nb * b, 2, self.in_channels * n)        # (L, B m, re/im, I n)
-        sign = x.new_tensor([1.0, -1.0]).reshape(1, 1, 2, 1)
-        x = torch.stack([x * sign, torch.cat([x[:, :, 1:], x[:, :, :1]], dim=2)], dim=1)
-        y = torch.bmm(x.reshape(b, 2 * nb * b, -1), self.kernel(g))         # (L, [re|im] B m, O k)
-        y = y.reshape(b, 2, nb, b, self.out_channels, n).permute(2, 4, 0, 3, 5, 1)
+        nb, b, i, o = g.shape[0], self.b, self.in_channels, self.out_channels
+        kernels = self.kernel(g)
+        x = g.permute(2, 0, 3, 5, 1, 4)                                     # (l, B, m, re/im, I, n)
+        ys = []
+        for l, k in enumerate(kernels):
+            w, p = 2 * l + 1, b - 1 - l
+            xl = x[l, :, :l + 1, :, :, p:p + w].reshape(nb * (l + 1), 2, i * w)           # (B m, re/im, I n)
+            # complex rows as real blocks on the input side (the smaller operand): [x_re, -x_im], [x_im, x_re]
+            xl = torch.cat([xl[:, 0], -xl[:, 1], xl[:, 1], xl[:, 0]], dim=1).reshape(2 * nb * (l + 1), 2 * i * w)
+            y = (xl @ k).reshape(nb, l + 1, 2, o, w)                        # (B, m, re/im, O, k)
+            ys.append(nn.functional.pad(y, (p, p, 0, 0, 0, 0, 0, b - 1 - l)) if p else y)
+        y = torch.stack(ys).permute(1, 4, 0, 2, 5, 3)                        # (B, O, l, m, k, re/im)
         return self._so3_out(y)
 
 
