@@ -152,3 +152,20 @@ def test_classification_config_errors(tmp_path):
         load_config(ROOT / "configs" / "demo.yaml", ["task=classification", "train.metric=accuracy"])
     with pytest.raises(ConfigError, match="train.metric"):
         _cfg(tmp_path, "train.metric=miou")
+
+
+def test_pooled_head_pools_mean_and_max():
+    head = models.PooledHead(3, 2, pool="meanmax")
+    x = torch.randn(4, 3, 50)
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.weight[0, 1] = 1.0          # the mean of channel 1
+        head.proj.weight[1, 3 + 2] = 1.0      # the max of channel 2
+        head.proj.bias.zero_()
+        y = head(x)
+    torch.testing.assert_close(y[:, 0], x[:, 1].mean(-1))
+    torch.testing.assert_close(y[:, 1], x[:, 2].amax(-1))
+    flat = models.PooledHead(3, 2, layout="flat", pool="mean")
+    assert flat(torch.randn(4, 3, 5, 7)).shape == (4, 2) and flat.proj.in_features == 3
+    with pytest.raises(ValueError, match="pool='sum' must be one of"):
+        models.PooledHead(3, 2, pool="sum")

@@ -3,15 +3,16 @@
 A pixel head expands each token into the pixels it stands for (its `expand` nested children, or a
 p × p block on a flat grid) and projects every pixel with a 1 × 1 convolution:
 segmentation → `num_classes` logits, depth → 1 channel (+ a log-variance channel when asked).
-A pooled head (classification) averages the decoder's features over the whole grid and projects the
-mean to `num_classes` logits: invariant to every permutation of the pixels, so a backbone whose
-decoder output is equivariant to a grid symmetry gives class scores invariant to it.
+A pooled head (classification) pools the decoder's features over the whole grid (mean and max) and
+projects them to `num_classes` logits: invariant to every permutation of the pixels, so a backbone
+whose decoder output is equivariant to a grid symmetry gives class scores invariant to it.
 """
 
 from __future__ import annotations
 
 import numbers
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -50,19 +51,35 @@ class PixelHead(nn.Module):
 
 
 class PooledHead(nn.Module):
-    """One prediction per sample: the mean of the features over every pixel, then a linear map.
-    layout "nested": x (B, C, N) -> (B, out_chs); "flat": x (B, C, H, W) -> (B, out_chs). On the sphere
-    the mean over HEALPix pixels (equal areas) is the integral over the sphere (the input's faces)."""
+    """One prediction per sample: the features pooled over every pixel, then a linear map.
+    layout "nested": x (B, C, N) -> (B, out_chs); "flat": x (B, C, H, W) -> (B, out_chs).
 
-    def __init__(self, in_chs: int, out_chs: int, layout: str = "nested", bias: bool = True):
+    `pool`: "mean" (on the sphere the mean over HEALPix pixels, equal areas, is the integral over the
+    input's faces), "max", or "meanmax" (the default: both, side by side, 2·C features). Every backbone
+    ends in a per-sample GroupNorm and ReLU, which fix each channel's mean over the map; the mean alone then
+    keeps little but the shape of the distribution, and on digits that cover a few percent of the sphere it
+    did not learn at all in a few hundred steps, where mean and max together learn (bench/README.md, "The
+    paper's controls"). Any of the three is invariant to every permutation of the pixels."""
+
+    POOLS = ("mean", "max", "meanmax")
+
+    def __init__(self, in_chs: int, out_chs: int, layout: str = "nested", bias: bool = True, pool: str = "meanmax"):
         super().__init__()
         if layout not in ("nested", "flat"):
             raise ValueError(f"layout={layout!r} must be 'nested' or 'flat'")
-        self.layout, self.out_chs = layout, out_chs
-        self.proj = nn.Linear(in_chs, out_chs, bias=bias)
+        if pool not in self.POOLS:
+            raise ValueError(f"pool={pool!r} must be one of {self.POOLS}")
+        self.layout, self.out_chs, self.pool = layout, out_chs, pool
+        self.proj = nn.Linear(in_chs * (2 if pool == "meanmax" else 1), out_chs, bias=bias)
+
+    def extra_repr(self) -> str:
+        return f"pool={self.pool}"
 
     def forward(self, x):
-        return self.proj(x.mean(-1) if self.layout == "nested" else x.mean((-2, -1)))
+        x = x.flatten(2)                                   # (B, C, pixels): nested maps and flat images alike
+        pooled = {"mean": lambda: x.mean(-1), "max": lambda: x.amax(-1),
+                  "meanmax": lambda: torch.cat([x.mean(-1), x.amax(-1)], dim=1)}[self.pool]()
+        return self.proj(pooled)
 
 
 def head_channels(task: str, num_classes: int, log_variance: bool = False) -> int:
