@@ -178,6 +178,26 @@ def _dense_grad(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _per_m(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """table (P, Q) @ x (M, Q, S) -> (M, P, S) as one batched matmul over the table expanded (no copy):
+    torch.matmul folds a 2-D @ 3-D product into one (M S, Q) @ (Q, P) product through transposed views, whose
+    backward copies x's gradient matrix by matrix."""
+    return torch.bmm(table.expand(x.shape[0], *table.shape), x)
+
+
+def _ring_major(f: torch.Tensor) -> torch.Tensor:
+    """(M, K, 2, R, B) -> (R, B, K, 2, M), one ring after the other (unbind, stack): a single permuted copy
+    in the direction of `_m_major` reads one value per cache line from a tensor far larger than the cache
+    (measured 4-6x slower at the digits' sizes); ring by ring each piece is a small transpose, and the
+    backward (unbind, stack) is the same pattern."""
+    return torch.stack([p.permute(3, 1, 2, 0) for p in f.unbind(3)], dim=0)
+
+
+def _m_major(x: torch.Tensor) -> torch.Tensor:
+    """(R, B, K, 2, M) -> (M, K, 2, R, B), ring by ring (see `_ring_major`)."""
+    return torch.stack([p.permute(3, 1, 2, 0) for p in x.unbind(0)], dim=3)
+
+
 class _SO3Transform(TableModule):
     """Tables of one direction of the SO(3) transform: the Wigner-d products per (m, n), the gamma DFT and the
     ring DFT over the padded rings (`_padded_rings`). Values are held on the rings as (R, B, K, L) inside
@@ -238,9 +258,9 @@ class SO3Synthesis(_SO3Transform):
         x = g.permute(2, 3, 4, 1, 0).reshape(b * n * 2, b, nb)
         h = torch.bmm(self._t("wigner", g), x)                              # (M N 2, R, B)
         # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}: per m, (2K, 2N) @ (2N, R B)
-        f = _dense_grad(torch.matmul(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb)))   # (M, 2K, R B)
+        f = _per_m(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb))                      # (M, 2K, R B)
         # f(alpha_j, beta_r, gamma_k) = sum_m w_m Re(e^{i m alpha_j} F_r(m, gamma_k)): per ring (B K, 2M) @ (2M, L)
-        f = f.reshape(b, k, 2, r, nb).permute(3, 4, 1, 2, 0).reshape(r, nb * k, 2 * b)
+        f = _ring_major(f.reshape(b, k, 2, r, nb)).reshape(r, nb * k, 2 * b)
         return torch.bmm(f, self._t("ring_dft", g)).reshape(r, nb, k, self.ring_width)
 
 
@@ -275,8 +295,8 @@ class SO3Analysis(_SO3Transform):
         # F_r(m, gamma_k) = sum_j f e^{-i m alpha_j}: per ring (B K, L) @ (L, 2M)
         x = _dense_grad(torch.bmm(v.reshape(r, nb * k, self.ring_width), self._t("ring_dft", v)))   # (R, B K, 2M)
         # X_r(m, n) = sum_k F e^{-i n gamma_k}: per m, (2N, 2K) @ (2K, R B)
-        x = x.reshape(r, nb, k, 2, b).permute(4, 2, 3, 0, 1).reshape(b, 2 * k, r * nb)
-        x = torch.matmul(self._t("gamma_dft", v), x)                          # (M, 2N, R B)
+        x = _m_major(x.reshape(r, nb, k, 2, b)).reshape(b, 2 * k, r * nb)
+        x = _per_m(self._t("gamma_dft", v), x)                                # (M, 2N, R B)
         # G^l_{mn} = w_l sum_r d^l_{mn}(beta_r) X_r(m, n): per (m, n, re/im), (L_deg, R) @ (R, B)
         g = _dense_grad(torch.bmm(self._t("wigner", v), x.reshape(b * n * 2, r, nb)))   # (M N 2, L_deg, B)
         g = g * self._t("weight", v).reshape(-1, 1)
