@@ -215,9 +215,30 @@ def test_activation_on_the_rings_equals_group_norm_on_the_grid(grid):
     want = act.analysis(torch.relu(act.norm(f.flatten(2)).view_as(f)))
     assert torch.allclose(got, want, rtol=0, atol=1e-12 * float(want.detach().abs().max()))
     w = torch.randn_like(want)
-    (got * w).sum().backward(), (want * w).sum().backward()
-    assert torch.allclose(g1.grad, g2.grad, rtol=0, atol=1e-11 * float(g2.grad.abs().max()))
+    got_w = torch.autograd.grad((got * w).sum(), (g1, act.norm.weight, act.norm.bias))
+    want_w = torch.autograd.grad((want * w).sum(), (g2, act.norm.weight, act.norm.bias))
+    for x, y in zip(got_w, want_w):                   # input, GroupNorm weight and bias (the fused backward)
+        assert torch.allclose(x, y, rtol=0, atol=1e-11 * float(y.abs().max()))
     assert float(got.detach().abs().max()) > 0.1                         # not vacuous
+    with torch.no_grad():                                                 # the plain path (inference, ONNX)
+        assert torch.allclose(act(g), got.detach(), rtol=0, atol=1e-12 * float(want.detach().abs().max()))
+
+
+def test_fused_group_norm_relu_passes_gradcheck():
+    """The activation's GroupNorm + ReLU with its own backward (_RingGroupNormReLU), on the rings of a
+    synthesis (zero padding), against finite differences: values, weight and bias."""
+    from heal_swin.models.s2cnn import SO3Activation, _RingGroupNormReLU
+
+    torch.manual_seed(3)
+    act = SO3Activation(4, 4, groups=2)
+    v = act.synthesis.rings(_random_spectrum(np.random.default_rng(9), 4, 2 * 4)).reshape(
+        act.synthesis.n_rings, 2, 4, act.synthesis.n_gamma, act.synthesis.ring_width)
+    v = (v + 0.3 * v.abs().max() * (torch.rand_like(v) - 0.3) * (v != 0)).requires_grad_(True)
+    weight = torch.rand(4, requires_grad=True) + 0.5
+    bias = (torch.rand(4) - 0.5).requires_grad_(True)
+    count = act.synthesis.n_pix * act.synthesis.n_gamma * 2
+    assert torch.autograd.gradcheck(lambda x, w_, b_: _RingGroupNormReLU.apply(x, w_, b_, 2, count, 1e-5),
+                                    (v, weight, bias))
 
 
 # --------------------------------------------------------------------------- layers against their definitions
