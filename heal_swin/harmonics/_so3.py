@@ -255,7 +255,9 @@ class SO3Synthesis(_SO3Transform):
         self._check(g)
         b, n, nb, r, k = self.b, 2 * self.b - 1, g.shape[0], self.n_rings, self.n_gamma
         # H_r(m, n) = sum_l d^l_{mn}(beta_r) G^l_{mn}: one matmul per (m, n, re/im) over l
-        x = g.permute(2, 3, 4, 1, 0).reshape(b * n * 2, b, nb)
+        # contiguous: the permuted spectrum reshapes to a view with batch stride 1, which bmm would copy
+        # matrix by matrix (b (2b - 1) 2 small copies)
+        x = g.permute(2, 3, 4, 1, 0).reshape(b * n * 2, b, nb).contiguous()
         h = torch.bmm(self._t("wigner", g), x)                              # (M N 2, R, B)
         # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}: per m, (2K, 2N) @ (2N, R B)
         f = _per_m(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb))                      # (M, 2K, R B)
