@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: venv
 
 bench: venv
 	$(PY) bench/bench_projection.py
+
+# The first thing to run on a newly available GPU (issue #30): every GPU figure in under 8 minutes on one
+# H100/H200, written to bench/gpu/REPORT.md and bench/gpu/report.json (commit them). GPU_CHECK_ARGS=--smoke: tiny
+# sizes on a CPU.
+gpu-check: venv
+	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
