@@ -17,7 +17,9 @@ import torch
 from heal_swin import layers, models
 
 # Written once, from the code before the backbone base (commit def34e7), by running this file:
-# `python tests/test_backbone_base.py` adds the variants that are missing and never rewrites one.
+# `python tests/test_backbone_base.py` adds the variants that are missing and never rewrites one. Where a
+# default changed what a build computes, the entry names the old value: s2cnn_digits' outputs were frozen
+# on the shared SO(3) grid (`so3_grid="shared"`; the default is "sphere" since issue #27).
 FROZEN = Path(__file__).parent / "data" / "backbone_checkpoints.json"
 PROBES = 16  # output values compared one by one, evenly spaced over the flattened output
 
