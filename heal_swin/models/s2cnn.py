@@ -321,8 +321,9 @@ class SO3Activation(nn.Module):
         s1, s2 = _ring_sums(v)
         scale, shift, _, _ = _ring_norm_coefficients(s1, s2, weight, bias, norm.num_groups, count, norm.eps)
         if not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
-            # v is the synthesis' fresh output: overwrite it (one large allocation and its page faults less)
-            return v.mul_(scale[:, :, None, None]).add_(shift[:, :, None, None]).relu_()
+            # v is the synthesis' fresh output: overwrite it (one large allocation and its page faults less);
+            # addcmul as below and in _RingGroupNormReLU, so all three paths round alike
+            return torch.addcmul(shift[:, :, None, None], v, scale[:, :, None, None], out=v).relu_()
         return torch.relu(torch.addcmul(shift[:, :, None, None], v, scale[:, :, None, None]))
 
 
