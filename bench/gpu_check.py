@@ -65,8 +65,11 @@ def settings(args) -> dict:
     import torch
 
     names = args.models or [n for n in FAMILIES if models.is_model(n)]
-    for name in names + (args.onnx_models or []):
-        models.model_info(name)                       # an unknown name fails here, with the list
+    for flag, given in (("--models", args.models), ("--onnx-models", args.onnx_models)):
+        unknown = [n for n in given or [] if not models.is_model(n)]
+        if unknown:
+            raise SystemExit(f"{flag} {' '.join(unknown)}: not a registered model; models.list_models() has "
+                             f"{', '.join(models.list_models())}")
     cuda = torch.cuda.is_available()
     smoke = args.smoke
     cfg = dict(smoke=smoke, cuda=cuda, device="cuda" if cuda else "cpu", nside=256, faces=list(range(8)),
@@ -99,7 +102,8 @@ def settings(args) -> dict:
     for item in args.limit or []:
         part, _, seconds = item.partition("=")
         if part not in cfg["part_limits"] or not seconds.replace(".", "", 1).isdigit():
-            raise SystemExit(f"--limit {item!r} must be PART=SECONDS with PART one of {list(cfg['part_limits'])}")
+            raise SystemExit(f"--limit {item}: must be PART=SECONDS (seconds >= 0) with PART one of "
+                             f"{', '.join(cfg['part_limits'])}")
         cfg["part_limits"][part] = float(seconds)
     return cfg
 
@@ -405,6 +409,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.train_batch < 1:
         p.error(f"--train-batch {args.train_batch} must be >= 1")
+    if args.budget is not None and args.budget <= 0:
+        p.error(f"--budget {args.budget} must be > 0 seconds")
     t0 = time.time()
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = Path(args.out or (ROOT / ("runs/gpu_check_smoke" if args.smoke else "bench/gpu")))
@@ -434,9 +440,12 @@ def main(argv=None) -> int:
             print(f"{PART_TITLES[part]}: {len(mine)} items, limit {cfg['part_limits'][part]:.0f} s", flush=True)
             rows, fate, elapsed = runner.run(part, mine)
             report["parts"][part] = part_report(cfg, part, mine, rows, fate, elapsed)
-            skipped = {k: v for k, v in report["parts"][part]["items"].items() if v}
-            print(f"  {elapsed:.0f} s; " + ("; ".join(f"{k}: {v}" for k, v in skipped.items()) or "every item measured"),
-                  flush=True)
+            reasons: dict = {}
+            for item, why in report["parts"][part]["items"].items():
+                if why:
+                    reasons.setdefault(why, []).append(item)
+            print(f"  {elapsed:.0f} s; " + ("; ".join(f"{len(ids)} item(s) {why} ({ids[0]}{', ...' if len(ids) > 1 else ''})"
+                                                     for why, ids in reasons.items()) or "every item measured"), flush=True)
             report["elapsed_s"] = time.time() - t0
             write_report(out, report)    # after every part: a machine taken back early still leaves a report
         report["complete"] = True

@@ -299,9 +299,10 @@ def guarded(emit: Emitter, table: str, key: dict, fn) -> None:
         emit.row(table, {**key, "missing": {c: reason_of(err) for c in TABLES[table].figures}})
         if is_fatal_cuda(err):
             raise
-        _free()
+    else:
+        emit.row(table, {**key, **row})
         return
-    emit.row(table, {**key, **row})
+    _free()                             # here the failed call's frames (and its device memory) are released
 
 
 def _free() -> None:
