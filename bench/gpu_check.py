@@ -83,9 +83,9 @@ def settings(args) -> dict:
                               so3_batch=8, tolerance=1e-4),
                research=dict(studies=list(parts.STUDIES), steps=4, frames=4, size=[1280, 966],
                              workers=min(8, os.cpu_count() or 1), overrides={}),
-               part_limits=dict(train=135, infer=40, onnx=150, harmonics=70, research=70),
+               part_limits=dict(train=135, infer=40, onnx=140, harmonics=60, research=90),
                item_limits=dict(train=60, infer=20, onnx_export=75, onnx_session=30, onnx_tensorrt=60,
-                                harmonics_so3=20, harmonics_sht=65, research=35),
+                                harmonics_so3=20, harmonics_sht=55, research=45),
                budget=args.budget or 470)
     if smoke:                        # every code path once, at the smallest sizes: a few families, one graph
         small = args.models or [n for n in SMOKE_FAMILIES if models.is_model(n)]

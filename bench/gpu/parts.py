@@ -19,6 +19,7 @@ import copy
 import gc
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -886,8 +887,10 @@ def measure_research(cfg: dict, item: str, work: Path, emit: Emitter) -> None:
             from heal_swin.data.synthetic import generate
 
             data = work / f"data-{study_name}"
-            if not (data / "rgb_images").is_dir():
+            if not (data / ".complete").is_file():       # a process stopped while generating left half a tree
+                shutil.rmtree(data, ignore_errors=True)
                 generate(data, frames=rc["frames"], size=tuple(rc["size"]), progress=False, workers=rc["workers"])
+                (data / ".complete").touch()
             shared.append(f"data.root={data}")
         arm = arms[0]
         run_dir = work / "runs" / f"{study_name}-{task}-{arm.run_name(shared)}"
