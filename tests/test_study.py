@@ -235,11 +235,22 @@ def test_the_benchmark_study_files_declare_their_arms():
     # 3 seeds per level, 5 ensemble members at full augmentation for the ensemble models
     assert sum(a.model == "heal_swin_tiny" and a.tags["augment"] == 1.0 for a in s.arms) == 5
     assert len(s.arms) == 52
-    assert "train.max_steps=150" in next(a for a in s.arms if a.model == "s2cnn_digits").overrides
-    same = digits.make(_options(steps=400))
-    assert all("train.max_steps=400" in a.overrides for a in same.arms)
+    # every family's own budget (configs/digits_<family>.yaml): since issue #27 the S2CNN trains as long as the others
+    assert "train.max_steps=400" in next(a for a in s.arms if a.model == "s2cnn_digits").overrides
+    same = digits.make(_options(steps=250))
+    assert all("train.max_steps=250" in a.overrides for a in same.arms)
     with pytest.raises(StudyError, match="distinct fractions"):
         digits.make(_options(augment=[0.5, 0.5]))
+
+    controls = load_study_file(ROOT / "bench" / "controls" / "study.py")
+    c = controls.make(_options(evals=8))
+    assert len(c.arms) == 5 * 2 * 2                        # five models, two tasks, two seeds
+    cls = [a for a in c.arms if a.task == "classification"]
+    assert cls and all("data.digits.digits=[1,1]" in a.overrides and "train.metric=accuracy" in a.overrides
+                       for a in cls)
+    assert {a.model for a in c.arms} >= {"gauge_cnn_tiny", "chart_cnn_tiny", "planar_cnn_1x"}
+    with pytest.raises(StudyError, match="choose from"):
+        controls.make(_options(evals=8, tasks=["depth"]))
 
 
 def test_a_relabelled_arm_keeps_its_run_and_reports_under_its_new_label(trained, capsys):
