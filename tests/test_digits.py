@@ -76,6 +76,38 @@ def test_bad_arguments_name_the_rule():
         digits.DigitSpheres(2, nside=8, half_width=0.9)
 
 
+def test_what_cannot_be_honoured_is_refused():
+    """Issue #31, item 13: no sphere silently holds less than asked."""
+    with pytest.raises(ValueError, match=r"digits=\(20, 20\) cannot be placed at half_width=0.5: sphere 0 drew 20 "
+                                         r"and only \d non-overlapping digits fit \(at most 7"):
+        digits.DigitSpheres(2, nside=8, digits=(20, 20), half_width=0.5)
+    with pytest.raises(ValueError, match=r"digits=\(3, 1\) must be .* 1 <= min <= max"):
+        digits.DigitSpheres(2, nside=8, digits=(3, 1))
+    with pytest.raises(ValueError, match=r"threshold=1.5 must be in \[0, 1\)"):
+        digits.DigitSpheres(2, nside=8, threshold=1.5)
+    with pytest.raises(ValueError, match="nside=2 is too coarse .* covers no pixel above threshold"):
+        digits.DigitSpheres(3, nside=2, digits=(2, 3))
+    with pytest.raises(ValueError, match="then_rotate must hold rotation matrices"):
+        digits.DigitSpheres(2, nside=8, then_rotate=np.diag([1.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="then_rotate must hold rotation matrices"):
+        digits.DigitSpheres(2, nside=8, then_rotate=np.diag([1.0, 1.0, -1.0]))      # a reflection
+    with pytest.raises(ValueError, match=r"classification.*outside base_pixels=0-7"):
+        digits.DigitsDataset("train", spheres=40, nside=8, base_pixels=range(8), digits=(1, 1),
+                             task="classification")
+
+
+def test_what_was_made_is_recorded():
+    """A sphere draws a count in [min, max] and holds as many as fit, never fewer than min; each placed digit's
+    labelled pixels are recorded (and on the full sphere each is seen)."""
+    ds = digits.DigitSpheres(60, nside=16, digits=(3, 5), half_width=0.5, seed=1000)
+    assert ds.counts.min() >= 3 and ds.counts.max() <= 5
+    placed = ds.sources >= 0
+    np.testing.assert_array_equal(placed, ds.labelled >= 0)
+    assert (ds.labelled[placed] > 0).all()
+    for i in range(5):                                          # the recorded counts are the labels' pixels
+        assert (ds.y[i] > 0).sum().item() == ds.labelled[i][placed[i]].sum()
+
+
 def test_then_rotate_renders_the_same_spheres_turned():
     """A quarter turn about the polar axis is a grid symmetry: the turned spheres are the pixel permutation."""
     from heal_swin.equivariance import rotation_permutation, rz

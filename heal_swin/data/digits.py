@@ -137,11 +137,16 @@ class DigitSpheres:
         self.nside = grid.check_nside(nside)
         self.base_pixels = grid.check_base_pixels(range(12) if base_pixels is None else base_pixels)
         lo, hi = (int(digits), int(digits)) if np.isscalar(digits) else (int(digits[0]), int(digits[1]))
-        if n < 1 or lo < 1 or hi < lo:
-            raise ValueError(f"n={n} and digits={digits} must be >= 1 (digits: a count or a (min, max) range)")
+        if n < 1:
+            raise ValueError(f"n={n} must be >= 1 (the number of spheres)")
+        if lo < 1 or hi < lo:
+            raise ValueError(f"digits={digits!r} must be a count >= 1 or a (min, max) range with 1 <= min <= max")
         if not 0 < half_width < 0.6:
             raise ValueError(f"half_width={half_width} must be in (0, 0.6) radians (a gnomonic square well "
                              "inside a hemisphere)")
+        if not 0 <= threshold < 1:
+            raise ValueError(f"threshold={threshold} must be in [0, 1): the intensity above which a digit's pixel "
+                             "is labelled (intensities lie in [0, 1], so 1 or more labels nothing)")
         self.split, self.rotate, self.seed = split, float(rotate), int(seed)
         images, target, index = load_source_digits(split, upsample, test_fraction, split_seed)
         rng = np.random.default_rng([self.seed, 0 if split == "train" else 1])
@@ -150,6 +155,10 @@ class DigitSpheres:
             extra = np.asarray(then_rotate, dtype=np.float64).reshape(-1, 3, 3)
             if extra.shape[0] not in (1, n):
                 raise ValueError(f"then_rotate holds {extra.shape[0]} rotations; give one or n={n}")
+            gram = np.abs(extra @ extra.transpose(0, 2, 1) - np.eye(3)).max()
+            if gram > 1e-6 or np.linalg.det(extra).min() < 0:
+                raise ValueError(f"then_rotate must hold rotation matrices (orthogonal, determinant +1); "
+                                 f"max |R Rᵀ − I| = {gram:.2g}, smallest determinant {np.linalg.det(extra).min():.3g}")
             self.rotations = extra @ self.rotations
         glob = grid.base_pixel_indices(self.nside, self.base_pixels)
         v = np.stack(grid.pix2vec(self.nside, glob, nest=True), axis=1)            # (N, 3)
@@ -159,9 +168,12 @@ class DigitSpheres:
         x = np.zeros((n, v.shape[0]), dtype=np.float32)
         y = np.zeros((n, v.shape[0]), dtype=np.int64)
         self.sources = np.full((n, hi), -1, dtype=np.int64)
+        self.labelled = np.full((n, hi), -1, dtype=np.int64)   # labelled pixels of each placed digit
         for i in range(n):
             count = int(rng.integers(lo, hi + 1))
             centres = self._centres(rng, count, min_sep)
+            if len(centres) < lo:
+                raise ValueError(self._too_many(digits, half_width, min_sep, i, count, len(centres)))
             picks = rng.integers(0, len(target), len(centres))
             r = self.rotations[i]
             for j, (c, k) in enumerate(zip(centres, picks)):
@@ -183,8 +195,29 @@ class DigitSpheres:
                 lab[val > threshold] = 1 + target[k]
                 y[i, inside] = lab
                 self.sources[i, j] = index[k]
+                self.labelled[i, j] = int((val > threshold).sum())
+        if len(self.base_pixels) == 12 and (self.labelled == 0).any():
+            i, j = map(int, np.argwhere(self.labelled == 0)[0])
+            raise ValueError(f"nside={self.nside} is too coarse for digits of half_width={half_width}: digit {j} of "
+                             f"sphere {i} covers no pixel above threshold={threshold} (a digit must be seen to be "
+                             "learned); raise nside or half_width")
         self.x = torch.from_numpy(x)[:, None]
         self.y = torch.from_numpy(y)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """int64 (n,): the digits each sphere holds. A sphere draws a count in [min, max]; where fewer
+        non-overlapping digits fit by random placement it holds as many as fit (never fewer than min)."""
+        return (self.sources >= 0).sum(1)
+
+    @staticmethod
+    def _too_many(digits, half_width, min_sep, sphere, drew, placed) -> str:
+        # the densest packing of caps of radius min_sep / 2 in the band |z| < 0.9 bounds what can fit
+        cap = 2 * math.pi * (1 - math.cos(min_sep / 2))
+        bound = int(0.9069 * 4 * math.pi * 0.9 / cap)
+        return (f"digits={digits!r} cannot be placed at half_width={half_width}: sphere {sphere} drew {drew} and only "
+                f"{placed} non-overlapping digits fit (at most {bound} in |z| < 0.9 even packed densely, fewer by "
+                "random placement); lower the digits per sphere or half_width")
 
     @staticmethod
     def _centres(rng, count: int, min_sep: float) -> np.ndarray:
@@ -244,6 +277,11 @@ class DigitsDataset(torch.utils.data.Dataset):
                         half_width=half_width, threshold=threshold, seed=self.seed, test_fraction=test_fraction,
                         split_seed=split_seed)
         self.spheres = DigitSpheres(spheres, **self._kw)
+        if task == "classification" and (self.spheres.labelled[:, 0] <= 0).any():
+            i = int(np.argmax(self.spheres.labelled[:, 0] <= 0))
+            raise ValueError(f"task='classification': the digit of {split} sphere {i} lies outside base_pixels="
+                             f"{grid.format_base_pixels(self.spheres.base_pixels)} (no pixel of it on the map), so "
+                             "its label would name an unseen digit; classify on the full sphere (base_pixels=all)")
         self.nside, self.base_pixels, self.rotate = self.spheres.nside, self.spheres.base_pixels, self.spheres.rotate
         self._valid = torch.ones(self.spheres.y.shape[1], dtype=torch.bool)
         if task == "classification":
