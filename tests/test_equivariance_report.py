@@ -104,8 +104,10 @@ def test_an_ensemble_of_runs_loads_and_averages(tmp_path):
     b = _digits_run(tmp_path / "b", "gauge_cnn_tiny", seed=1)
     members, source = eq.load_runs([a, b], "test", 2)
     assert [m.run_dir for m in members] == [a, b] and source.n == 2
-    x = source.upright(0)[0][None]
-    p = eq.ensemble_predict(members, x)
+    xs = [x[None] for x in source.upright(0)[0]]          # each member's own input (its run's preprocessing)
+    assert len(xs) == 2 and torch.equal(xs[0], xs[1])    # digit spheres: the same for both
+    x = xs[0]
+    p = eq.ensemble_predict(members, xs)
     want = (members[0].model(x).softmax(1) + members[1].model(x).softmax(1)) / 2
     torch.testing.assert_close(p, want)
     assert not torch.allclose(members[0].predict(x), members[1].predict(x))
@@ -154,6 +156,45 @@ def test_report_on_a_fisheye_run_rolls_about_the_optical_axis(data_root, tmp_pat
     assert [r["roll_deg"] for r in rolls] == [120.0, 240.0]
     for r in rolls:                                    # the image's corners turn out of the field of view
         assert r["excluded"] > 0 and 0 < r["floor_agreement"] <= 1
+
+
+def _fisheye_run(data_root, run, *extra):
+    from heal_swin.engine import load_config, main
+
+    main(load_config(ROOT / "configs" / "gauge_cnn_demo.yaml",
+                     [f"run.dir={run}", f"data.root={data_root}", "data.generate=false", "data.nside=8",
+                      "data.batch_size=2", "data.split_fractions=[0.5,0.5,0.0]", "train.max_steps=1",
+                      "train.warmup_steps=0", "train.eval_every=1", "run.threads=1", "eval.backproject=false",
+                      *extra]))
+    return run
+
+
+@pytest.mark.usefixtures("run_env")
+def test_ensemble_members_keep_their_own_preprocessing_and_held_out_samples(data_root, tmp_path):
+    """Issue #31, item 1: each member reads the samples through its own run's normalisation, so the ensemble
+    does not depend on the order of its runs; it is scored only on samples that no member trained on, and
+    refused where there is none."""
+    a = _fisheye_run(data_root, tmp_path / "a")
+    b = _fisheye_run(data_root, tmp_path / "b", "data.mean=[100,100,100]", "data.std=[40,40,40]")
+    members, source = eq.load_runs([a, b], "val", None)
+    xs, _, _ = source.upright(0)
+    assert not torch.allclose(xs[0], xs[1])                      # B's own normalisation, not A's
+    _, alone = eq.load_runs([b], "val", None)
+    torch.testing.assert_close(xs[1], alone.upright(0)[0][0])
+    ab = eq.report([a, b], split="val", rotations=1, samples=None, progress=False)
+    ba = eq.report([b, a], split="val", rotations=1, samples=None, progress=False)
+    assert ab["upright"] == pytest.approx(ba["upright"]) and ab["rows"][0]["agreement"] == pytest.approx(
+        ba["rows"][0]["agreement"])
+    # another split: the samples C trained on are not scored, and without any held-out sample it is refused
+    c = _fisheye_run(data_root, tmp_path / "c", "data.split_fractions=[0.75,0.25,0.0]")
+    _, both = eq.load_runs([a, c], "val", None)
+    from heal_swin.engine import build_datasets, load_run_config
+
+    trained_c = set(eq._sample_keys(build_datasets(load_run_config(c), ("train",))["train"]))
+    kept = [both.sources[0].keys()[j[0]] for j in both.index]
+    assert kept and not set(kept) & trained_c and len(kept) < len(both.sources[0])
+    with pytest.raises(eq.EquivarianceError, match="held out by every member"):
+        eq.load_runs([a, c], "train", None)                       # every sample trained some member
 
 
 @pytest.mark.usefixtures("run_env")

@@ -109,6 +109,9 @@ class _RunSource:
     def __len__(self):
         return len(self.dataset)
 
+    def keys(self) -> list:
+        return _sample_keys(self.dataset)
+
     def _unpack(self, item):
         target = item["labels" if self.task == "segmentation" else "depth"]
         return item["image"], target, item["valid"]
@@ -129,6 +132,61 @@ class _RunSource:
         return np.array([0.0, 0.0, 1.0])
 
 
+def _sample_keys(dataset) -> list:
+    """What names each sample of a dataset across runs: the frame and camera's stem (fisheye), the sphere's
+    split, seed and index (digits)."""
+    if hasattr(dataset, "items"):
+        return [item.stem for item in dataset.items]
+    return [f"{dataset.split}-{dataset.seed}-{i}" for i in range(len(dataset))]
+
+
+class _Ensemble:
+    """The samples an ensemble (or one run) is scored on, each member's input made by its own run's
+    preprocessing (normalisation, projection): `upright(i)` and `rotated(i, R)` give ([x per member], target,
+    valid). `index[i]` holds sample i's position in each member's split."""
+
+    def __init__(self, sources: list, index: list):
+        self.sources, self.index, self.n = sources, index, len(index)
+        for attr in ("task", "nside", "faces", "class_names", "ignore_index", "orientation", "default_kind",
+                     "fisheye"):
+            setattr(self, attr, getattr(sources[0], attr))
+
+    def __len__(self):
+        return len(self.index)
+
+    @staticmethod
+    def _gather(items):
+        return [x for x, _, _ in items], items[0][1], items[0][2]
+
+    def upright(self, i):
+        return self._gather([s.upright(j) for s, j in zip(self.sources, self.index[i])])
+
+    def rotated(self, i, rotation):
+        return self._gather([s.rotated(j, rotation) for s, j in zip(self.sources, self.index[i])])
+
+    def roll_axis(self) -> np.ndarray:
+        return self.sources[0].roll_axis()
+
+
+def _held_out(sources: list, cfgs: list, split: str, run_dirs: list) -> list:
+    """[(position in each member's split)] of the samples every member's `split` holds and no member trained
+    on, in the first member's order; EquivarianceError naming the runs where there is none."""
+    from ..engine import build_datasets
+
+    keys = [s.keys() for s in sources]
+    trained = set()
+    for cfg in cfgs:
+        trained |= set(_sample_keys(build_datasets(cfg, ("train",))["train"]))
+    where = [{k: j for j, k in enumerate(ks)} for ks in keys]
+    index = [tuple(w[k] for w in where) for k in keys[0] if all(k in w for w in where) and k not in trained]
+    if not index:
+        names = ", ".join(str(r) for r in run_dirs)
+        raise EquivarianceError(f"{names}: no sample of split {split!r} is held out by every member (their "
+                                "data.split_fractions / data.split_seed / run.seed put each one in some member's "
+                                "training split); an ensemble is scored only on samples no member trained on")
+    return index
+
+
 def _weights_of(run_dir: Path, wanted: str = "best") -> str:
     """`wanted` ("best" or "last"), or "last" (said on stderr) where a run has no best weights;
     EquivarianceError where the run has neither."""
@@ -144,11 +202,13 @@ def _weights_of(run_dir: Path, wanted: str = "best") -> str:
 
 def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=torch.float32, weights: str = "best"):
     """(members, source) for one run or an ensemble of runs of the same data and task: every run is a
-    `train.py` run directory (config.yaml + weights/), of any data source."""
+    `train.py` run directory (config.yaml + weights/), of any data source. Each member reads the samples
+    through its own run's preprocessing; an ensemble is scored on the samples of `split` that no member
+    trained on (`_held_out`)."""
     from ..data import DatasetError
     from ..engine import CheckpointError, ConfigError, load_model, load_run_config
 
-    members, source, first = [], None, None
+    members, sources, cfgs, first = [], [], [], None
     for run_dir in map(Path, run_dirs):
         if not (run_dir / "config.yaml").is_file():
             raise EquivarianceError(f"{run_dir}: not a run directory (no config.yaml; train one with train.py or "
@@ -166,11 +226,11 @@ def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=tor
         else:
             signature.update({f"data.digits.{k}": str(cfg.data.digits[k])
                               for k in ("test", "digits", "half_width", "threshold", "seed")})
-        if source is None:
-            try:
-                source = _RunSource(cfg, split, run_dir)
-            except (DatasetError, ConfigError, ValueError) as err:
-                raise EquivarianceError(f"{run_dir}: split {split!r}: {err}") from None
+        try:
+            sources.append(_RunSource(cfg, split, run_dir))
+        except (DatasetError, ConfigError, ValueError) as err:
+            raise EquivarianceError(f"{run_dir}: split {split!r}: {err}") from None
+        cfgs.append(cfg)
         chosen = _weights_of(run_dir, weights)
         try:
             model = load_model(run_dir, weights=chosen, device=device).to(dtype)
@@ -183,13 +243,19 @@ def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=tor
             if first[1].get(key) != value:
                 raise EquivarianceError(f"{run_dir}: {key}={value!r} differs from {first[0]}'s {first[1].get(key)!r}; "
                                         "an ensemble averages runs of the same data and task")
+    run_dirs = [m.run_dir for m in members]
+    index = ([(j,) for j in range(len(sources[0]))] if len(sources) == 1 else
+             _held_out(sources, cfgs, split, run_dirs))
+    source = _Ensemble(sources, index)
     source.n = min(samples, len(source)) if samples is not None else len(source)
     return members, source
 
 
-def ensemble_predict(members, x: torch.Tensor) -> torch.Tensor:
-    """The mean of the members' probabilities (segmentation) or depths (depth)."""
-    return torch.stack([m.predict(x) for m in members]).mean(0)
+def ensemble_predict(members, x) -> torch.Tensor:
+    """The mean of the members' probabilities (segmentation) or depths (depth). x: one input for every
+    member, or a list with each member's own (its run's preprocessing)."""
+    xs = x if isinstance(x, (list, tuple)) else [x] * len(members)
+    return torch.stack([m.predict(xi) for m, xi in zip(members, xs)]).mean(0)
 
 
 # --------------------------------------------------------------------------- the measurement
@@ -235,12 +301,12 @@ def measure(members, source, rotations, dtype=torch.float32, progress: bool = Tr
     stats = [dict(between=metric(), task=metric(), floor=metric(), pixels=0, excluded=0) for _ in rotations]
     upright = metric()
     for i in tqdm(range(source.n), desc="equivariance", unit="sample", disable=not progress):
-        x, t, v = source.upright(i)
-        p = ensemble_predict(members, x[None].to(device, dtype))[0].cpu()
+        xs, t, v = source.upright(i)
+        p = ensemble_predict(members, [x[None].to(device, dtype) for x in xs])[0].cpu()
         upright.update(p.argmax(0) if seg else p, t, v)
-        turned = [((x[..., idx], t[idx], v[idx]) if kind == "exact" else source.rotated(i, m))
+        turned = [(([x[..., idx] for x in xs], t[idx], v[idx]) if kind == "exact" else source.rotated(i, m))
                   for (name, kind, m, _), idx in zip(rotations, tables)]
-        batch = torch.stack([xr for xr, _, _ in turned]).to(device, dtype)
+        batch = [torch.stack([xr[k] for xr, _, _ in turned]).to(device, dtype) for k in range(len(members))]
         p_rot = ensemble_predict(members, batch).cpu()
         for j, (idx, (xr, tr, vr)) in enumerate(zip(tables, turned)):
             ok = idx >= 0
