@@ -374,3 +374,28 @@ def test_retain_freed_memory_serves_blocks_from_the_heap():
 def test_retain_memory_choice_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="run.retain_memory"):
         load_config(None, ["run.retain_memory=yes"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.kwargs.nside=16", r"model.kwargs.nside=16 contradicts data.nside \(8\), which decides it"),
+    ("model.kwargs.in_chans=4", r"model.kwargs.in_chans=4 contradicts the data's channels \(1\)"),
+    ("model.kwargs.num_classes=5", r"model.kwargs.num_classes=5 contradicts the data's classes \(11\)"),
+    ("model.kwargs.task=depth", r"model.kwargs.task='depth' contradicts task \('segmentation'\)"),
+    ("model.kwargs.base_pixels=0-7", r"model.kwargs.base_pixels='0-7' contradicts data.base_pixels"),
+    ("model.kwargs.widths=[8.7,16,32]", r"widths=\(8.7, 16, 32\) must be whole numbers"),
+])
+def test_model_kwargs_that_contradict_the_data_fail_before_any_file(override, message, tmp_path):
+    """Issue #31, item 9: refused with the key, the value and the rule before the run directory is made, so the
+    corrected rerun needs no run.overwrite."""
+    run = tmp_path / "run"
+    cfg = load_config(ROOT / "configs" / "digits_gauge_cnn.yaml",
+                      [f"run.dir={run}", "data.nside=8", "data.digits.train=4", "data.digits.test=2",
+                       "train.max_steps=1", "train.eval_every=1", "run.threads=1", override])
+    with pytest.raises(ConfigError, match=message):
+        trainer.main(cfg)
+    assert not run.exists()
+    same = load_config(ROOT / "configs" / "digits_gauge_cnn.yaml",
+                       [f"run.dir={run}", "data.nside=8", "data.digits.train=4", "data.digits.test=2",
+                        "train.max_steps=1", "train.eval_every=1", "run.threads=1", "model.kwargs.nside=8",
+                        "model.kwargs.base_pixels=all", "model.kwargs.widths=[8.0,16,32]"])
+    assert trainer.main(same)["sphere"]["pixels"] > 0           # repeating the data's values is fine

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..data import FlatDataset, HealpixDataset
+from ..grid import parse_base_pixels
 from ..models import EquirectangularAdapter, create_model, equirectangular_shape, model_info
 from ..tasks import ClassificationLoss, DepthLoss, SegmentationLoss
 from .config import ConfigError, config_faces
@@ -81,19 +82,33 @@ def build_model(cfg: DictConfig, num_outputs: int) -> nn.Module:
     """The registered model with the data's shape; on a sphere source a flat model gets the
     equirectangular adapter (its image has as many pixels as the map)."""
     kwargs = dict(OmegaConf.to_container(cfg.model.kwargs) or {})
-    kwargs.setdefault("in_chans", 1 if cfg.data.source == "digits" else 3)
-    kwargs.setdefault("num_classes", num_outputs)
-    kwargs.setdefault("task", cfg.task)
     flat = model_domain(cfg) == "flat"
     on_sphere = cfg.data.source != "woodscape"
     faces = config_faces(cfg)
+    # what the data decide: model.kwargs may repeat these values, never contradict them
+    decided = {"in_chans": (1 if cfg.data.source == "digits" else 3, "the data's channels"),
+               "num_classes": (num_outputs, "the data's classes" if cfg.task != "depth" else "depth"),
+               "task": (cfg.task, "task")}
+    if flat and not on_sphere:
+        decided["img_size"] = (tuple(cfg.data.flat_size), "data.flat_size")
+    elif not flat:
+        decided.update(nside=(cfg.data.nside, "data.nside"), base_pixels=(tuple(faces), "data.base_pixels"))
+    for key, (value, source) in decided.items():
+        given = kwargs.get(key, value)
+        same = (tuple(given) == tuple(value) if isinstance(value, tuple) and isinstance(given, (list, tuple))
+                else given == value and type(given) is type(value))
+        if key == "base_pixels" and not same:
+            try:
+                same = tuple(parse_base_pixels(given)) == tuple(value)
+            except ValueError:
+                same = False
+        if not same:
+            hint = f" or set {source}" if source.startswith(("data.", "task")) else ""
+            raise ConfigError(f"model.kwargs.{key}={given!r} contradicts {source} ({value!r}), which decides it: "
+                              f"drop model.kwargs.{key}{hint}")
+        kwargs[key] = value
     if flat and on_sphere:
         kwargs.setdefault("img_size", equirectangular_shape(cfg.data.nside, faces))
-    elif flat:
-        kwargs.setdefault("img_size", tuple(cfg.data.flat_size))
-    else:
-        kwargs.setdefault("nside", cfg.data.nside)
-        kwargs.setdefault("base_pixels", faces)
     try:
         model = create_model(cfg.model.name, **kwargs)
     except (TypeError, ValueError) as err:

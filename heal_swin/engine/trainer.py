@@ -282,8 +282,6 @@ def main(cfg: DictConfig) -> dict:
     if resume:
         saved = load_state(state_path)
         changes = check_resume_config(saved.get("config", ""), cfg, state_path)
-    if dist.main:
-        _prepare_run_dir(run_dir, cfg, resume)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
 
     datasets = build_datasets(cfg, ("train", cfg.eval.split) if cfg.eval.split != "train" else ("train",))
@@ -293,6 +291,8 @@ def main(cfg: DictConfig) -> dict:
     model = build_model(cfg, num_out).to(dist.device)
     counts = train_set.label_counts() if cfg.loss.class_balance != "none" else None
     loss_fn = build_loss(cfg, num_out, counts).to(dist.device)
+    if dist.main:       # after the data and the model are built: a setting that cannot work leaves no files
+        _prepare_run_dir(run_dir, cfg, resume)
 
     sampler = EpochSampler(len(train_set), True, cfg.run.seed, dist.rank, dist.world, drop_last=True)
     batches_per_epoch = len(sampler) // cfg.data.batch_size

@@ -63,6 +63,11 @@ class Backbone(nn.Module):
         """(widths, depths) as int tuples, or ValueError naming the values and the rule: widths
         (channels, fields or heads per stage: `name`, counted in `unit`s) and depths (blocks per
         stage) non-empty, of equal length, at least one of each per stage."""
+        for label, values in ((name, widths), ("depths", depths)):
+            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) and not (
+                    isinstance(v, numbers.Real) and float(v).is_integer()) for v in values):
+                raise ValueError(f"{label}={tuple(values)} must be whole numbers (one per stage); a fraction would "
+                                 "be cut off")
         widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
         if not widths or len(widths) != len(depths) or min(depths) < 1 or min(widths) < 1:
             raise ValueError(f"{name}={widths} and depths={depths} must be non-empty, of equal length, with "
