@@ -6,6 +6,8 @@
         --calibration data/synthetic/calibration/00000_FV.json          # fisheye in, fisheye out
     python export.py --run runs/demo/run --out runs/demo/model_fp16.onnx --fp16
     python export.py --run runs/demo/run --out runs/demo/model_int8.onnx --int8       # for CPUs
+    python export.py --run runs/demo_rig/run --out runs/demo_rig/rig.onnx \
+        --rig data/synthetic/calibration/00000      # a rig-trained run: every camera in, every camera out
 
 Exit code 0 when onnxruntime matches PyTorch within the tolerance (fp32: max |diff| <= 1e-4 of the
 largest logit; fp16: argmax agreement >= 99.5 %; int8: >= 99 %; depth: relative 1e-4 / 2 % / 5 %),
@@ -37,11 +39,18 @@ def main(argv=None) -> int:
     parser.add_argument("--with-projection", action="store_true",
                         help="bake the fisheye -> sphere -> fisheye projection of --calibration into the graph")
     parser.add_argument("--calibration", help="WoodScape calibration JSON of the camera (with --with-projection)")
+    parser.add_argument("--rig", metavar="FRAME_OR_CALIBRATION_DIR",
+                        help="a rig-trained run (data.rig=true) as one graph: every camera's image in (one input "
+                             "per camera, sorted names), one fused sphere, every camera's prediction out. The "
+                             "calibrations: a folder of <frame>_<CAM>.json, DIR/<frame>, or a frame id of the "
+                             "run's data")
     parser.add_argument("--weights", default="best", choices=["best", "last"])
     parser.add_argument("--report", help="also write the parity report as JSON here")
     args = parser.parse_args(argv)
     if args.with_projection != (args.calibration is not None):
         parser.error("--with-projection and --calibration go together")
+    if args.rig is not None and args.with_projection:
+        parser.error("--rig and --with-projection exclude each other: --rig bakes in every camera of the rig")
     if args.batch != "dynamic" and not (args.batch.isdigit() and int(args.batch) >= 1):
         parser.error(f"--batch {args.batch!r} must be 'dynamic' or a positive integer")
     import onnx
@@ -59,7 +68,7 @@ def main(argv=None) -> int:
 
     try:
         report = export_run(args.run, args.out, opset=args.opset, batch=args.batch, fp16=args.fp16,
-                            int8=args.int8, calibration=args.calibration, weights=args.weights)
+                            int8=args.int8, calibration=args.calibration, weights=args.weights, rig=args.rig)
     except (CheckpointError, ConfigError, DatasetError, ExportError, OnnxFileError, FileNotFoundError,
             ValueError) as err:
         print(f"export.py: error: {err}", file=sys.stderr)

@@ -12,6 +12,9 @@ file itself while it stays below ONNX's 2 GB limit, else into one external-data 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -68,16 +71,26 @@ class ExportReport:
         return asdict(self)
 
 
-def _dynamic_shapes(example: torch.Tensor, dynamic_batch: bool):
+def _as_tuple(example) -> tuple:
+    """A graph's example input(s): one tensor, or a tuple of tensors (one per graph input)."""
+    return tuple(example) if isinstance(example, (tuple, list)) else (example,)
+
+
+def _dynamic_shapes(example, dynamic_batch: bool):
     if not dynamic_batch:
         return None
-    return ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    if not isinstance(example, (tuple, list)):
+        return ({0: batch},)
+    # several inputs arrive as the one variadic argument of forward(*images): one nested tuple
+    return (tuple({0: batch} for _ in example),)
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int = DEFAULT_OPSET,
+def export_onnx(module: torch.nn.Module, example, path, opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = True, output_names=("output",),
-                metadata: dict | None = None) -> tuple[str, list[str]]:
-    """Write `module` as ONNX; returns (exporter used, notes)."""
+                metadata: dict | None = None, input_names=("input",)) -> tuple[str, list[str]]:
+    """Write `module` as ONNX; returns (exporter used, notes). `example`: one tensor, or a tuple of
+    tensors for a graph of several inputs (`input_names`, one each; all share the batch axis)."""
     import onnx
 
     path = Path(path)
@@ -89,9 +102,10 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
-            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
+            program = torch.onnx.export(module, _as_tuple(example), dynamo=True, opset_version=opset,
                                         dynamic_shapes=_dynamic_shapes(example, dynamic_batch),
-                                        input_names=["input"], output_names=list(output_names), verbose=False)
+                                        input_names=list(input_names), output_names=list(output_names),
+                                        verbose=False)
             model = program.model_proto
         except Exception as err:  # the exporter raises many types; fall back and say why
             exporter = "torchscript"
@@ -100,9 +114,9 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int
             import io
 
             buf = io.BytesIO()
-            axes = {"input": {0: "batch"}, **{n: {0: "batch"} for n in output_names}} if dynamic_batch else None
-            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=opset, input_names=["input"],
-                              output_names=list(output_names), dynamic_axes=axes)
+            axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
+            torch.onnx.export(module, _as_tuple(example), buf, dynamo=False, opset_version=opset,
+                              input_names=list(input_names), output_names=list(output_names), dynamic_axes=axes)
             model = onnx.load_from_string(buf.getvalue())
     _set_metadata(model, metadata or {})
     _drop_debug_text(model)
@@ -232,31 +246,47 @@ def _ort_session(path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def compare_onnx(path, module: torch.nn.Module, inputs: list[torch.Tensor], task: str, precision: str = "fp32"):
+def compare_onnx(path, module: torch.nn.Module, inputs: list, task: str, precision: str = "fp32"):
     """Runs onnxruntime (CPU) and PyTorch on the same inputs: (max abs diff, max rel diff, argmax
-    agreement or None, passed, tolerance text). Only finite values of the first output count."""
+    agreement or None, passed, tolerance text). Each input is one tensor, or a tuple of tensors for a
+    graph of several inputs (fed by the graph's input names, in order). Every floating output counts
+    (finite values only, relative to that output's largest magnitude); boolean outputs (`covered`)
+    must be equal."""
     if precision not in _TOLERANCE:
         raise ValueError(f"precision={precision!r} must be one of {sorted(_TOLERANCE)}")
     session = _ort_session(path)
-    name = session.get_inputs()[0].name
+    names = [i.name for i in session.get_inputs()]
+    out_names = [o.name for o in session.get_outputs()]
     worst_abs, worst_rel, agree, total = 0.0, 0.0, 0, 0
     with torch.no_grad():
         for x in inputs:
-            ref = module(x)
-            ref = (ref[0] if isinstance(ref, tuple) else ref).float().numpy()
-            got = session.run(None, {name: x.numpy()})[0].astype(np.float32)
-            if got.shape != ref.shape:
-                raise ExportError(f"{path}: onnxruntime output {got.shape} differs from PyTorch {ref.shape}")
-            both = np.isfinite(ref) & np.isfinite(got)
-            if not np.array_equal(np.isfinite(ref), np.isfinite(got)):
-                raise ExportError(f"{path}: onnxruntime and PyTorch disagree on which outputs are finite")
-            diff = np.abs(got - ref)[both]
-            worst_abs = max(worst_abs, float(diff.max(initial=0.0)))
-            scale = np.abs(ref)[both].max(initial=0.0)
-            worst_rel = max(worst_rel, float(diff.max(initial=0.0) / max(scale, 1e-12)))
-            if task != "depth":      # class scores: per pixel (segmentation) or per sample (classification)
-                agree += int((got.argmax(1) == ref.argmax(1)).sum())
-                total += got.shape[0] * int(np.prod(got.shape[2:]))
+            xs = _as_tuple(x)
+            if len(xs) != len(names):
+                raise ExportError(f"{path}: the graph has inputs {names}; {len(xs)} tensors were given")
+            refs = module(*xs)
+            refs = list(refs) if isinstance(refs, (tuple, list)) else [refs]
+            gots = session.run(None, {n: t.numpy() for n, t in zip(names, xs)})
+            for name, ref, got in zip(out_names, refs, gots):
+                ref = ref.numpy()
+                if got.shape != ref.shape:
+                    raise ExportError(f"{path}: onnxruntime output {name} {got.shape} differs from PyTorch "
+                                      f"{ref.shape}")
+                if ref.dtype == np.bool_:
+                    if not np.array_equal(got, ref):
+                        raise ExportError(f"{path}: onnxruntime and PyTorch disagree on the boolean output {name}")
+                    continue
+                ref, got = ref.astype(np.float32), got.astype(np.float32)
+                both = np.isfinite(ref) & np.isfinite(got)
+                if not np.array_equal(np.isfinite(ref), np.isfinite(got)):
+                    raise ExportError(f"{path}: onnxruntime and PyTorch disagree on which values of {name} "
+                                      "are finite")
+                diff = np.abs(got - ref)[both]
+                worst_abs = max(worst_abs, float(diff.max(initial=0.0)))
+                scale = np.abs(ref)[both].max(initial=0.0)
+                worst_rel = max(worst_rel, float(diff.max(initial=0.0) / max(scale, 1e-12)))
+                if task != "depth":      # class scores: per pixel (segmentation) or per sample (classification)
+                    agree += int((got.argmax(1) == ref.argmax(1)).sum())
+                    total += got.shape[0] * int(np.prod(got.shape[2:]))
     agreement = agree / total if task != "depth" else None
     rule, limit = _TOLERANCE[precision][task != "depth"]
     value = {"abs": worst_abs, "rel": worst_rel, "argmax": agreement}[rule]
@@ -277,31 +307,48 @@ _TOLERANCE = {"fp32": (("rel", 1e-4), ("rel", 1e-4)),
 PRECISIONS = tuple(_TOLERANCE)
 
 
-def export_checked(module: torch.nn.Module, inputs: list[torch.Tensor], out, task: str, *,
+def export_checked(module: torch.nn.Module, inputs: list, out, task: str, *,
                    precision: str = "fp32", opset: int | None = None, dynamic_batch: bool = True,
-                   output_names=("output",), metadata: dict | None = None, notes=()) -> ExportReport:
+                   output_names=("output",), metadata: dict | None = None, notes=(),
+                   input_names=("input",)) -> ExportReport:
     """Export `module` (traced on `inputs[0]`) at a precision and compare onnxruntime with PyTorch
-    on every input; the report says whether the tolerance of `compare_onnx` was met.
+    on every input; the report says whether the tolerance of `compare_onnx` was met. Each input is
+    one tensor, or a tuple of tensors for a graph of several inputs (`input_names`).
 
     precision: "fp32"; "fp16" (`convert_fp16`) or "int8" (`quantize_int8`) write the fp32 graph
     first, convert it and remove it. `notes` start the report's notes (e.g. how inputs were made).
+    Nothing is written half: the graph is built and compared in a scratch folder beside `out` and
+    moved into place only when that succeeded (a parity miss is still written, and reported); an
+    error leaves `out` as it was.
     """
     if precision not in _TOLERANCE:
         raise ValueError(f"precision={precision!r} must be one of {sorted(_TOLERANCE)}")
     out = Path(out)
     notes = list(notes)
-    start = time.perf_counter()
-    target = out.with_suffix(".fp32.onnx") if precision != "fp32" else out
-    exporter, export_notes = export_onnx(module, inputs[0], target, opset or DEFAULT_OPSET, dynamic_batch,
-                                         output_names, {**(metadata or {}), "precision": precision})
-    notes += export_notes
-    if precision != "fp32":
-        (convert_fp16 if precision == "fp16" else quantize_int8)(target, out)
-        target.unlink()
-    seconds = time.perf_counter() - start
-    max_abs, max_rel, agreement, passed, tolerance = compare_onnx(out, module, inputs, task, precision)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        start = time.perf_counter()
+        final = scratch / out.name      # the final name: an external-data file keeps its reference
+        target = final.with_suffix(".fp32.onnx") if precision != "fp32" else final
+        exporter, export_notes = export_onnx(module, inputs[0], target, opset or DEFAULT_OPSET, dynamic_batch,
+                                             output_names, {**(metadata or {}), "precision": precision},
+                                             input_names)
+        notes += export_notes
+        if precision != "fp32":
+            (convert_fp16 if precision == "fp16" else quantize_int8)(target, final)
+            target.unlink()
+        seconds = time.perf_counter() - start
+        max_abs, max_rel, agreement, passed, tolerance = compare_onnx(final, module, inputs, task, precision)
+        size_mb = sum(f.stat().st_size for f in scratch.iterdir()) / 2**20
+        for f in scratch.iterdir():
+            os.replace(f, out.parent / f.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     with torch.no_grad():
-        first = module(inputs[0])
+        first = module(*_as_tuple(inputs[0]))
     out_shape = list((first[0] if isinstance(first, tuple) else first).shape)
-    return ExportReport(str(out), exporter, precision, list(inputs[0].shape), out_shape, seconds,
-                        out.stat().st_size / 2**20, max_abs, max_rel, agreement, tolerance, passed, notes)
+    xs = _as_tuple(inputs[0])
+    in_shape = list(xs[0].shape) if len(xs) == 1 else [list(x.shape) for x in xs]
+    return ExportReport(str(out), exporter, precision, in_shape, out_shape, seconds,
+                        size_mb, max_abs, max_rel, agreement, tolerance, passed, notes)

@@ -2,6 +2,8 @@
 
     pred = OnnxPredictor("fv.onnx", device="cuda")     # TensorRT -> CUDA -> CPU, as available
     out = pred(images)                                  # numpy (B, ...) in, list of numpy outputs out
+    rig = OnnxPredictor("rig.onnx")                     # a RigGraph (export.py --rig)
+    out = rig.run_rig({"FV": fv, "MVL": mvl, "MVR": mvr, "RV": rv})   # checked: cameras, order, sizes, dtypes
 
 onnxruntime-gpu falls back to the CPU silently when it cannot use the GPU (no driver, missing
 CUDA/cuDNN libraries). Asking for `device="cuda"` therefore checks the providers the session
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OnnxPredictor", "ProviderError", "OnnxFileError", "load_onnx_checked", "check_onnx_file"]
+__all__ = ["OnnxPredictor", "ProviderError", "OnnxFileError", "RigInputError", "load_onnx_checked", "check_onnx_file"]
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _PREFIX = "heal_swin."  # the metadata keys export writes
@@ -30,6 +32,10 @@ class ProviderError(RuntimeError):
 
 class OnnxFileError(ValueError):
     """An ONNX file that cannot be used: the message names the file, what is wrong and the fix."""
+
+
+class RigInputError(ValueError):
+    """Images that do not fit a rig graph (cameras, their order, sizes, dtypes): expected vs given."""
 
 
 def load_onnx_checked(path):
@@ -89,8 +95,10 @@ def _check_metadata(path: Path, model, meta: dict) -> None:
     if "task" in meta and meta["task"] not in ("segmentation", "depth", "classification"):
         bad("task", "must be 'segmentation', 'depth' or 'classification'")
     kind = meta.get("input")
-    if kind is not None and kind not in ("sphere", "fisheye", "flat"):
-        bad("input", "must be 'sphere', 'fisheye' or 'flat'")
+    if kind is not None and kind not in ("sphere", "fisheye", "flat", "rig"):
+        bad("input", "must be 'sphere', 'fisheye', 'flat' or 'rig'")
+    if kind == "rig":
+        _check_rig_metadata(model, meta, bad)
     for key in ("mean", "std"):
         if key in meta and not (isinstance(meta[key], list) and len(meta[key]) == 3
                                 and all(isinstance(x, (int, float)) for x in meta[key])):
@@ -120,6 +128,28 @@ def _check_metadata(path: Path, model, meta: dict) -> None:
         out = _dims(model.graph.output[0])
         if len(out) >= 2 and out[1] is not None and out[1] != len(meta["class_names"]):
             bad("class_names", f"lists {len(meta['class_names'])} classes but the graph outputs {out[1]} channels")
+
+
+def _check_rig_metadata(model, meta: dict, bad) -> None:
+    """A rig graph: its cameras (names, order, sizes) agree with the graph's inputs."""
+    names = [i.name for i in model.graph.input]
+    cams = meta.get("cameras")
+    if not (isinstance(cams, list) and all(isinstance(c, str) for c in cams)):
+        bad("cameras", "must be the list of the rig's camera names")
+    if cams != names:
+        bad("cameras", f"must name the graph's inputs in order, {names}")
+    rig = meta.get("rig")
+    if not (isinstance(rig, list) and len(rig) == len(cams) and all(isinstance(r, dict) for r in rig)
+            and [r.get("name") for r in rig] == cams):
+        bad("rig", f"must hold one entry per camera, in the order {cams}")
+    for entry, value in zip(rig, model.graph.input):
+        size = entry.get("image_size")
+        if not (_is_int_list(size, 2) and min(size) > 0):
+            bad("rig", f"camera {entry['name']}: image_size must be [width, height]")
+        dims = _dims(value)
+        if len(dims) != 4 or dims[1] not in (None, 3) or dims[2:] != [size[1], size[0]]:
+            bad("rig", f"camera {entry['name']}: image_size {size[0]}×{size[1]} disagrees with the graph's input "
+                       f"{dims}")
 
 
 def check_onnx_file(path, require_metadata: bool = False) -> dict:
@@ -200,29 +230,100 @@ class OnnxPredictor:
         return f"OnnxPredictor({self.path!r}, providers={self.providers}, input={self.metadata.get('input')})"
 
     def _warmup(self) -> None:
-        shape = [d if isinstance(d, int) else 1 for d in self.inputs[0].shape]
-        dtype = np.float16 if "float16" in self.inputs[0].type else np.float32
-        self._run(np.zeros(shape, dtype=dtype))
+        feeds = []
+        for value in self.inputs:
+            shape = [d if isinstance(d, int) else 1 for d in value.shape]
+            feeds.append(np.zeros(shape, dtype=np.float16 if "float16" in value.type else np.float32))
+        self._run(*feeds)
 
-    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def _run(self, *batch: np.ndarray) -> list[np.ndarray]:
+        """One onnxruntime call; one array per graph input, in the graph's order."""
         if not self._binding:
-            return self.session.run(self.outputs, {self.inputs[0].name: batch})
+            return self.session.run(self.outputs, {i.name: b for i, b in zip(self.inputs, batch)})
         # IO binding: the input is copied to the GPU once, outputs are allocated there and fetched.
         binding = self.session.io_binding()
-        binding.bind_cpu_input(self.inputs[0].name, batch)
+        for value, b in zip(self.inputs, batch):
+            binding.bind_cpu_input(value.name, b)
         for name in self.outputs:
             binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
     def __call__(self, inputs: np.ndarray) -> list[np.ndarray]:
-        """Runs in batches of `batch_size`; returns every output, concatenated over the batch."""
+        """Runs in batches of `batch_size`; returns every output, concatenated over the batch. A rig
+        graph takes its cameras as `run_rig` does (here: outputs as a list, in the graph's order)."""
+        if self.cameras:
+            return list(self.run_rig(inputs).values())
         inputs = np.asarray(inputs)
         if self.inputs[0].type == "tensor(float)" and inputs.dtype != np.float32:
             inputs = inputs.astype(np.float32)
         parts = [self._run(np.ascontiguousarray(inputs[i:i + self.batch_size]))
                  for i in range(0, len(inputs), self.batch_size)]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(self.outputs))]
+
+    @property
+    def cameras(self) -> list[str]:
+        """A rig graph's cameras, in the order its inputs take them ([] for other graphs)."""
+        return list(self.metadata.get("cameras") or []) if self.metadata.get("input") == "rig" else []
+
+    def check_rig_inputs(self, images) -> list[np.ndarray]:
+        """`images` for a rig graph -> one float32 (B, 3, H_c, W_c) array per camera, in the graph's order.
+
+        `images`: a mapping camera name -> (B, 3, H, W) (or one (3, H, W) image), in the graph's camera
+        order; a sequence of (name, array) pairs in that order; or one (B, n_cameras, 3, H, W) array
+        when all cameras have one size. uint8 or float 0–255. Anything else raises RigInputError naming
+        what the graph expects and what was given."""
+        names = self.cameras
+        if not names:
+            raise RigInputError(f"{self.path} is not a rig graph (heal_swin.input={self.metadata.get('input')!r}); "
+                                "call the predictor with its one input")
+        sizes = {r["name"]: (r["image_size"][1], r["image_size"][0]) for r in self.metadata["rig"]}
+        if isinstance(images, np.ndarray):
+            if images.ndim != 5 or images.shape[1] != len(names):
+                raise RigInputError(f"{self.path}: one array must be (B, {len(names)} cameras, 3, H, W) with the "
+                                    f"cameras {names} in that order; given shape {images.shape}")
+            pairs = list(zip(names, (images[:, i] for i in range(len(names)))))
+        elif hasattr(images, "items"):
+            pairs = list(images.items())
+        else:
+            pairs = list(images)
+            if not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in pairs):
+                raise RigInputError(f"{self.path}: give the images as {{camera: array}} or (camera, array) pairs in "
+                                    f"the order {names}; given a sequence of {len(pairs)} unnamed items")
+        given = [n for n, _ in pairs]
+        if len(given) != len(names):
+            raise RigInputError(f"{self.path}: the graph takes {len(names)} cameras {names}; given {len(given)}: "
+                                f"{given}")
+        if given != names:
+            what = "order" if sorted(given) == sorted(names) else "cameras"
+            raise RigInputError(f"{self.path}: wrong camera {what}: the graph takes {names} (in that order); "
+                                f"given {given}")
+        out = []
+        for name, array in pairs:
+            a = np.asarray(array)
+            if a.ndim == 3:
+                a = a[None]
+            h, w = sizes[name]
+            if a.ndim != 4 or a.shape[1:] != (3, h, w):
+                raise RigInputError(f"{self.path}: camera {name} takes (B, 3, {h}, {w}) images ({w}×{h}, channels "
+                                    f"first); given shape {a.shape}")
+            if not (a.dtype == np.uint8 or np.issubdtype(a.dtype, np.floating)):
+                raise RigInputError(f"{self.path}: camera {name} takes uint8 or float images (0–255); given "
+                                    f"dtype {a.dtype}")
+            out.append(a)
+        batches = {a.shape[0] for a in out}
+        if len(batches) != 1:
+            raise RigInputError(f"{self.path}: every camera needs the same batch size; given "
+                                f"{dict((n, a.shape[0]) for n, a in zip(names, out))}")
+        return [np.ascontiguousarray(a, dtype=np.float32) for a in out]
+
+    def run_rig(self, images) -> dict[str, np.ndarray]:
+        """Runs a rig graph on checked inputs (`check_rig_inputs`), in batches of `batch_size`:
+        {output name: array}, i.e. `output_<CAM>`, `covered_<CAM>` per camera and `sphere`."""
+        arrays = self.check_rig_inputs(images)
+        parts = [self._run(*(np.ascontiguousarray(a[i:i + self.batch_size]) for a in arrays))
+                 for i in range(0, len(arrays[0]), self.batch_size)]
+        return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(self.outputs)}
 
     def benchmark(self, inputs: np.ndarray, repeats: int = 20) -> dict:
         """Median latency (ms) of one call on `inputs`."""

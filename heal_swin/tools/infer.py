@@ -3,6 +3,8 @@
     heal-swin-infer --model runs/demo/fv.onnx --images data/synthetic/rgb_images --out runs/demo/infer
     heal-swin-infer --model runs/demo/model.onnx --images 'data/synthetic/rgb_images/*_FV.png' \\
         --calibrations data/synthetic/calibration --out runs/demo/infer
+    heal-swin-infer --rig --model runs/demo_rig/rig.onnx --images data/synthetic/rgb_images \\
+        --out runs/demo_rig/infer
 
 Graphs with the projection baked in (export.py --with-projection) take the images as they are;
 graphs on the sphere need each image's calibration (`<stem>.json` in --calibrations): images are
@@ -132,7 +134,7 @@ def _overlay(image: np.ndarray, result: np.ndarray, task: str, class_colors, cla
 class Runner:
     """Turns fisheye images into per-pixel answers with one predictor, whatever its input kind."""
 
-    def __init__(self, predictor, calibrations: Path | None):
+    def __init__(self, predictor, calibrations: Path | None, rig: bool = False):
         from ..data.classes import WOODSCAPE_CLASSES, WOODSCAPE_COLORS
 
         self.pred = predictor
@@ -148,6 +150,12 @@ class Runner:
             raise InferError(f"{predictor.path}: the graph has no heal_swin metadata "
                              f"({', '.join('heal_swin.' + k for k in missing)}): it was not written by export.py, "
                              "or its metadata was stripped; re-export it with export.py")
+        if self.kind == "rig" and not rig:
+            raise InferError(f"{predictor.path} is a rig graph (cameras {predictor.cameras}): pass --rig, with the "
+                             "images of whole frames (<frame>_<CAM>.png)")
+        if rig and self.kind != "rig":
+            raise InferError(f"--rig: {predictor.path} is not a rig graph (heal_swin.input={self.kind!r}); export "
+                             "a rig-trained run with export.py --rig, or leave --rig out")
         if self.kind != "fisheye" and calibrations is None and self.kind == "sphere":
             raise InferError(f"{predictor.path} takes sphere maps: pass --calibrations DIR (the JSON of each "
                              "image), or export with --with-projection")
@@ -240,7 +248,118 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-png", action="store_true", help="write only the .npy outputs")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad image (default: report it, skip it, go on; exit status 1 at the end)")
+    p.add_argument("--rig", action="store_true",
+                   help="a rig graph (export.py --rig): group <frame>_<CAM>.png into frames, one call per frame "
+                        "(--batch frames per call), each camera's outputs and a Mollweide picture of the sphere")
     return p
+
+
+_FRAME = re.compile(r"^(?P<frame>.+)_(?P<camera>[^_]+)$")
+SPHERE_WIDTH = 720   # the Mollweide picture of a frame's sphere
+
+
+def _rig_frames(files: list[Path], cameras: list[str]):
+    """{frame: {camera: path}} of the complete frames, and [(path, reason)] of the files that are not
+    part of one (not a <frame>_<CAM> name, a camera outside the rig, or an incomplete frame)."""
+    frames: dict[str, dict[str, Path]] = {}
+    refused: list[tuple[Path, str]] = []
+    for f in files:
+        m = _FRAME.match(f.stem)
+        if m is None or m["camera"] not in cameras:
+            refused.append((f, f"not an image of the rig's cameras {cameras}: its name is not <frame>_<CAM> with "
+                               f"CAM one of them"))
+            continue
+        frames.setdefault(m["frame"], {})[m["camera"]] = f
+    complete = {}
+    for frame, got in sorted(frames.items()):
+        missing = [c for c in cameras if c not in got]
+        if missing:
+            refused.append((next(iter(got.values())), f"frame {frame} is incomplete: missing {missing} (has "
+                                                       f"{sorted(got)}; the rig graph needs {cameras})"))
+        else:
+            complete[frame] = {c: got[c] for c in cameras}
+    return complete, refused
+
+
+class RigPictures:
+    """The Mollweide picture of a rig frame's fused sphere prediction (class colours or depth)."""
+
+    def __init__(self, meta: dict, colors, class_names):
+        from ..cameras import load_calibration
+        from ..projection import RigToHealpix, views
+
+        self.meta, self.colors, self.class_names = meta, colors, class_names
+        cams = {r["name"]: load_calibration(r["calibration"]) for r in meta["rig"]}
+        self.seen = RigToHealpix(cams, meta["nside"], meta["base_pixels"]).valid_mask
+        self.view = views.MollweideView(SPHERE_WIDTH)
+        self.local, self.face = views.lookup(self.view, meta["nside"], meta["base_pixels"])
+
+    def __call__(self, sphere: np.ndarray, task: str) -> np.ndarray:
+        from ..projection import views
+
+        if task == "segmentation":
+            ids = sphere.argmax(0)
+            rgb = np.asarray(self.colors, dtype=np.float32)[np.minimum(ids, len(self.colors) - 1)] / 255
+            present = sorted({int(c) for c in np.unique(ids[self.seen])})
+            entries = [(self.class_names[c] if c < len(self.class_names) else f"class {c}", self.colors[c])
+                       for c in present if c < len(self.colors)]
+        else:
+            depth = np.where(self.seen, sphere[0], np.nan)
+            vmax = float(np.nanpercentile(depth, 95)) if np.isfinite(depth).any() else 1.0
+            rgb = views.depth_rgb(sphere[0], max(vmax, 1e-6)).astype(np.float32) / 255
+            entries = [(f"depth 0–{vmax:.3g} m (near bright)", tuple(int(c) for c in views.depth_rgb(0.0, 1.0)))]
+        unseen = (0.55, 0.55, 0.55)
+        rgba = views.paint(self.local, rgb, self.seen, unseen, (0.3, 0.3, 0.3))
+        picture = np.full(rgba.shape[:2] + (3,), _PAPER, dtype=np.float32)
+        alpha = rgba[..., 3:]
+        picture = (picture * (1 - alpha) + 255 * rgba[..., :3] * alpha).astype(np.uint8)
+        entries.append(("no camera sees it", tuple(int(255 * c) for c in unseen)))
+        return np.concatenate([picture, _legend_strip(picture.shape[1], entries)], axis=0)
+
+
+def _rig_main(args, predictor, runner, files, skip) -> tuple[int, int]:
+    """--rig: frames of complete camera sets, one predictor call per --batch frames; returns
+    (frames written, images written)."""
+    import cv2
+    from tqdm import tqdm
+
+    from ..data.progress import progress_options
+    from ..data.woodscape import DatasetError, read_image
+    from ..export import RigInputError
+
+    cameras = predictor.cameras
+    frames, refused = _rig_frames(files, cameras)
+    for path, reason in refused:
+        skip(path, reason)
+    pictures = None if args.no_png else RigPictures(runner.meta, runner.colors, runner.class_names)
+    done_frames = done_images = 0
+    names = list(frames)
+    for start in tqdm(range(0, len(names), args.batch), desc="inference", unit="batch", **progress_options()):
+        batch = []
+        for frame in names[start:start + args.batch]:
+            try:
+                images = {c: read_image(p) for c, p in frames[frame].items()}
+                predictor.check_rig_inputs({c: im.transpose(2, 0, 1) for c, im in images.items()})
+            except (DatasetError, RigInputError) as e:
+                skip(frames[frame][cameras[0]], f"frame {frame}: {e}")
+                continue
+            batch.append((frame, images))
+        if not batch:
+            continue
+        out = predictor.run_rig({c: np.stack([im[c] for _, im in batch]).transpose(0, 3, 1, 2) for c in cameras})
+        for k, (frame, images) in enumerate(batch):
+            for c in cameras:
+                result = runner._finish(out[f"output_{c}"][k], out[f"covered_{c}"][k])
+                stem = frames[frame][c].stem
+                np.save(args.out / f"{stem}.npy", result)
+                if pictures is not None:
+                    cv2.imwrite(str(args.out / f"{stem}.png"),
+                                _overlay(images[c], result, runner.task, runner.colors, runner.class_names)[..., ::-1])
+                done_images += 1
+            if pictures is not None:
+                cv2.imwrite(str(args.out / f"{frame}_sphere.png"), pictures(out["sphere"][k], runner.task)[..., ::-1])
+            done_frames += 1
+    return done_frames, done_images
 
 
 def main(argv=None) -> int:
@@ -266,7 +385,7 @@ def main(argv=None) -> int:
             predictor = OnnxPredictor(args.model, device=args.device, batch_size=args.batch)
         except ValueError as e:  # a damaged or foreign ONNX file: the message names it and the fix
             raise InferError(str(e)) from None
-        runner = Runner(predictor, args.calibrations)
+        runner = Runner(predictor, args.calibrations, rig=args.rig)
         args.out.mkdir(parents=True, exist_ok=True)
         start, done = time.perf_counter(), 0
         pending: dict = {}
@@ -276,6 +395,17 @@ def main(argv=None) -> int:
                 raise InferError(reason)
             failed.append((path, reason))
             tqdm.write(f"{PROG}: skipped {path}: {reason}", file=sys.stderr)
+
+        if args.rig:
+            frames, done = _rig_main(args, predictor, runner, files, skip)
+            seconds = time.perf_counter() - start
+            print(f"{frames} frames ({done} images) in {seconds:.1f} s ({frames / max(seconds, 1e-9):.2f} frames/s, "
+                  f"including reading and writing) on {predictor.providers[0]}; wrote {args.out}")
+            if failed:
+                print(f"{PROG}: {len(failed)} frames or images of {len(files)} images were refused "
+                      "(listed above); the complete frames were written", file=sys.stderr)
+                return 1
+            return 0
 
         def write(path: Path, image: np.ndarray, result: np.ndarray) -> None:
             nonlocal done
