@@ -27,6 +27,8 @@ the HEALPix quadrature (errors in bench/README.md), and exactly equivariant to t
 from __future__ import annotations
 
 import functools
+import math
+import threading
 
 import numpy as np
 import torch
@@ -170,6 +172,42 @@ def _gamma_dft(b: int, sign: int, n_gamma: int) -> np.ndarray:
     return out
 
 
+class _Scratch(threading.local):
+    """Per-thread flat buffers that the SO(3) transforms reuse between calls for their large intermediates when
+    asked to (`SO3Activation` without gradients): on the CPU every fresh tensor of a few MiB costs its page
+    faults again (glibc hands large blocks back to the system), about a third of an activation's time at
+    b = 12-16. Two slots, used in turn by the stages; each grows to the largest request and is kept (at
+    most two intermediates of the largest activation run, e.g. 2 x 12 MiB at b = 16, 96 maps, float32).
+    `release()` frees them."""
+
+    def __init__(self):
+        self.bufs = {}
+
+    def get(self, slot: int, shape, like: torch.Tensor) -> torch.Tensor:
+        n = math.prod(shape)
+        key = (slot, like.dtype, like.device)
+        buf = self.bufs.get(key)
+        if buf is None or buf.numel() < n:
+            self.bufs[key] = buf = None                                # free the old block before growing
+            buf = self.bufs[key] = torch.empty(n, dtype=like.dtype, device=like.device)
+        return buf[:n].view(shape)
+
+    def release(self):
+        self.bufs.clear()
+
+
+_SCRATCH = _Scratch()
+
+
+def _out(scratch: bool, slot: int, shape, like: torch.Tensor):
+    """A scratch view to write a stage's result into, or None (a fresh tensor)."""
+    return _SCRATCH.get(slot, tuple(shape), like) if scratch else None
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, out=None) -> torch.Tensor:
+    return torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out)
+
+
 def _dense_grad(t: torch.Tensor) -> torch.Tensor:
     """t, its gradient made contiguous before t's producer sees it: a matmul's output that is permuted next
     gets its gradient as a permuted view, which the batched matmul's backward would copy matrix by matrix."""
@@ -178,31 +216,39 @@ def _dense_grad(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _per_m(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _per_m(table: torch.Tensor, x: torch.Tensor, out=None) -> torch.Tensor:
     """table (P, Q) @ x (M, Q, S) -> (M, P, S) as one batched matmul over the table expanded (no copy):
     torch.matmul folds a 2-D @ 3-D product into one (M S, Q) @ (Q, P) product through transposed views, whose
     backward copies x's gradient matrix by matrix."""
-    return torch.bmm(table.expand(x.shape[0], *table.shape), x)
+    return _bmm(table.expand(x.shape[0], *table.shape), x, out)
 
 
-def _ring_major(f: torch.Tensor) -> torch.Tensor:
-    """(M, K, 2, R, B) -> (R, B, K, 2, M), one ring after the other (unbind, stack): a single permuted copy
-    in the direction of `_m_major` reads one value per cache line from a tensor far larger than the cache
-    (measured 4-6x slower at the digits' sizes); ring by ring each piece is a small transpose, and the
-    backward (unbind, stack) is the same pattern."""
-    return torch.stack([p.permute(3, 1, 2, 0) for p in f.unbind(3)], dim=0)
+def _ring_major(f: torch.Tensor, out=None) -> torch.Tensor:
+    """(M, K, 2, R, B) -> (R, 2 M, K B): the γ DFT's output (m outermost) as the ring DFT reads it (rings
+    outermost). The maps stay innermost on both sides, so the one permuted copy moves runs of B contiguous
+    values (a copy that put m innermost read one value per cache line: 2.5-3x slower at the digits' sizes)."""
+    m, k, _, r, nb = f.shape
+    if out is not None:
+        out.view(r, 2, m, k, nb).copy_(f.permute(3, 2, 0, 1, 4))
+        return out
+    return f.permute(3, 2, 0, 1, 4).reshape(r, 2 * m, k * nb)
 
 
-def _m_major(x: torch.Tensor) -> torch.Tensor:
-    """(R, B, K, 2, M) -> (M, K, 2, R, B), ring by ring (see `_ring_major`)."""
-    return torch.stack([p.permute(3, 1, 2, 0) for p in x.unbind(0)], dim=3)
+def _m_major(x: torch.Tensor, m: int, out=None) -> torch.Tensor:
+    """(R, 2 M, K, B) -> (M, 2 K, R B), the inverse move of `_ring_major` (maps innermost on both sides)."""
+    r, _, k, nb = x.shape
+    if out is not None:
+        out.view(m, k, 2, r, nb).copy_(x.reshape(r, 2, m, k, nb).permute(2, 3, 1, 0, 4))
+        return out
+    return x.reshape(r, 2, m, k, nb).permute(2, 3, 1, 0, 4).reshape(m, 2 * k, r * nb)
 
 
 class _SO3Transform(TableModule):
     """Tables of one direction of the SO(3) transform: the Wigner-d products per (m, n), the gamma DFT and the
-    ring DFT over the padded rings (`_padded_rings`). Values are held on the rings as (R, B, K, L) inside
-    (`SO3Activation` works there: every grid point once, padding zero after synthesis and ignored by analysis),
-    NESTED (B, K, 12 nside^2) at the module boundary."""
+    ring DFT over the padded rings (`_padded_rings`, held with the table on the left of the values). Values
+    are held on the rings as (R, L, K, B) inside, the maps innermost (`SO3Activation` works there: every
+    grid point once, padding zero after synthesis and ignored by analysis), NESTED (B, K, 12 nside^2) at the
+    module boundary."""
 
     def __init__(self, b: int, grid=None, synthesis: bool = True):
         super().__init__()
@@ -215,11 +261,11 @@ class _SO3Transform(TableModule):
         wig = _ring_wigner(self.b, self.nside).reshape(self.b * (2 * self.b - 1), self.b, self.n_rings)
         if synthesis:   # per (m, n, re/im): (R, L_deg) @ (L_deg, maps)
             self._table("wigner", np.repeat(wig.transpose(0, 2, 1), 2, axis=0))
-            self._table("ring_dft", idft)
+            self._table("ring_dft", np.ascontiguousarray(idft.transpose(0, 2, 1)))     # (R, L, 2M)
             self._table("scatter", scatter, torch.int64)
         else:           # per (m, n, re/im): (L_deg, R) @ (R, maps)
             self._table("wigner", np.repeat(wig, 2, axis=0))
-            self._table("ring_dft", dft)
+            self._table("ring_dft", np.ascontiguousarray(dft.transpose(0, 2, 1)))      # (R, 2M, L)
             self._table("gather", gather, torch.int64)
         self._table("gamma_dft", _gamma_dft(self.b, 1 if synthesis else -1, self.n_gamma))
 
@@ -238,9 +284,9 @@ class SO3Synthesis(_SO3Transform):
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
         lead = self._check(g)
-        v = _dense_grad(self.rings(g.reshape(-1, *g.shape[-4:])))           # (R, B, K, L)
-        r, nb, k, width = v.shape
-        v = v.permute(1, 2, 0, 3).reshape(nb * k, r * width)
+        v = self.rings(g.reshape(-1, *g.shape[-4:]))                         # (R, L, K, B)
+        r, width, k, nb = v.shape
+        v = v.permute(3, 2, 0, 1).reshape(nb * k, r * width)
         return torch.index_select(v, 1, self.scatter).reshape(*lead, k, self.n_pix)
 
     def _check(self, g):
@@ -250,20 +296,23 @@ class SO3Synthesis(_SO3Transform):
                              f"got {tuple(g.shape)}")
         return g.shape[:-4]
 
-    def rings(self, g: torch.Tensor) -> torch.Tensor:
-        """g (B, b, b, 2b - 1, 2) -> values on the padded rings (R, B, K, L), zero on the padding."""
+    def rings(self, g: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """g (B, b, b, 2b - 1, 2) -> values on the padded rings (R, L, K, B), zero on the padding. `scratch`
+        (no gradients): the intermediates and the result in the per-thread scratch buffers (`_Scratch`,
+        slots 0 and 1; the result is overwritten by the next such call in this thread)."""
         self._check(g)
         b, n, nb, r, k = self.b, 2 * self.b - 1, g.shape[0], self.n_rings, self.n_gamma
         # H_r(m, n) = sum_l d^l_{mn}(beta_r) G^l_{mn}: one matmul per (m, n, re/im) over l
         # contiguous: the permuted spectrum reshapes to a view with batch stride 1, which bmm would copy
         # matrix by matrix (b (2b - 1) 2 small copies)
         x = g.permute(2, 3, 4, 1, 0).reshape(b * n * 2, b, nb).contiguous()
-        h = torch.bmm(self._t("wigner", g), x)                              # (M N 2, R, B)
+        h = _bmm(self._t("wigner", g), x, _out(scratch, 0, (b * n * 2, r, nb), g))         # (M N 2, R, B)
         # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}: per m, (2K, 2N) @ (2N, R B)
-        f = _per_m(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb))                      # (M, 2K, R B)
-        # f(alpha_j, beta_r, gamma_k) = sum_m w_m Re(e^{i m alpha_j} F_r(m, gamma_k)): per ring (B K, 2M) @ (2M, L)
-        f = _ring_major(f.reshape(b, k, 2, r, nb)).reshape(r, nb * k, 2 * b)
-        return torch.bmm(f, self._t("ring_dft", g)).reshape(r, nb, k, self.ring_width)
+        f = _per_m(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb), _out(scratch, 1, (b, 2 * k, r * nb), g))
+        # f(alpha_j, beta_r, gamma_k) = sum_m w_m Re(e^{i m alpha_j} F_r(m, gamma_k)): per ring (L, 2M) @ (2M, K B)
+        f = _ring_major(f.reshape(b, k, 2, r, nb), _out(scratch, 0, (r, 2 * b, k * nb), g))       # (R, 2M, K B)
+        v = _bmm(self._t("ring_dft", g), f, _out(scratch, 1, (r, self.ring_width, k * nb), g))
+        return v.reshape(r, self.ring_width, k, nb)
 
 
 class SO3Analysis(_SO3Transform):
@@ -284,21 +333,24 @@ class SO3Analysis(_SO3Transform):
         lead = f.shape[:-2]
         f = f.reshape(-1, self.n_pix)
         f = torch.index_select(torch.cat([f, f.new_zeros(f.shape[0], 1)], dim=1), 1, self.gather)
-        v = f.reshape(-1, k, self.n_rings, self.ring_width).permute(2, 0, 1, 3)
+        v = f.reshape(-1, k, self.n_rings, self.ring_width).permute(2, 3, 1, 0)
         g = self.spectrum(v)
         return g.reshape(*lead, *g.shape[1:])
 
-    def spectrum(self, v: torch.Tensor) -> torch.Tensor:
-        """Values on the padded rings (R, B, K, L) (the padding is ignored) -> spectra (B, b, b, 2b - 1, 2)."""
+    def spectrum(self, v: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """Values on the padded rings (R, L, K, B) (the padding is ignored) -> spectra (B, b, b, 2b - 1, 2).
+        `scratch` (no gradients): the intermediates in the per-thread scratch buffers (`_Scratch`, slot 0,
+        then slot 1, which may hold v: v is read before it is overwritten)."""
         b, n, k, r = self.b, 2 * self.b - 1, self.n_gamma, self.n_rings
-        if v.shape[0] != r or v.shape[2:] != (k, self.ring_width):
-            raise ValueError(f"expected values on the rings ({r}, B, {k}, {self.ring_width}), got {tuple(v.shape)}")
-        nb = v.shape[1]
-        # F_r(m, gamma_k) = sum_j f e^{-i m alpha_j}: per ring (B K, L) @ (L, 2M)
-        x = _dense_grad(torch.bmm(v.reshape(r, nb * k, self.ring_width), self._t("ring_dft", v)))   # (R, B K, 2M)
+        if v.dim() != 4 or v.shape[:3] != (r, self.ring_width, k):
+            raise ValueError(f"expected values on the rings ({r}, {self.ring_width}, {k}, B), got {tuple(v.shape)}")
+        nb = v.shape[3]
+        # F_r(m, gamma_k) = sum_j f e^{-i m alpha_j}: per ring (2M, L) @ (L, K B)
+        x = _bmm(self._t("ring_dft", v), v.reshape(r, self.ring_width, k * nb),
+                 _out(scratch, 0, (r, 2 * b, k * nb), v))                                            # (R, 2M, K B)
         # X_r(m, n) = sum_k F e^{-i n gamma_k}: per m, (2N, 2K) @ (2K, R B)
-        x = _m_major(x.reshape(r, nb, k, 2, b)).reshape(b, 2 * k, r * nb)
-        x = _per_m(self._t("gamma_dft", v), x)                                # (M, 2N, R B)
+        x = _m_major(x.reshape(r, 2 * b, k, nb), b, _out(scratch, 1, (b, 2 * k, r * nb), v))
+        x = _per_m(self._t("gamma_dft", v), x, _out(scratch, 0, (b, 2 * n, r * nb), v))        # (M, 2N, R B)
         # G^l_{mn} = w_l sum_r d^l_{mn}(beta_r) X_r(m, n): per (m, n, re/im), (L_deg, R) @ (R, B)
         g = _dense_grad(torch.bmm(self._t("wigner", v), x.reshape(b * n * 2, r, nb)))   # (M N 2, L_deg, B)
         g = g * self._t("weight", v).reshape(-1, 1)
