@@ -206,6 +206,13 @@ def test_the_command_line_refuses_bad_options_before_any_work(tmp_path, capsys):
     assert main(["--merge", str(tmp_path)]) == 2
     assert "--merge needs --out" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    # issue #31, item 7: a bad value is found before any run trains, and a --set that an arm overrides is refused
+    digits = str(ROOT / "bench" / "rotated_digits" / "study.py")
+    assert main([digits, "--models", "gauge_cnn_tiny", "--set", "data.digits.train=0", "--out", str(tmp_path)]) == 2
+    assert "arm gauge_cnn_tiny (seed 0): " in (err := capsys.readouterr().err) and "data.digits.train=0" in err
+    assert main([digits, "--models", "gauge_cnn_tiny", "--set", "data.digits.rotate=1", "--out", str(tmp_path)]) == 2
+    assert "--set data.digits.rotate: study rotated_digits's arm gauge_cnn_tiny" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def _options(**kw):

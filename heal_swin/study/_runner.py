@@ -181,6 +181,33 @@ def _write_results(out: Path, rows: list[dict]) -> None:
     atomic_write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _keys(overrides) -> set:
+    return {o.split("=", 1)[0] for o in overrides}
+
+
+def _check_set(study: Study, extra_overrides) -> None:
+    """A --set key that an arm sets itself would be overridden, or would relabel the arm's results: refused."""
+    for arm in study.arms:
+        clash = sorted(_keys(extra_overrides) & _keys(arm.overrides))
+        if clash:
+            own = [o for o in arm.overrides if o.split("=", 1)[0] in clash]
+            raise StudyError(f"--set {', '.join(clash)}: study {study.name}'s arm {arm.group} (seed {arm.seed}) sets "
+                             f"{own} itself, so the --set value would not be what it trains with (or would make its "
+                             "label wrong); use the study's own flags for it")
+
+
+def _check_configs(jobs: list) -> None:
+    """Every run's config is valid before any run trains: a bad value is refused naming the arm, not found
+    by a worker after other runs trained."""
+    from ..engine import ConfigError, load_config
+
+    for job in jobs:
+        try:
+            load_config(job["config"], job["overrides"])
+        except ConfigError as err:
+            raise StudyError(f"arm {job['group']} (seed {job['arm']['seed']}): {err}") from None
+
+
 def run_study(study: Study, out, workers: int = 1, threads: int | None = None, device: str | None = None,
               extra_overrides=(), report: bool = True) -> list[dict]:
     """Train every arm of `study` that has no finished run under `out` (OUT/runs/<arm run name>), `workers`
@@ -190,6 +217,7 @@ def run_study(study: Study, out, workers: int = 1, threads: int | None = None, d
         raise StudyError(f"--workers {workers} must be >= 1")
     if threads is not None and threads < 1:
         raise StudyError(f"--threads {threads} must be >= 1")
+    _check_set(study, extra_overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = study.config_path()
@@ -215,6 +243,7 @@ def run_study(study: Study, out, workers: int = 1, threads: int | None = None, d
         jobs.append(dict(study=study.name, arm=desc, group=arm.group, config=str(config), overrides=overrides,
                          run_dir=str(run_dir), evaluations=arm.evaluations, threads=threads,
                          study_overrides=shared))
+    _check_configs(jobs)
     print(f"{study.name}: {len(jobs)} runs to train ({len(kept)} kept), {workers} at once", flush=True)
     from tqdm import tqdm
 
