@@ -193,6 +193,57 @@ def test_a_study_killed_mid_run_loses_nothing_and_resumes(tmp_path, capsys):
     assert len(torch.load(second / "state" / "last.pt", weights_only=True)["losses"]) == 60   # each step once
 
 
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_die_with_the_study_process(tmp_path):
+    """Issue #31, item 4: SIGKILL of the study's own process (not its group) with --workers 2: its pool workers
+    die with it instead of training queued runs whose rows are never written."""
+    path = tmp_path / "killed.py"
+    path.write_text(STUDY_FILE.replace('overrides=["train.max_steps=2"]', 'overrides=["train.max_steps=500"]')
+                    .replace('"train.max_steps=60"', '"train.max_steps=500"')
+                    .format(tiny=TINY, config=str(ROOT / "configs" / "digits_gauge_cnn.yaml")))
+    cmd = [sys.executable, "-m", "heal_swin.study.cli", str(path), "--out", str(tmp_path / "out"), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list((tmp_path / "out").glob("runs/*/state/last.pt"))) < 1:
+            time.sleep(0.2)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers                          # both workers are training
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and any(map(_alive, workers)):
+            time.sleep(0.2)
+        alive = [w for w in workers if _alive(w)]
+        assert not alive, f"workers {alive} outlived the study process"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_the_command_line_refuses_bad_options_before_any_work(tmp_path, capsys):
     from heal_swin.study.cli import main
 
