@@ -3,7 +3,7 @@
 The commands run in a scratch folder that holds the repository's `configs/`, `train.py` and
 `export.py`; `.venv/bin/` means this interpreter's folder. The README's synthetic-data command
 writes `data/synthetic`, a short demo (`heal_swin.demo`, 2 steps at nside 8) writes `runs/demo`,
-and then every other command runs against those outputs in the README's order, so a README that
+the rig demo's config (2 steps at nside 8) writes `runs/demo_rig/run`, and then every other command runs against those outputs in the README's order, so a README that
 drifts from the program fails here. Commands that cannot run in a test say why in `NOT_RUN` (set-up,
 the test suite itself, several GPUs, datasets that are not shipped); those are still checked as far
 as they can be without running: make targets exist, train.py configs and overrides load.
@@ -112,6 +112,9 @@ def test_every_readme_command_runs_as_written(sandbox):
     _run(shlex.split(synthetic[0], comments=True), sandbox, synthetic[0])
     _run([sys.executable, "-m", "heal_swin.demo", "--out", "runs/demo", "--data", "data/synthetic", "--steps", "2",
           "--nside", "8", "--preview-nside", "16"], sandbox, "the demo")
+    # the rig demo's run (configs/demo_rig.yaml, 2 steps at nside 8) for the rig commands (export.py --rig, …)
+    _run([sys.executable, "train.py", "--config", "configs/demo_rig.yaml", "data.nside=8", "train.max_steps=2",
+          "eval.figures=0"], sandbox, "the rig demo")
     ran = []
     for line in lines:
         words = shlex.split(line, comments=True)
