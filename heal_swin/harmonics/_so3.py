@@ -263,8 +263,10 @@ class _SO3Transform(TableModule):
             self._table("wigner", np.repeat(wig.transpose(0, 2, 1), 2, axis=0))
             self._table("ring_dft", np.ascontiguousarray(idft.transpose(0, 2, 1)))     # (R, L, 2M)
             self._table("scatter", scatter, torch.int64)
-        else:           # per (m, n, re/im): (L_deg, R) @ (R, maps)
-            self._table("wigner", np.repeat(wig, 2, axis=0))
+        else:           # per (m, n, re/im): (L_deg, R) @ (R, maps), the quadrature weight of each l folded in
+            l = np.arange(self.b, dtype=np.float64)
+            weight = (2 * l + 1) / (8 * np.pi ** 2) * (4 * np.pi / self.n_pix) * (2 * np.pi / self.n_gamma)
+            self._table("wigner", np.repeat(wig, 2, axis=0) * weight[None, :, None])
             self._table("ring_dft", np.ascontiguousarray(dft.transpose(0, 2, 1)))      # (R, 2M, L)
             self._table("gather", gather, torch.int64)
         self._table("gamma_dft", _gamma_dft(self.b, 1 if synthesis else -1, self.n_gamma))
@@ -304,8 +306,16 @@ class SO3Synthesis(_SO3Transform):
         b, n, nb, r, k = self.b, 2 * self.b - 1, g.shape[0], self.n_rings, self.n_gamma
         # H_r(m, n) = sum_l d^l_{mn}(beta_r) G^l_{mn}: one matmul per (m, n, re/im) over l
         # contiguous: the permuted spectrum reshapes to a view with batch stride 1, which bmm would copy
-        # matrix by matrix (b (2b - 1) 2 small copies)
-        x = g.permute(2, 3, 4, 1, 0).reshape(b * n * 2, b, nb).contiguous()
+        # matrix by matrix (b (2b - 1) 2 small copies); a 2-D transpose first, then a permuted copy of runs of
+        # B values (the single 5-D permuted copy read one value per cache line: 2x slower at b = 16)
+        if scratch:
+            t = _out(True, 0, (b * b * n * 2, nb), g)
+            t.copy_(g.reshape(nb, -1).t())
+            x = _out(True, 1, (b * n * 2, b, nb), g)
+            x.view(b, n, 2, b, nb).copy_(t.view(b, b, n, 2, nb).permute(1, 2, 3, 0, 4))
+        else:
+            x = g.reshape(nb, -1).t().contiguous().view(b, b, n, 2, nb)
+            x = x.permute(1, 2, 3, 0, 4).reshape(b * n * 2, b, nb)
         h = _bmm(self._t("wigner", g), x, _out(scratch, 0, (b * n * 2, r, nb), g))         # (M N 2, R, B)
         # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}: per m, (2K, 2N) @ (2N, R B)
         f = _per_m(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb), _out(scratch, 1, (b, 2 * k, r * nb), g))
@@ -322,8 +332,6 @@ class SO3Analysis(_SO3Transform):
 
     def __init__(self, b: int, grid=None):
         super().__init__(b, grid, synthesis=False)
-        l = np.arange(self.b, dtype=np.float64)
-        self._table("weight", (2 * l + 1) / (8 * np.pi ** 2) * (4 * np.pi / self.n_pix) * (2 * np.pi / self.n_gamma))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         k = self.n_gamma
@@ -351,9 +359,8 @@ class SO3Analysis(_SO3Transform):
         # X_r(m, n) = sum_k F e^{-i n gamma_k}: per m, (2N, 2K) @ (2K, R B)
         x = _m_major(x.reshape(r, 2 * b, k, nb), b, _out(scratch, 1, (b, 2 * k, r * nb), v))
         x = _per_m(self._t("gamma_dft", v), x, _out(scratch, 0, (b, 2 * n, r * nb), v))        # (M, 2N, R B)
-        # G^l_{mn} = w_l sum_r d^l_{mn}(beta_r) X_r(m, n): per (m, n, re/im), (L_deg, R) @ (R, B)
+        # G^l_{mn} = w_l sum_r d^l_{mn}(beta_r) X_r(m, n): per (m, n, re/im), (L_deg, R) @ (R, B) (w_l in the table)
         g = _dense_grad(torch.bmm(self._t("wigner", v), x.reshape(b * n * 2, r, nb)))   # (M N 2, L_deg, B)
-        g = g * self._t("weight", v).reshape(-1, 1)
         return g.reshape(b, n, 2, b, nb).permute(4, 3, 0, 1, 2)
 
 
