@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import grid
 from ._tables import (alm_size, fourier_synthesis_tables, fourier_tables, legendre_tables, pixel_tables,
-                      ring_order, _check_lmax)
+                      ring_rows, _check_lmax)
 
 __all__ = ["RealSHT", "InverseRealSHT", "TableModule", "table_bytes"]
 
@@ -70,11 +70,13 @@ class TableModule(nn.Module):
 
 
 class _Transform(TableModule):
-    """Tables and the three stages (gather, Fourier, Legendre), each with its transpose. `legendre=False`
-    holds the ring stages only (the SO(3) transforms replace the Legendre stage with Wigner-d tables)."""
+    """Tables and the three stages (gather, Fourier, Legendre), each with its transpose. Values are held
+    with the maps innermost from the gather to the Legendre stage's output: ring values (P, B) (the chunks'
+    (g, k, n_pad) blocks), Fourier coefficients ring-major (rings, 2M, B), so that every product reads
+    whole rows of B values and no stage transposes the values (the Legendre stage reads each m's rows with a
+    stride)."""
 
-    def __init__(self, nside: int, lmax: int, base_pixels=range(12), legendre: bool = True,
-                 analysis: bool = True, synthesis: bool = True):
+    def __init__(self, nside: int, lmax: int, base_pixels=range(12), analysis: bool = True, synthesis: bool = True):
         super().__init__()
         self.nside = grid.check_nside(nside)
         self.lmax = _check_lmax(lmax)
@@ -82,116 +84,115 @@ class _Transform(TableModule):
         self.n_pix = grid.n_pixels(self.nside, self.base_pixels)
         self.n_alm = alm_size(self.lmax)
         gathers, scatter = pixel_tables(self.nside, self.base_pixels)
+        info, _ = ring_rows(self.nside)
         buf = self._table
         # only the directions a transform runs: the DFT tables are the largest after the Legendre ones
         dft = fourier_tables(self.nside, self.lmax) if analysis else [None] * len(gathers)
         idft = fourier_synthesis_tables(self.nside, self.lmax) if synthesis else [None] * len(gathers)
-        self._fourier = []
-        for c, (d, e, idx) in enumerate(zip(dft, idft, gathers)):
+        self._fourier, offset, even, odd = [], 0, 0, 0
+        for c, (d, e, idx, (k, g, n_north, n_eq)) in enumerate(zip(dft, idft, gathers, info)):
             if d is not None:
-                buf(f"dft{c}", d)                                              # (k, n_pad, 2M)
+                buf(f"dft{c}", d)                                              # (k, n_pad, 2M), columns (m, re/im)
             if e is not None:
-                buf(f"idft{c}", e)                                             # (k, 2M, n_pad)
-            buf(f"gather{c}", idx.reshape(-1), torch.int64)
-            self._fourier.append(tuple(idx.shape))                            # (k, g, n_pad)
+                buf(f"idft{c}", e)                                             # (k, n_pad, 2M), columns (re/im, m)
+            self._fourier.append((k, g, idx.shape[2], n_north, n_eq, offset, even, odd))
+            offset, even, odd = offset + idx.size, even + (n_north + n_eq) * k, odd + n_north * k
+        buf("gather", np.concatenate([idx.reshape(-1) for idx in gathers]), torch.int64)
         buf("scatter", scatter, torch.int64)
+        self.n_values, self.n_even, self.n_odd = offset, even, odd
+        leg, alm_gather, alm_scatter = legendre_tables(self.nside, self.lmax)
         self._legendre = []
-        if legendre:
-            leg, alm_gather, alm_scatter = legendre_tables(self.nside, self.lmax)
-            north, south, eq, inv = ring_order(self.nside)
-            buf("north", north, torch.int64), buf("south", south, torch.int64), buf("eq", eq, torch.int64)
-            buf("ring_inv", inv, torch.int64)
-            for c, (m0, m1, te, to) in enumerate(leg):
-                buf(f"te{c}", te), buf(f"to{c}", to)
-                self._legendre.append((m0, m1, te.shape[1], to.shape[1]))
-            buf("alm_gather", alm_gather, torch.int64), buf("alm_scatter", alm_scatter, torch.int64)
-        self.n_rings_north = 2 * self.nside - 1
+        for c, (m0, m1, te, to) in enumerate(leg):
+            buf(f"te{c}", te), buf(f"to{c}", to)
+            self._legendre.append((m0, m1, te.shape[1], to.shape[1]))
+        buf("alm_gather", alm_gather, torch.int64), buf("alm_scatter", alm_scatter, torch.int64)
         self.scale = 4.0 * math.pi / grid.nside2npix(self.nside)
 
     def extra_repr(self) -> str:
         faces = self.base_pixels
         return f"nside={self.nside}, lmax={self.lmax}, base_pixels={faces if len(faces) < 12 else 'all'}"
 
-    # ---- stage 1: NESTED map <-> rings, a (k, g*B, n_pad) block per chunk (ring length, member and map, pixel)
+    # ---- stage 1: NESTED map (B, N) <-> ring values (P, B), P = the chunks' (g, k, n_pad) blocks
     def _to_rings(self, x):                                       # x (B, N)
-        b = x.shape[0]
-        x = torch.cat([x, x.new_zeros(b, 1)], dim=1)
+        xt = torch.cat([x.t(), x.new_zeros(1, x.shape[0])], dim=0)            # (N + 1, B): a zero for the padding
+        return torch.index_select(xt, 0, self.gather)
+
+    def _from_rings(self, rings):
+        return torch.index_select(rings, 0, self.scatter).t().contiguous()
+
+    # ---- stage 2: ring values <-> F_r(m) ring-major, the even (north + mirror, and the equator) and odd (north
+    # - mirror) halves (R_e, 2M, B), (R_o, 2M, B), columns (m, re/im) x map; one dense real DFT per chunk (a
+    # batched matmul over its ring lengths, or over its rings for the belt's one table)
+    def _fourier_fwd(self, rings):
+        nb = rings.shape[1]
+        evens, odds = [], []
+        for c, (k, g, n, n_north, n_eq, off, _, _) in enumerate(self._fourier):
+            v = rings[off:off + g * k * n].view(g, k, n, nb)
+            dt = self._t(f"dft{c}", rings).transpose(1, 2)                       # (k, 2M, n)
+            if k == 1:
+                f = torch.bmm(dt.expand(g, -1, -1), v.view(g, n, nb))            # (g, 2M, B)
+            else:
+                f = torch.stack([torch.bmm(dt, v[j]) for j in range(g)])          # (g, k, 2M, B)
+            f = f.reshape(g * k, -1, nb)
+            north, south = f[:n_north * k], f[n_north * k:2 * n_north * k]
+            evens += [north + south, f[2 * n_north * k:]] if n_eq else [north + south]
+            odds.append(north - south)
+        return torch.cat(evens), torch.cat(odds)
+
+    def _fourier_adj(self, even, odd):                           # (M, R_e, 2B), (M, R_o, 2B) -> ring values
+        m_count, nb = self.lmax + 1, even.shape[2] // 2
         out = []
-        for c, (k, g, n) in enumerate(self._fourier):
-            v = torch.index_select(x, 1, getattr(self, f"gather{c}")).reshape(b, k, g, n)
-            out.append(v.permute(1, 2, 0, 3).reshape(k, g * b, n))
-        return out
+        for c, (k, g, n, n_north, n_eq, _, e0, o0) in enumerate(self._fourier):
+            en, on = even[:, e0:e0 + n_north * k], odd[:, o0:o0 + n_north * k]
+            parts = [en + on, en - on] + ([even[:, e0 + n_north * k:e0 + (n_north + n_eq) * k]] if n_eq else [])
+            f = torch.cat(parts, dim=1).view(m_count, g, k, 2, nb)                    # (M, g, k, re/im, B)
+            t = self._t(f"idft{c}", even).view(k, n, 2, m_count)
+            if k == 1:   # one table: a batched matmul over the g rings, the table expanded
+                fr = f.view(m_count, g, 2, nb).permute(1, 0, 2, 3)                    # (g, M, 2, B)
+                v = torch.baddbmm(torch.bmm(t[:, :, 0].expand(g, -1, -1), fr[:, :, 0]),
+                                  t[:, :, 1].expand(g, -1, -1), fr[:, :, 1])           # (g, n, B)
+            else:
+                fr = f.permute(1, 2, 0, 3, 4)                                           # (g, k, M, 2, B)
+                v = torch.stack([torch.baddbmm(torch.bmm(t[:, :, 0], fr[j, :, :, 0]), t[:, :, 1], fr[j, :, :, 1])
+                                 for j in range(g)])                                  # (g, k, n, B)
+            out.append(v.reshape(-1, nb))
+        return torch.cat(out) if len(out) > 1 else out[0]
 
-    def _from_rings(self, rings, b):
-        flat = [v.reshape(k, g, b, n).permute(2, 0, 1, 3).reshape(b, -1) for (k, g, n), v in zip(self._fourier, rings)]
-        return torch.index_select(torch.cat(flat, dim=1), 1, self.scatter)
-
-    # ---- stage 2: rings <-> F_r(m) as (R, B, 2M), columns (Re, Im) x m, rings in the order the chunks emit them:
-    # one dense real DFT per chunk (a batched matmul over its ring lengths; the belt's: one plain matmul)
-    def _fourier_fwd(self, rings, b):
-        out = []
-        for c, ((k, g, n), v) in enumerate(zip(self._fourier, rings)):
-            f = torch.bmm(v, self._t(f"dft{c}", v))                            # (k, g B, 2M)
-            out.append(f.reshape(k * g, b, -1))
-        return torch.cat(out, dim=0) if len(out) > 1 else out[0]
-
-    def _fourier_adj(self, f, b):                                 # f (R, B, 2M) -> rings
-        out, r0 = [], 0
-        for c, (k, g, n) in enumerate(self._fourier):
-            v = f[r0:r0 + k * g].reshape(k, g * b, -1)
-            r0 += k * g
-            out.append(torch.bmm(v, self._t(f"idft{c}", f)))                   # (k, g B, n_pad)
-        return out
-
-    # ---- stage 3: F_r(m) <-> a_lm
-    # The maps are held as (m, 2B, rings) rows (2B = map x re/im); a product per m is bound by reading the
-    # table when there are few maps.
-    def _legendre_fwd(self, f, b):                                # f (R, B, 2M) -> (B, n_alm, 2)
-        f = f.reshape(f.shape[0], b, 2, self.lmax + 1)
-        fn, fs = torch.index_select(f, 0, self.north), torch.index_select(f, 0, self.south)
-        even = torch.cat([fn + fs, torch.index_select(f, 0, self.eq)], dim=0)
-        odd = fn - fs
-        m_count = self.lmax + 1
-        even = even.permute(3, 1, 2, 0).reshape(m_count, 2 * b, -1)   # (M, 2B, R+1), 2B = (map, re/im)
-        odd = odd.permute(3, 1, 2, 0).reshape(m_count, 2 * b, -1)     # (M, 2B, R)
+    # ---- stage 3: F_r(m) <-> a_lm: per chunk of m, (Le, R_e) @ (R_e, 2B) and (Lo, R_o) @ (R_o, 2B), each m's
+    # rows read with a stride from the ring-major halves (no transposition)
+    def _legendre_fwd(self, even, odd):                          # (R_e, 2M, B), (R_o, 2M, B) -> (B, n_alm, 2)
+        nb, m_count = even.shape[2], self.lmax + 1
+        ev, od = even.view(-1, m_count, 2 * nb), odd.view(-1, m_count, 2 * nb)
         out = []
         for c, (m0, m1, le, lo) in enumerate(self._legendre):
-            # the table on the left, the maps as a transposed view: 2x faster than (maps @ table^T) for
-            # few maps in float32 (measured)
-            out.append(torch.bmm(self._t(f"te{c}", f), even[m0:m1].transpose(1, 2)).reshape(-1, 2 * b))
+            out.append(torch.bmm(self._t(f"te{c}", even), ev[:, m0:m1].transpose(0, 1)).reshape(-1, 2 * nb))
             if lo:
-                out.append(torch.bmm(self._t(f"to{c}", f), odd[m0:m1].transpose(1, 2)).reshape(-1, 2 * b))
+                out.append(torch.bmm(self._t(f"to{c}", even), od[:, m0:m1].transpose(0, 1)).reshape(-1, 2 * nb))
         a = torch.index_select(torch.cat(out, dim=0), 0, self.alm_gather)          # (n_alm, 2B)
-        return a.reshape(self.n_alm, b, 2).transpose(0, 1)
+        return a.view(self.n_alm, 2, nb).permute(2, 0, 1)
 
-    def _legendre_adj(self, a, b):                                # a (B, n_alm, 2) -> (R, B, 2M)
-        a = a.transpose(1, 2).reshape(2 * b, self.n_alm)
-        a = torch.index_select(torch.cat([a, a.new_zeros(2 * b, 1)], dim=1), 1, self.alm_scatter)
+    def _legendre_adj(self, a):                                  # a (B, n_alm, 2) -> (M, R_e, 2B), (M, R_o, 2B)
+        nb = a.shape[0]
+        a = a.permute(1, 2, 0).reshape(self.n_alm, 2 * nb)
+        a = torch.index_select(torch.cat([a, a.new_zeros(1, 2 * nb)], dim=0), 0, self.alm_scatter)
         evens, odds, p = [], [], 0
-        rn = self.n_rings_north
         for c, (m0, m1, le, lo) in enumerate(self._legendre):
             mc = m1 - m0
-            y = a[:, p:p + mc * le].reshape(2 * b, mc, le).transpose(0, 1)         # (mc, 2B, Le)
-            evens.append(torch.bmm(y, self._t(f"te{c}", a)))                       # (mc, 2B, R+1)
+            evens.append(torch.bmm(self._t(f"te{c}", a).transpose(1, 2), a[p:p + mc * le].view(mc, le, 2 * nb)))
             p += mc * le
             if lo:
-                y = a[:, p:p + mc * lo].reshape(2 * b, mc, lo).transpose(0, 1)
-                odds.append(torch.bmm(y, self._t(f"to{c}", a)))
+                odds.append(torch.bmm(self._t(f"to{c}", a).transpose(1, 2), a[p:p + mc * lo].view(mc, lo, 2 * nb)))
                 p += mc * lo
             else:
-                odds.append(a.new_zeros(mc, 2 * b, rn))
-        even, odd = torch.cat(evens, dim=0), torch.cat(odds, dim=0)   # (M, 2B, R+1), (M, 2B, R)
-        en = even[:, :, :rn]
-        g = torch.cat([en + odd, en - odd, even[:, :, rn:]], dim=2)   # rings: north, south, equator
-        g = g.reshape(self.lmax + 1, b, 2, -1).permute(3, 1, 2, 0)  # (R, B, 2, M)
-        return torch.index_select(g, 0, self.ring_inv).reshape(-1, b, 2 * (self.lmax + 1))
+                odds.append(a.new_zeros(mc, self.n_odd, 2 * nb))
+        return (torch.cat(evens) if len(evens) > 1 else evens[0]), (torch.cat(odds) if len(odds) > 1 else odds[0])
 
-    # ---- whole transforms on rings
-    def _analysis_rings(self, rings, b):
-        return self._legendre_fwd(self._fourier_fwd(rings, b), b) * self.scale
+    # ---- whole transforms on ring values
+    def _analysis_rings(self, rings):
+        return self._legendre_fwd(*self._fourier_fwd(rings)) * self.scale
 
-    def _synthesis_rings(self, a, b):
-        return self._fourier_adj(self._legendre_adj(a, b), b)
+    def _synthesis_rings(self, a):
+        return self._fourier_adj(*self._legendre_adj(a))
 
 
 class RealSHT(_Transform):
@@ -226,12 +227,10 @@ class RealSHT(_Transform):
                              f"{len(self.base_pixels)} faces, got {tuple(x.shape)}")
         lead = x.shape[:-1]
         x = x.reshape(-1, self.n_pix)
-        b = x.shape[0]
         rings = self._to_rings(x)
-        a = self._analysis_rings(rings, b)
+        a = self._analysis_rings(rings)
         for _ in range(self.iterations):
-            back = self._synthesis_rings(a, b)
-            a = a + self._analysis_rings([r - s for r, s in zip(rings, back)], b)
+            a = a + self._analysis_rings(rings - self._synthesis_rings(a))
         return a.reshape(*lead, self.n_alm, 2)
 
 
@@ -255,8 +254,7 @@ class InverseRealSHT(_Transform):
             raise ValueError(f"expected (..., {self.n_alm}, 2) for lmax {self.lmax}, got {tuple(a.shape)}")
         lead = a.shape[:-2]
         a = a.reshape(-1, self.n_alm, 2)
-        b = a.shape[0]
-        return self._from_rings(self._synthesis_rings(a, b), b).reshape(*lead, self.n_pix)
+        return self._from_rings(self._synthesis_rings(a)).reshape(*lead, self.n_pix)
 
 
 def table_bytes(module: nn.Module) -> int:

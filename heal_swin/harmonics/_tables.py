@@ -29,7 +29,7 @@ import numpy as np
 from .. import grid
 
 __all__ = ["alm_size", "alm_index", "legendre", "fourier_tables", "fourier_synthesis_tables",
-           "pixel_tables", "legendre_tables"]
+           "pixel_tables", "legendre_tables", "ring_rows"]
 
 _SCALE = 600  # the Legendre recurrence keeps values as v * 2**(_SCALE * e)
 _BIG = 2.0 ** 300
@@ -163,41 +163,51 @@ def _ring_groups(nside: int):
     return chunks, order
 
 
-@functools.lru_cache(maxsize=32)
-def fourier_tables(nside: int, lmax: int):
-    """Per Fourier chunk the dense real DFT of its ring lengths, (k, n_pad, 2 M), M = lmax + 1, n_pad = 4 i_pad:
-    [a, j, c M + m] = cos(m phi_j) (c = 0) and -sin(m phi_j) (c = 1) for pixel j of the chunk's a-th ring
-    length 4 i, phi_j = (j + shift/2) 2 pi / (4 i); zero on the padding j >= 4 i. F = rings @ table gives
-    (Re F(m), Im F(m)) with F(m) = sum_j f_j e^{-i m phi_j}. Float64."""
+def _dft(nside: int, lmax: int, interleave: bool, weights: bool):
+    """Per Fourier chunk the dense real DFT (k, n_pad, 2 M) of its ring lengths (see `fourier_tables`), columns
+    (c, m) or, `interleave`, (m, c); `weights`: w_m folded in (synthesis)."""
     lmax = _check_lmax(lmax)
     chunks, _ = _ring_groups(nside)
     m = np.arange(lmax + 1)
+    w = weights_m(lmax) if weights else np.ones(lmax + 1)
     out = []
     for c in chunks:
         k, n_pad = len(c["i"]), 4 * max(c["i"])
-        d = np.zeros((k, n_pad, 2, lmax + 1))
+        d = np.zeros((k, n_pad, lmax + 1, 2) if interleave else (k, n_pad, 2, lmax + 1))
         for a, (i, sh) in enumerate(zip(c["i"], c["shift"])):
             phi = (np.arange(4 * i) + 0.5 * sh) * (2 * np.pi / (4 * i))
             ang = np.outer(phi, m)
-            d[a, :4 * i, 0], d[a, :4 * i, 1] = np.cos(ang), -np.sin(ang)
+            if interleave:
+                d[a, :4 * i, :, 0], d[a, :4 * i, :, 1] = w * np.cos(ang), -w * np.sin(ang)
+            else:
+                d[a, :4 * i, 0], d[a, :4 * i, 1] = w * np.cos(ang), -w * np.sin(ang)
         out.append(_readonly(d.reshape(k, n_pad, 2 * (lmax + 1))))
     return tuple(out)
 
 
 @functools.lru_cache(maxsize=32)
+def fourier_tables(nside: int, lmax: int):
+    """Per Fourier chunk the dense real DFT of its ring lengths, (k, n_pad, 2 M), M = lmax + 1, n_pad = 4 i_pad:
+    [a, j, 2 m + c] = cos(m phi_j) (c = 0) and -sin(m phi_j) (c = 1) for pixel j of the chunk's a-th ring
+    length 4 i, phi_j = (j + shift/2) 2 pi / (4 i); zero on the padding j >= 4 i. table^T @ ring gives
+    (Re F(m), Im F(m)) interleaved, F(m) = sum_j f_j e^{-i m phi_j}. Float64."""
+    return _dft(nside, lmax, interleave=True, weights=False)
+
+
+@functools.lru_cache(maxsize=32)
 def fourier_synthesis_tables(nside: int, lmax: int):
-    """The transposes of `fourier_tables` with the synthesis weights w_m folded in, (k, 2 M, n_pad):
-    rings = F @ table gives f_j = sum_m w_m Re(e^{i m phi_j} F(m)) (w_0 = 1, w_m = 2). Float64."""
-    w = np.tile(weights_m(lmax), 2)[None, :, None]
-    return tuple(_readonly(np.ascontiguousarray(d.transpose(0, 2, 1)) * w) for d in fourier_tables(nside, lmax))
+    """The synthesis DFT per Fourier chunk, (k, n_pad, 2 M), columns (c, m): [a, j, c M + m] = w_m cos(m phi_j)
+    (c = 0), -w_m sin(m phi_j) (c = 1): ring = table[..., :M] @ Re F + table[..., M:] @ Im F gives
+    f_j = sum_m w_m Re(e^{i m phi_j} F(m)) (w_0 = 1, w_m = 2). Float64."""
+    return _dft(nside, lmax, interleave=False, weights=True)
 
 
 @functools.lru_cache(maxsize=32)
 def pixel_tables(nside: int, base_pixels: tuple):
-    """Per Fourier chunk the gather index (k, g, n_pad) into the map with a zero appended (index N = absent
-    face or padding): the g rings of each of the chunk's k ring lengths, pixel j of a ring at column j; and
-    `scatter` (N,): where each map pixel sits in the flattened concatenation of the chunks' (k, g, n_pad)
-    blocks. Int64."""
+    """Per Fourier chunk the gather index (g, k, n_pad) into the map with a zero appended (index N = absent
+    face or padding): member b of each of the chunk's k ring lengths (the g members: the northern rings,
+    their mirrors, the equator), pixel j of a ring at column j; and `scatter` (N,): where each map pixel
+    sits in the flattened concatenation of the chunks' (g, k, n_pad) blocks. Int64."""
     nside = grid.check_nside(nside)
     faces = grid.check_base_pixels(base_pixels)
     n_map = grid.n_pixels(nside, faces)
@@ -207,15 +217,15 @@ def pixel_tables(nside: int, base_pixels: tuple):
     gathers, scatter, offset = [], np.full(n_map, -1, dtype=np.int64), 0
     for c in chunks:
         k, g, n_pad = len(c["members"]), len(c["members"][0]), 4 * max(c["i"])
-        idx = np.full((k, g, n_pad), n_map, dtype=np.int64)
+        idx = np.full((g, k, n_pad), n_map, dtype=np.int64)
         for a, (i, mem) in enumerate(zip(c["i"], c["members"])):
             for b, r in enumerate(mem):
                 j = np.arange(4 * i)
                 nest = np.asarray(grid.ring2nest(nside, start[r - 1] + j), dtype=np.int64)
                 local = np.asarray(grid.global_to_local(nside, faces, nest), dtype=np.int64)
                 ok = local >= 0
-                idx[a, b, j[ok]] = local[ok]
-                scatter[local[ok]] = offset + (a * g + b) * n_pad + j[ok]
+                idx[b, a, j[ok]] = local[ok]
+                scatter[local[ok]] = offset + (b * k + a) * n_pad + j[ok]
         gathers.append(_readonly(idx))
         offset += idx.size
     assert (scatter >= 0).all()
@@ -223,18 +233,26 @@ def pixel_tables(nside: int, base_pixels: tuple):
 
 
 @functools.lru_cache(maxsize=32)
-def ring_order(nside: int):
-    """Positions, in the rings as the Fourier chunks emit them, of the northern rings 1 .. 2 nside - 1,
-    of their mirrors 4 nside - r, and of the equator; and the inverse (the emitted order as positions in
-    the concatenation [north, south, equator]). Int64."""
-    _, order = _ring_groups(nside)
-    pos = np.empty(4 * nside, dtype=np.int64)
-    pos[order] = np.arange(order.size)
-    north = np.arange(1, 2 * nside)
-    cat = np.concatenate([pos[north], pos[4 * nside - north], pos[[2 * nside]]])
-    inv = np.empty_like(cat)
-    inv[cat] = np.arange(cat.size)
-    return _readonly(pos[north], pos[4 * nside - north], pos[[2 * nside]], inv)
+def ring_rows(nside: int):
+    """How the Fourier chunks' rings meet the Legendre stage: per chunk (k, g, n_north, n_eq) (the g members
+    of each ring length: n_north northern rings, their mirrors in the same order, n_eq equator rings), and
+    the ring numbers of the rows of the even half (each chunk's northern rings as (member, ring length),
+    then its equator) and of the odd half (the northern rings alone), in the chunks' order."""
+    chunks, _ = _ring_groups(nside)
+    info, even, odd = [], [], []
+    for c in chunks:
+        mem = c["members"]
+        k, g = len(mem), len(mem[0])
+        n_eq = sum(1 for r in mem[0] if r == 2 * nside)
+        n_north = (g - n_eq) // 2
+        north = [mem[a][j] for j in range(n_north) for a in range(k)]
+        assert all(r < 2 * nside for r in north)
+        assert all(mem[a][n_north + j] == 4 * nside - mem[a][j] for a in range(k) for j in range(n_north))
+        info.append((k, g, n_north, n_eq))
+        even += north + [mem[a][2 * n_north + e] for e in range(n_eq) for a in range(k)]
+        odd += north
+    assert sorted(even) == list(range(1, 2 * nside + 1)) and sorted(odd) == list(range(1, 2 * nside))
+    return tuple(info), _readonly(np.array(even, dtype=np.int64), np.array(odd, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- Legendre tables
@@ -244,13 +262,17 @@ def ring_order(nside: int):
 def legendre_tables(nside: int, lmax: int):
     """The Legendre stage per chunk of m: (m0, m1, Te, To) with Te (m1-m0, Le, R+1) the rows l = m, m+2, ...
     over the northern rings 1 .. 2 nside - 1 and the equator, To (m1-m0, Lo, R) the rows l = m+1, m+3, ...
-    over the northern rings, zero-padded to the chunk's first m. Then `gather` (n_alm,): each healpy index's
+    over the northern rings, zero-padded to the chunk's first m; the rings (columns) in the order of
+    `ring_rows` (the rows the Fourier stage emits). Then `gather` (n_alm,): each healpy index's
     row in the concatenated, flattened (Te outputs, To outputs) of all chunks, and `scatter` (P,): the
     inverse, n_alm for padding rows. Float64 / int64."""
     nside, lmax = grid.check_nside(nside), _check_lmax(lmax)
     rings = np.arange(1, 2 * nside + 1)
     _, _, theta, _ = grid.ring_info(nside, rings)
+    _, (even_rings, odd_rings) = ring_rows(nside)
     lam = legendre(lmax, theta)                        # (n_alm, 2 nside): northern rings, equator last
+    lam_e, lam_o = lam[:, even_rings - 1], lam[:, odd_rings - 1]
+    del lam
     n = lmax + 1
     n_alm = alm_size(lmax)
     gather = np.full(n_alm, -1, dtype=np.int64)
@@ -263,13 +285,13 @@ def legendre_tables(nside: int, lmax: int):
             le_m, lo_m = (n - m + 1) // 2, (n - m) // 2
             ev = alm_index(lmax, m + 2 * np.arange(le_m), m)
             od = alm_index(lmax, m + 1 + 2 * np.arange(lo_m), m)
-            te[m - m0, :le_m] = lam[ev]
-            to[m - m0, :lo_m] = lam[od, :-1]
+            te[m - m0, :le_m] = lam_e[ev]
+            to[m - m0, :lo_m] = lam_o[od]
             gather[ev] = offset + (m - m0) * le + np.arange(le_m)
             gather[od] = offset + te.shape[0] * le + (m - m0) * lo + np.arange(lo_m)
         offset += te.shape[0] * (le + lo)
         chunks.append((m0, m1) + _readonly(te, to))
-    del lam
+    del lam_e, lam_o
     tiny = np.finfo(np.float64).tiny
     for _, _, te, to in chunks:                      # no subnormal numbers (slow on x86): below 2.2e-308 -> 0
         te.setflags(write=True), to.setflags(write=True)
