@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import grid
+from ._scratch import _SCRATCH, scratch_wanted
 from ._tables import (alm_size, fourier_synthesis_tables, fourier_tables, legendre_tables, pixel_tables,
                       ring_rows, _check_lmax)
 
@@ -70,11 +71,12 @@ class TableModule(nn.Module):
 
 
 class _Transform(TableModule):
-    """Tables and the three stages (gather, Fourier, Legendre), each with its transpose. Values are held
-    with the maps innermost from the gather to the Legendre stage's output: ring values (P, B) (the chunks'
-    (g, k, n_pad) blocks), Fourier coefficients ring-major (rings, 2M, B), so that every product reads
-    whole rows of B values and no stage transposes the values (the Legendre stage reads each m's rows with a
-    stride)."""
+    """Tables and the three stages (gather, Fourier, Legendre), each with its transpose. Analysis holds the
+    ring values map by map (B, P) (the chunks' (g, k, n_pad) blocks, gathered along each map's row) and the
+    ring DFT reads them as transposed operands; the Fourier coefficients are ring-major with the maps
+    innermost (rings, 2M, B), and the Legendre stage reads each m's rows with a stride; synthesis writes
+    its ring values ring-major (P, B) (whole rows of B values; written map by map, the batched products
+    fell back to a product per ring) and transposes once, after the scatter to NESTED."""
 
     def __init__(self, nside: int, lmax: int, base_pixels=range(12), analysis: bool = True, synthesis: bool = True):
         super().__init__()
@@ -97,7 +99,12 @@ class _Transform(TableModule):
                 buf(f"idft{c}", e)                                             # (k, n_pad, 2M), columns (re/im, m)
             self._fourier.append((k, g, idx.shape[2], n_north, n_eq, offset, even, odd))
             offset, even, odd = offset + idx.size, even + (n_north + n_eq) * k, odd + n_north * k
-        buf("gather", np.concatenate([idx.reshape(-1) for idx in gathers]), torch.int64)
+        gather = np.concatenate([idx.reshape(-1) for idx in gathers])
+        # all faces: no absent pixels, only the padding reads the appended zero; it may read any pixel instead
+        # (pixel 0), since the analysis tables are zero on the padding (0 x value = 0, also in the gradient), so
+        # the map needs no zero column appended (a copy of the map less)
+        self._zero_slot = len(self.base_pixels) < 12
+        buf("gather", gather if self._zero_slot else np.where(gather == self.n_pix, 0, gather), torch.int64)
         buf("scatter", scatter, torch.int64)
         self.n_values, self.n_even, self.n_odd = offset, even, odd
         leg, alm_gather, alm_scatter = legendre_tables(self.nside, self.lmax)
@@ -112,87 +119,153 @@ class _Transform(TableModule):
         faces = self.base_pixels
         return f"nside={self.nside}, lmax={self.lmax}, base_pixels={faces if len(faces) < 12 else 'all'}"
 
-    # ---- stage 1: NESTED map (B, N) <-> ring values (P, B), P = the chunks' (g, k, n_pad) blocks
-    def _to_rings(self, x):                                       # x (B, N)
-        xt = torch.cat([x.t(), x.new_zeros(1, x.shape[0])], dim=0)            # (N + 1, B): a zero for the padding
-        return torch.index_select(xt, 0, self.gather)
+    # Without gradients (`scratch_wanted`) the stages write their intermediates into the per-thread scratch
+    # buffers (`_scratch`: slots 0-4) with out= variants of the same operations (same values, bit for bit);
+    # with gradients they concatenate fresh tensors. `ws(slot, shape)`: a scratch view, or None.
+    @staticmethod
+    def _workspace(x, use: bool):
+        return (lambda slot, shape: _SCRATCH.get(slot, tuple(shape), x)) if use else (lambda slot, shape: None)
 
-    def _from_rings(self, rings):
-        return torch.index_select(rings, 0, self.scatter).t().contiguous()
+    # ---- stage 1: NESTED map (B, N) <-> ring values (B, P), P = the chunks' (g, k, n_pad) blocks: a gather
+    # along the map (each map's row read at random, in the cache), no transposition: the Fourier products read
+    # these rows as transposed operands
+    def _to_rings(self, x, ws):                                   # x (B, N)
+        if self._zero_slot:
+            x = torch.cat([x, x.new_zeros(x.shape[0], 1)], dim=1)             # (B, N + 1): zero at absent faces
+        out = ws(1, (x.shape[0], self.gather.shape[0]))
+        return torch.index_select(x, 1, self.gather) if out is None else torch.index_select(x, 1, self.gather, out=out)
+
+    def _from_rings(self, rings, ws):                            # synthesis' ring values (P, B) -> (B, N)
+        out = ws(1, (self.n_pix, rings.shape[1]))
+        if out is None:
+            return torch.index_select(rings, 0, self.scatter).t().contiguous()
+        torch.index_select(rings, 0, self.scatter, out=out)
+        return rings.new_empty(out.shape[::-1]).copy_(out.t())
 
     # ---- stage 2: ring values <-> F_r(m) ring-major, the even (north + mirror, and the equator) and odd (north
     # - mirror) halves (R_e, 2M, B), (R_o, 2M, B), columns (m, re/im) x map; one dense real DFT per chunk (a
     # batched matmul over its ring lengths, or over its rings for the belt's one table)
-    def _fourier_fwd(self, rings):
-        nb = rings.shape[1]
+    def _fourier_fwd(self, rings, ws):
+        nb, width = rings.shape[0], 2 * (self.lmax + 1)
         evens, odds = [], []
-        for c, (k, g, n, n_north, n_eq, off, _, _) in enumerate(self._fourier):
-            v = rings[off:off + g * k * n].view(g, k, n, nb)
+        even, odd = ws(3, (self.n_even, width, nb)), ws(4, (self.n_odd, width, nb))
+        for c, (k, g, n, n_north, n_eq, off, e0, o0) in enumerate(self._fourier):
+            v = rings[:, off:off + g * k * n].view(nb, g, k, n).permute(1, 2, 3, 0)   # (g, k, n, B), B strided
             dt = self._t(f"dft{c}", rings).transpose(1, 2)                       # (k, 2M, n)
+            f = ws(2, (g, k, width, nb))
             if k == 1:
-                f = torch.bmm(dt.expand(g, -1, -1), v.view(g, n, nb))            # (g, 2M, B)
-            else:
+                f = _bmm(dt.expand(g, -1, -1), v[:, 0], None if f is None else f.view(g, width, nb))
+            elif f is None:
                 f = torch.stack([torch.bmm(dt, v[j]) for j in range(g)])          # (g, k, 2M, B)
-            f = f.reshape(g * k, -1, nb)
-            north, south = f[:n_north * k], f[n_north * k:2 * n_north * k]
-            evens += [north + south, f[2 * n_north * k:]] if n_eq else [north + south]
-            odds.append(north - south)
-        return torch.cat(evens), torch.cat(odds)
+            else:
+                for j in range(g):
+                    torch.bmm(dt, v[j], out=f[j])
+            f = f.reshape(g * k, width, nb)
+            north, south, eq = f[:n_north * k], f[n_north * k:2 * n_north * k], f[2 * n_north * k:]
+            if even is None:
+                evens += [north + south, eq] if n_eq else [north + south]
+                odds.append(north - south)
+            else:
+                torch.add(north, south, out=even[e0:e0 + n_north * k])
+                if n_eq:
+                    even[e0 + n_north * k:e0 + (n_north + n_eq) * k].copy_(eq)
+                torch.sub(north, south, out=odd[o0:o0 + n_north * k])
+        return (torch.cat(evens), torch.cat(odds)) if even is None else (even, odd)
 
-    def _fourier_adj(self, even, odd):                           # (M, R_e, 2B), (M, R_o, 2B) -> ring values
+    def _fourier_adj(self, even, odd, ws):                       # (M, R_e, 2B), (M, R_o, 2B) -> ring values (P, B)
         m_count, nb = self.lmax + 1, even.shape[2] // 2
-        out = []
-        for c, (k, g, n, n_north, n_eq, _, e0, o0) in enumerate(self._fourier):
+        rings, out = ws(4, (self.n_values, nb)), []
+        for c, (k, g, n, n_north, n_eq, off, e0, o0) in enumerate(self._fourier):
             en, on = even[:, e0:e0 + n_north * k], odd[:, o0:o0 + n_north * k]
-            parts = [en + on, en - on] + ([even[:, e0 + n_north * k:e0 + (n_north + n_eq) * k]] if n_eq else [])
-            f = torch.cat(parts, dim=1).view(m_count, g, k, 2, nb)                    # (M, g, k, re/im, B)
+            eq = even[:, e0 + n_north * k:e0 + (n_north + n_eq) * k]
+            f = ws(0, (m_count, g * k, 2 * nb))
+            if f is None:
+                f = torch.cat([en + on, en - on] + ([eq] if n_eq else []), dim=1)
+            else:
+                torch.add(en, on, out=f[:, :n_north * k])
+                torch.sub(en, on, out=f[:, n_north * k:2 * n_north * k])
+                if n_eq:
+                    f[:, 2 * n_north * k:].copy_(eq)
+            f = f.view(m_count, g, k, 2, nb)                                          # (M, g, k, re/im, B)
+            # per ring (n, B) = T_re (n, M) @ F_re (M, B) + T_im @ F_im, F's rows read with a stride
             t = self._t(f"idft{c}", even).view(k, n, 2, m_count)
+            dst = None if rings is None else rings[off:off + g * k * n].view(g, k, n, nb)
             if k == 1:   # one table: a batched matmul over the g rings, the table expanded
                 fr = f.view(m_count, g, 2, nb).permute(1, 0, 2, 3)                    # (g, M, 2, B)
-                v = torch.baddbmm(torch.bmm(t[:, :, 0].expand(g, -1, -1), fr[:, :, 0]),
-                                  t[:, :, 1].expand(g, -1, -1), fr[:, :, 1])           # (g, n, B)
+                t0, t1 = t[:, :, 0].expand(g, -1, -1), t[:, :, 1].expand(g, -1, -1)
+                if dst is None:
+                    out.append(torch.baddbmm(torch.bmm(t0, fr[:, :, 0]), t1, fr[:, :, 1]).reshape(-1, nb))
+                else:
+                    torch.bmm(t0, fr[:, :, 0], out=dst.view(g, n, nb)).baddbmm_(t1, fr[:, :, 1])
+                continue
+            fr = f.permute(1, 2, 0, 3, 4)                                               # (g, k, M, 2, B)
+            if dst is None:
+                out.append(torch.stack([torch.baddbmm(torch.bmm(t[:, :, 0], fr[j, :, :, 0]), t[:, :, 1],
+                                                      fr[j, :, :, 1]) for j in range(g)]).reshape(-1, nb))
             else:
-                fr = f.permute(1, 2, 0, 3, 4)                                           # (g, k, M, 2, B)
-                v = torch.stack([torch.baddbmm(torch.bmm(t[:, :, 0], fr[j, :, :, 0]), t[:, :, 1], fr[j, :, :, 1])
-                                 for j in range(g)])                                  # (g, k, n, B)
-            out.append(v.reshape(-1, nb))
+                for j in range(g):
+                    torch.bmm(t[:, :, 0], fr[j, :, :, 0], out=dst[j]).baddbmm_(t[:, :, 1], fr[j, :, :, 1])
+        if rings is not None:
+            return rings
         return torch.cat(out) if len(out) > 1 else out[0]
 
     # ---- stage 3: F_r(m) <-> a_lm: per chunk of m, (Le, R_e) @ (R_e, 2B) and (Lo, R_o) @ (R_o, 2B), each m's
     # rows read with a stride from the ring-major halves (no transposition)
-    def _legendre_fwd(self, even, odd):                          # (R_e, 2M, B), (R_o, 2M, B) -> (B, n_alm, 2)
+    def _legendre_fwd(self, even, odd, ws):                      # (R_e, 2M, B), (R_o, 2M, B) -> (B, n_alm, 2)
         nb, m_count = even.shape[2], self.lmax + 1
         ev, od = even.view(-1, m_count, 2 * nb), odd.view(-1, m_count, 2 * nb)
-        out = []
+        rows = ws(0, (self.alm_scatter.shape[0], 2 * nb))
+        out, p = [], 0
         for c, (m0, m1, le, lo) in enumerate(self._legendre):
-            out.append(torch.bmm(self._t(f"te{c}", even), ev[:, m0:m1].transpose(0, 1)).reshape(-1, 2 * nb))
-            if lo:
-                out.append(torch.bmm(self._t(f"to{c}", even), od[:, m0:m1].transpose(0, 1)).reshape(-1, 2 * nb))
-        a = torch.index_select(torch.cat(out, dim=0), 0, self.alm_gather)          # (n_alm, 2B)
+            mc = m1 - m0
+            for table, x, count in ((f"te{c}", ev, le), (f"to{c}", od, lo)):
+                if count:
+                    dst = None if rows is None else rows[p:p + mc * count].view(mc, count, 2 * nb)
+                    out.append(_bmm(self._t(table, even), x[:, m0:m1].transpose(0, 1), dst).reshape(-1, 2 * nb))
+                    p += mc * count
+        a = torch.index_select(torch.cat(out, dim=0) if rows is None else rows, 0, self.alm_gather)   # (n_alm, 2B)
         return a.view(self.n_alm, 2, nb).permute(2, 0, 1)
 
-    def _legendre_adj(self, a):                                  # a (B, n_alm, 2) -> (M, R_e, 2B), (M, R_o, 2B)
-        nb = a.shape[0]
-        a = a.permute(1, 2, 0).reshape(self.n_alm, 2 * nb)
-        a = torch.index_select(torch.cat([a, a.new_zeros(1, 2 * nb)], dim=0), 0, self.alm_scatter)
+    def _legendre_adj(self, a, ws):                              # a (B, n_alm, 2) -> (M, R_e, 2B), (M, R_o, 2B)
+        nb, width = a.shape[0], 2 * a.shape[0]
+        at = ws(0, (self.n_alm + 1, width))
+        if at is None:
+            at = torch.cat([a.permute(1, 2, 0).reshape(self.n_alm, width), a.new_zeros(1, width)], dim=0)
+            a = torch.index_select(at, 0, self.alm_scatter)
+        else:
+            at[:self.n_alm].view(self.n_alm, 2, nb).copy_(a.permute(1, 2, 0))
+            at[self.n_alm].zero_()
+            a = torch.index_select(at, 0, self.alm_scatter, out=ws(1, (self.alm_scatter.shape[0], width)))
+        m_count = self.lmax + 1
+        even, odd = ws(2, (m_count, self.n_even, width)), ws(3, (m_count, self.n_odd, width))
         evens, odds, p = [], [], 0
         for c, (m0, m1, le, lo) in enumerate(self._legendre):
             mc = m1 - m0
-            evens.append(torch.bmm(self._t(f"te{c}", a).transpose(1, 2), a[p:p + mc * le].view(mc, le, 2 * nb)))
-            p += mc * le
-            if lo:
-                odds.append(torch.bmm(self._t(f"to{c}", a).transpose(1, 2), a[p:p + mc * lo].view(mc, lo, 2 * nb)))
-                p += mc * lo
-            else:
-                odds.append(a.new_zeros(mc, self.n_odd, 2 * nb))
+            for table, dst, parts, rows, count in ((f"te{c}", even, evens, self.n_even, le),
+                                                   (f"to{c}", odd, odds, self.n_odd, lo)):
+                if count:
+                    y = _bmm(self._t(table, a).transpose(1, 2), a[p:p + mc * count].view(mc, count, width),
+                             None if dst is None else dst[m0:m1])
+                    p += mc * count
+                elif dst is None:
+                    y = a.new_zeros(mc, rows, width)
+                else:
+                    y = dst[m0:m1].zero_()
+                parts.append(y)
+        if even is not None:
+            return even, odd
         return (torch.cat(evens) if len(evens) > 1 else evens[0]), (torch.cat(odds) if len(odds) > 1 else odds[0])
 
     # ---- whole transforms on ring values
-    def _analysis_rings(self, rings):
-        return self._legendre_fwd(*self._fourier_fwd(rings)) * self.scale
+    def _analysis_rings(self, rings, ws):
+        return self._legendre_fwd(*self._fourier_fwd(rings, ws), ws) * self.scale
 
-    def _synthesis_rings(self, a):
-        return self._fourier_adj(*self._legendre_adj(a))
+    def _synthesis_rings(self, a, ws):
+        return self._fourier_adj(*self._legendre_adj(a, ws), ws)
+
+
+def _bmm(a, b, out=None):
+    return torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out)
 
 
 class RealSHT(_Transform):
@@ -227,10 +300,11 @@ class RealSHT(_Transform):
                              f"{len(self.base_pixels)} faces, got {tuple(x.shape)}")
         lead = x.shape[:-1]
         x = x.reshape(-1, self.n_pix)
-        rings = self._to_rings(x)
-        a = self._analysis_rings(rings)
+        ws = self._workspace(x, self.iterations == 0 and scratch_wanted(x))
+        rings = self._to_rings(x, ws)
+        a = self._analysis_rings(rings, ws)
         for _ in range(self.iterations):
-            a = a + self._analysis_rings(rings - self._synthesis_rings(a))
+            a = a + self._analysis_rings(rings - self._synthesis_rings(a, ws).t(), ws)
         return a.reshape(*lead, self.n_alm, 2)
 
 
@@ -254,7 +328,8 @@ class InverseRealSHT(_Transform):
             raise ValueError(f"expected (..., {self.n_alm}, 2) for lmax {self.lmax}, got {tuple(a.shape)}")
         lead = a.shape[:-2]
         a = a.reshape(-1, self.n_alm, 2)
-        return self._from_rings(self._synthesis_rings(a)).reshape(*lead, self.n_pix)
+        ws = self._workspace(a, scratch_wanted(a))
+        return self._from_rings(self._synthesis_rings(a, ws), ws).reshape(*lead, self.n_pix)
 
 
 def table_bytes(module: nn.Module) -> int:

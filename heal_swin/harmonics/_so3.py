@@ -27,13 +27,12 @@ the HEALPix quadrature (errors in bench/README.md), and exactly equivariant to t
 from __future__ import annotations
 
 import functools
-import math
-import threading
 
 import numpy as np
 import torch
 
 from .. import grid
+from ._scratch import _SCRATCH
 from ._sht import TableModule
 from ._tables import weights_m
 from ._wigner import _wigner_d
@@ -170,33 +169,6 @@ def _gamma_dft(b: int, sign: int, n_gamma: int) -> np.ndarray:
     out = np.ascontiguousarray(out.reshape(2 * ang.shape[0], 2 * ang.shape[1]))
     out.setflags(write=False)
     return out
-
-
-class _Scratch(threading.local):
-    """Per-thread flat buffers that the SO(3) transforms reuse between calls for their large intermediates when
-    asked to (`SO3Activation` without gradients): on the CPU every fresh tensor of a few MiB costs its page
-    faults again (glibc hands large blocks back to the system), about a third of an activation's time at
-    b = 12-16. Two slots, used in turn by the stages; each grows to the largest request and is kept (at
-    most two intermediates of the largest activation run, e.g. 2 x 12 MiB at b = 16, 96 maps, float32).
-    `release()` frees them."""
-
-    def __init__(self):
-        self.bufs = {}
-
-    def get(self, slot: int, shape, like: torch.Tensor) -> torch.Tensor:
-        n = math.prod(shape)
-        key = (slot, like.dtype, like.device)
-        buf = self.bufs.get(key)
-        if buf is None or buf.numel() < n:
-            self.bufs[key] = buf = None                                # free the old block before growing
-            buf = self.bufs[key] = torch.empty(n, dtype=like.dtype, device=like.device)
-        return buf[:n].view(shape)
-
-    def release(self):
-        self.bufs.clear()
-
-
-_SCRATCH = _Scratch()
 
 
 def _out(scratch: bool, slot: int, shape, like: torch.Tensor):
