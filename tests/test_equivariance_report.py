@@ -198,6 +198,27 @@ def test_ensemble_members_keep_their_own_preprocessing_and_held_out_samples(data
 
 
 @pytest.mark.usefixtures("run_env")
+def test_report_on_a_rig_run_yaws_exactly_and_tilts_the_vehicle(data_root, tmp_path):
+    """Issue #29: on the vehicle's sphere the grid's polar turns are yaws (exact for the gauge CNN); --kind tilt
+    (the default for rig runs) pitches and rolls the whole rig by a few degrees, the cameras turned together."""
+    from heal_swin.engine import load_config, main
+
+    run = tmp_path / "rig"
+    main(load_config(ROOT / "configs" / "demo_rig.yaml",
+                     [f"run.dir={run}", f"data.root={data_root}", "data.generate=false", "data.nside=8",
+                      "model.name=gauge_cnn_tiny", "data.batch_size=1", "data.split_fractions=[0.5,0.5,0.0]",
+                      "train.max_steps=1", "train.warmup_steps=0", "train.eval_every=1", "run.threads=1",
+                      "eval.figures=0"]))
+    res = eq.report([run], split="val", rotations=2, samples=1, progress=False, out=tmp_path / "eq")
+    turns = [r for r in res["rows"] if r["name"].startswith("polar turn")]
+    assert len(turns) == 3 and all(r["agreement"] == 1.0 and r["pixels"] > 0 for r in turns), turns
+    tilts = [r for r in res["rows"] if r["kind"] == "tilt"]
+    assert [r["name"] for r in tilts] == ["vehicle roll 5.0°", "vehicle pitch 5.0°"]
+    assert all(r["pixels"] > 0 and abs(r["angle_deg"] - 5.0) < 1e-6 and 0 < r["floor_agreement"] <= 1
+               for r in tilts), tilts
+
+
+@pytest.mark.usefixtures("run_env")
 def test_rotated_dataset_items_are_the_turned_projection(data_root):
     from heal_swin.data import HealpixDataset
 
@@ -211,8 +232,17 @@ def test_rotated_dataset_items_are_the_turned_projection(data_root):
         both = turned["valid"] & item["valid"][perm]
         assert (turned["labels"][both] == item["labels"][perm][both]).float().mean() > 0.99
         assert (turned["image"][:, both] - item["image"][:, perm][:, both]).abs().median() < 1e-3
-    with pytest.raises(ValueError, match="rig sphere fuses four"):
-        HealpixDataset(data_root, nside=8, base_pixels=range(12), rig=True).rotated(0, np.eye(3))
+    # a rig: the four cameras turned together (issue #29: yaw = the grid's polar turns, pitch and roll)
+    rig = HealpixDataset(data_root, nside=16, base_pixels=range(12), rig=True, split="train",
+                         split_fractions=(1.0, 0.0, 0.0))
+    item = rig[0]
+    same = rig.rotated(0, np.eye(3))
+    assert all(torch.equal(same[k], item[k]) for k in ("image", "labels", "valid"))
+    perm = torch.as_tensor(grid.symmetry_permutation(16, grid.polar_turn_matrix(1), range(12)))
+    turned = rig.rotated(0, grid.polar_turn_matrix(1))
+    assert (turned["valid"] == item["valid"][perm]).float().mean() > 0.99
+    both = turned["valid"] & item["valid"][perm]
+    assert (turned["labels"][both] == item["labels"][perm][both]).float().mean() > 0.99
 
 
 def test_equirectangular_adapter_moves_pixels_both_ways():

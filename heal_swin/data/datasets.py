@@ -186,10 +186,10 @@ class HealpixDataset(_WoodScapeDataset):
             out["depth"] = proj.project_depth(item["depth"])
         return out
 
-    def _project_rig(self, frame_samples, rng):
+    def _project_rig(self, frame_samples, rng, rotation=None):
         items = {cam: self._load(s, rng) for cam, s in sorted(frame_samples.items())}
         rig = RigToHealpix({c: it["camera"] for c, it in items.items()}, self.nside, self.base_pixels,
-                           ignore_index=self.ignore_index, cache_dir=self.cache_dir)
+                           ignore_index=self.ignore_index, cache_dir=self.cache_dir, rotation=rotation)
         out = {"image": rig.project_images({c: it["image"] for c, it in items.items()}),
                "valid": rig.valid_mask.copy()}
         if self.task == "segmentation":
@@ -242,11 +242,12 @@ class HealpixDataset(_WoodScapeDataset):
         (R·x)(v) = x(R⁻¹ v), for every map of the item (image, labels or depth, valid). The fisheye image is
         projected through the turned grid, so the rotated item is as exact as the upright one (one
         interpolation, labels nearest), and sphere pixels whose turned direction leaves the image are invalid.
-        Augmentation other than photometric is not applied; rig items have no single camera to turn."""
-        if self.rig:
-            raise ValueError(f"{self!r}: rotated() turns one camera's projection; a rig sphere fuses four")
+        A rig item is the four cameras turned together (each sphere pixel from the camera that sees its
+        turned direction best, as upright). Augmentation other than photometric is not applied."""
         r = np.asarray(rotation, dtype=np.float64)
         entry = self.items[index]
+        if self.rig:
+            return self._tensors(self._project_rig(entry, self._rng(index), rotation=r.T), entry, 0)
         return self._tensors(self._project_one(entry, self._rng(index), rotation=r.T), entry, 0)
 
     def _tensors(self, out: dict, entry, turns: int) -> dict:

@@ -20,10 +20,13 @@ __all__ = ["RigToHealpix"]
 class RigToHealpix:
     """rig = RigToHealpix({"FV": cam_fv, "RV": cam_rv, …}, nside=64, base_pixels=range(12))
     rig.project_images({"FV": img, …}) -> float32 (C, N); project_labels / project_depth likewise;
-    rig.source -> int64 (N,): index into rig.names of the camera used, −1 where none sees."""
+    rig.source -> int64 (N,): index into rig.names of the camera used, −1 where none sees.
+    `rotation` (3 × 3) turns the grid before sampling, as `FisheyeToHealpix`'s: the pixel at direction v
+    shows what the rig sees at rotation · v, fused by the same rule (so `rotation=Rᵀ` draws the rig's sphere
+    turned by R, as if every camera were turned by R)."""
 
     def __init__(self, cameras: Mapping, nside: int, base_pixels=range(12), ignore_index: int = 255,
-                 cache_dir=None):
+                 cache_dir=None, rotation=None):
         if not cameras:
             raise ValueError("RigToHealpix needs at least one camera")
         self.names = list(cameras)
@@ -31,8 +34,11 @@ class RigToHealpix:
         self.base_pixels = grid.check_base_pixels(base_pixels)
         self.ignore_index = ignore_index
         self.projectors = [FisheyeToHealpix(cameras[n], nside, self.base_pixels, orientation="vehicle",
-                                            ignore_index=ignore_index, cache_dir=cache_dir) for n in self.names]
+                                            rotation=rotation, ignore_index=ignore_index, cache_dir=cache_dir,
+                                            cache=rotation is None) for n in self.names]
         dirs = np.stack(grid.pix2vec(self.nside, grid.base_pixel_indices(self.nside, self.base_pixels)), -1)
+        if rotation is not None:
+            dirs = dirs @ np.asarray(rotation, dtype=np.float64).T          # the directions the pixels show
         cos = np.stack([dirs @ (np.asarray(cameras[n].rotation) @ [0.0, 0.0, 1.0]) for n in self.names])
         cos = np.where(np.stack([p.valid_mask for p in self.projectors]), cos, -np.inf)
         best = cos.argmax(0)

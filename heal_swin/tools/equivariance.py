@@ -13,8 +13,12 @@ prediction of the turned input, f(R·x), is compared with the turned prediction,
   equivariant model agrees on every pixel (agreement 1);
 - `--rotations N` further rotations: rolls about the camera's optical axis (`--kind roll`, the physically
   meaningful ones for a fisheye camera: the camera turned on its mount; the default for WoodScape-format
-  runs) or random rotations of SO(3) (`--kind so3`, the default for the rotated digits). The turned input
-  is rendered anew (the fisheye image projected through the turned grid; the digits drawn turned), and
+  runs), random rotations of SO(3) (`--kind so3`, the default for the rotated digits), or small pitches and
+  rolls of the whole vehicle (`--kind tilt`, the default for rig runs, `data.rig=true`: on the vehicle's
+  sphere the pole is the vertical, so the grid's polar turns are its yaws, which map the rig onto itself
+  with the cameras exchanged). The turned input
+  is rendered anew (the fisheye image projected through the turned grid; the four cameras of a rig turned
+  together and fused again; the digits drawn turned), and
   the prediction is moved by the nearest pixel, which costs some agreement at edges even for an exactly
   equivariant model: the same measure on the ground truth (labels or depth rendered turned against moved)
   is reported beside it as the floor.
@@ -30,7 +34,7 @@ Writes OUT/equivariance.json, OUT/equivariance.md (a table) and OUT/equivariance
 task metric against the angle). OUT defaults to FIRST_RUN/equivariance-<split> (with -ensemble<K> for K runs).
 
 Runs: any run directory of the engine (config.yaml + weights/, made by train.py or heal-swin-study): HEALPix
-models on single-camera fisheye data, and any backbone on a sphere source (`data.source: digits`; the flat
+models on single-camera or rig fisheye data, and any backbone on a sphere source (`data.source: digits`; the flat
 one through its equirectangular adapter).
 """
 
@@ -47,7 +51,8 @@ import numpy as np
 import torch
 
 PROG = "heal-swin-equivariance"
-KINDS = ("auto", "roll", "so3")
+KINDS = ("auto", "roll", "so3", "tilt")
+TILT_DEG = 5.0      # the largest pitch / roll of --kind tilt
 
 
 class EquivarianceError(Exception):
@@ -89,9 +94,6 @@ class _RunSource:
             raise EquivarianceError(f"{run_dir}: model.name={cfg.model.name} takes flat fisheye images; the report "
                                     "turns sphere inputs, so it needs a HEALPix run or a flat model on a sphere "
                                     "source (data.source=digits, through its equirectangular adapter)")
-        if cfg.data.rig:
-            raise EquivarianceError(f"{run_dir}: data.rig=true fuses four cameras on one sphere; the report turns "
-                                    "one camera's projection (use a single-camera run)")
         cfg = OmegaConf.merge(cfg, {"augment": {"photometric": [], "rotate_deg": 0, "quarter_turns": False,
                                                 "hflip": 0},
                                     "data": {"digits": {"rotate": 0.0, "eval_rotate": 0.0}}})
@@ -103,7 +105,7 @@ class _RunSource:
         self.class_names = tuple(self.dataset.class_names)
         self.ignore_index = int(getattr(self.dataset, "ignore_index", 255))
         self.orientation = cfg.data.orientation
-        self.default_kind = "roll" if cfg.data.source == "woodscape" else "so3"
+        self.default_kind = "tilt" if cfg.data.rig else "roll" if cfg.data.source == "woodscape" else "so3"
         self.fisheye = cfg.data.source == "woodscape"
 
     def __len__(self):
@@ -135,8 +137,8 @@ class _RunSource:
 def _sample_keys(dataset) -> list:
     """What names each sample of a dataset across runs: the frame and camera's stem (fisheye), the sphere's
     split, seed and index (digits)."""
-    if hasattr(dataset, "items"):
-        return [item.stem for item in dataset.items]
+    if hasattr(dataset, "items"):          # a rig item is a frame's cameras: the frame names it
+        return [next(iter(item.values())).frame if isinstance(item, dict) else item.stem for item in dataset.items]
     return [f"{dataset.split}-{dataset.seed}-{i}" for i in range(len(dataset))]
 
 
@@ -273,6 +275,12 @@ def rotations_for(source, kind: str, count: int, seed: int = 0) -> list:
         axis = source.roll_axis()
         angles = [a for a in np.linspace(0, 360, count + 2)[1:-1]]
         out += [(f"roll {a:.1f}°", "roll", axis_rotation(axis, math.radians(a)), float(a)) for a in angles]
+    elif kind == "tilt":            # ISO 8855 vehicle axes: x forward (roll about it), y left (pitch about it)
+        steps = max(1, math.ceil(count / 2))
+        for j in range(count):
+            angle = TILT_DEG * (j // 2 + 1) / steps
+            axis, name = (np.array([1.0, 0.0, 0.0]), "roll") if j % 2 == 0 else (np.array([0.0, 1.0, 0.0]), "pitch")
+            out.append((f"vehicle {name} {angle:.1f}°", "tilt", axis_rotation(axis, math.radians(angle)), None))
     else:
         for j, m in enumerate(haar_rotations(np.random.default_rng(seed), count, 1.0)):
             out.append((f"SO(3) #{j}", "so3", m, None))
