@@ -100,7 +100,7 @@ def bench_rates(maps: int, repeats: int):
         with torch.no_grad():
             row(f"SO3Activation b={b} grid={act.synthesis.nside}x{act.synthesis.n_gamma}, {g.shape[0] * c} maps",
                 lambda: act(g))
-    for nside, lmax in [(16, 15), (32, 31)]:
+    for nside, lmax in [(16, 15), (32, 31), (64, 63)]:
         sht, isht = harmonics.RealSHT(nside, lmax), harmonics.InverseRealSHT(nside, lmax)
         x = torch.randn(maps, 12 * nside ** 2)
         with torch.no_grad():

@@ -196,7 +196,9 @@ class _Transform(TableModule):
                 if dst is None:
                     out.append(torch.baddbmm(torch.bmm(t0, fr[:, :, 0]), t1, fr[:, :, 1]).reshape(-1, nb))
                 else:
-                    torch.bmm(t0, fr[:, :, 0], out=dst.view(g, n, nb)).baddbmm_(t1, fr[:, :, 1])
+                    # baddbmm(out=) rather than baddbmm_: the op of the other path (FLOP counters see it)
+                    d = torch.bmm(t0, fr[:, :, 0], out=dst.view(g, n, nb))
+                    torch.baddbmm(d, t1, fr[:, :, 1], out=d)
                 continue
             fr = f.permute(1, 2, 0, 3, 4)                                               # (g, k, M, 2, B)
             if dst is None:
@@ -204,7 +206,8 @@ class _Transform(TableModule):
                                                       fr[j, :, :, 1]) for j in range(g)]).reshape(-1, nb))
             else:
                 for j in range(g):
-                    torch.bmm(t[:, :, 0], fr[j, :, :, 0], out=dst[j]).baddbmm_(t[:, :, 1], fr[j, :, :, 1])
+                    d = torch.bmm(t[:, :, 0], fr[j, :, :, 0], out=dst[j])
+                    torch.baddbmm(d, t[:, :, 1], fr[j, :, :, 1], out=d)
         if rings is not None:
             return rings
         return torch.cat(out) if len(out) > 1 else out[0]

@@ -9,15 +9,19 @@ Layout of the transform (analysis; synthesis runs the same stages transposed):
    (n_ring, 2 (lmax + 1)) per ring length and shift (the phases of shifted rings folded in), output
    columns (Re, Im) x m. Cap rings (i < nside, one table each, shared by a ring and its southern mirror)
    are grouped into chunks padded to the chunk's widest ring, one batched matmul per chunk; the belt
-   rings share two tables (shifted and not): one plain matmul each over all their rings and maps. A
-   radix-4 step did the same with a quarter of the multiplications in many small products and copies,
-   at 1.5 GFLOP/s (issue #27); the dense products run near the machine's matmul rate and need no
-   re-stacking of real and imaginary parts. Synthesis uses the transposed tables with w_m folded in.
+   rings share two tables (shifted and not): one batched matmul each over all their rings, the table
+   expanded. A radix-4 step did the same with a quarter of the multiplications in many small products
+   and copies, at 1.5 GFLOP/s (issue #27); the dense products run near the machine's matmul rate and
+   need no re-stacking of real and imaginary parts. Analysis tables interleave (m, re/im) in their
+   columns, so that the Legendre stage finds each m's (re, im) x maps as one strided matrix; synthesis
+   tables keep (re/im, m) with w_m folded in (one product per half). Values keep the maps innermost
+   (see `_sht._Transform`), mirrors as F_r + F_r' and F_r - F_r' on the coefficients.
 3. Legendre: a_lm = (4 pi / Npix) sum_r lambda_lm(theta_r) F_r(m). Rings r and 4 nside - r are mirrors:
    lambda_lm(pi - theta) = (-1)^{l+m} lambda_lm(theta), so the even l+m use F_r + F_r' (and the
    equator), the odd ones F_r - F_r', over the northern rings only. Per chunk of m, a batched matmul
-   with the l+m-even and the l+m-odd rows of each m padded to the chunk's longest row; a final gather
-   puts the a_lm in healpy's m-major order.
+   with the l+m-even and the l+m-odd rows of each m padded to the chunk's longest row (the rings in the
+   order the Fourier chunks emit them: `ring_rows`); a final gather puts the a_lm in healpy's m-major
+   order.
 """
 
 from __future__ import annotations
