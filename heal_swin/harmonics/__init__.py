@@ -3,6 +3,7 @@
     from heal_swin import harmonics
     sht  = harmonics.RealSHT(nside, lmax, base_pixels=range(12), iterations=0)   # (..., N) -> (..., n_alm, 2)
     isht = harmonics.InverseRealSHT(nside, lmax, base_pixels=range(12))          # (..., n_alm, 2) -> (..., N)
+    harmonics.memory_estimate(nside, lmax)   # bytes: tables, held (float64 originals too), construction peak
     harmonics.alm_size(lmax)                 # healpy.Alm.getsize(lmax)
     harmonics.alm_index(lmax, l, m)          # healpy.Alm.getidx(lmax, l, m)
     harmonics.legendre(lmax, theta)          # orthonormal lambda_lm(theta), (n_alm, len(theta)), float64
@@ -22,12 +23,14 @@ Functions on SO(3) (the S2CNN's feature maps) have spectra G^l_{mn} (m >= 0, pad
 and live on a HEALPix x uniform-gamma grid: see `_so3`'s docstring for the layout and conventions.
 """
 
-from ._sht import InverseRealSHT, RealSHT, TableModule, table_bytes
+from ._scratch import release_scratch
+from ._sht import InverseRealSHT, RealSHT, TableModule, available_memory, memory_estimate, table_bytes
 from ._so3 import (SO3Analysis, SO3Synthesis, check_bandwidth, so3_grid, so3_grid_nside, so3_grid_shape, so3_spectrum_mask,
                    so3_spectrum_shape, so3_table_mib, rotate_so3)
 from ._tables import alm_index, alm_size, legendre
 from ._wigner import rotate_alm, wigner_d
 
 __all__ = ["InverseRealSHT", "RealSHT", "SO3Analysis", "SO3Synthesis", "TableModule", "alm_index", "alm_size",
+           "available_memory", "memory_estimate", "release_scratch",
            "check_bandwidth", "legendre", "rotate_alm", "rotate_so3", "so3_grid", "so3_grid_nside", "so3_grid_shape", "so3_spectrum_mask",
            "so3_spectrum_shape", "so3_table_mib", "table_bytes", "wigner_d"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from ._scratch import _SCRATCH, scratch_wanted
 from ._tables import (alm_size, fourier_synthesis_tables, fourier_tables, legendre_tables, pixel_tables,
                       ring_rows, _check_lmax)
 
-__all__ = ["RealSHT", "InverseRealSHT", "TableModule", "table_bytes"]
+__all__ = ["RealSHT", "InverseRealSHT", "TableModule", "available_memory", "memory_estimate", "table_bytes"]
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype, device=None) -> torch.Tensor:
@@ -26,11 +27,16 @@ def _tensor(array: np.ndarray, dtype: torch.dtype, device=None) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                 # "non-writable NumPy array": read-only by design
             return torch.from_numpy(array)
-    t = torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                     # read only: converted, never written (a new tensor)
+        t = torch.from_numpy(array).to(device=device, dtype=dtype, copy=True)
     if t.is_floating_point():
         # values below the dtype's normal range (far-from-equator Legendre values) become subnormal
-        # numbers, which x86 CPUs multiply on a slow path (the float32 Legendre products ran 2x slower)
-        t = t.masked_fill(t.abs() < torch.finfo(dtype).tiny, 0.0)
+        # numbers, which x86 CPUs multiply on a slow path (the float32 Legendre products ran 2x slower);
+        # in place, piece by piece (no full-size temporaries: `memory_estimate`)
+        tiny = torch.finfo(dtype).tiny
+        for piece in t.view(-1).split(1 << 22):
+            piece.masked_fill_((piece > -tiny) & (piece < tiny), 0.0)
     return t
 
 
@@ -70,6 +76,98 @@ class TableModule(nn.Module):
         return _tensor(self._sources[name], like.dtype, t.device)
 
 
+_GIB = 2 ** 30
+
+
+def memory_estimate(nside: int, lmax: int, base_pixels=range(12), dtype=None, analysis: bool = True,
+                    synthesis: bool = True) -> dict:
+    """Bytes a transform of (nside, lmax) needs, from the table shapes alone (nothing is built): `tables`, its
+    buffers (what `table_bytes` reports of the built module); `held`, everything it keeps (the buffers, the
+    float64 originals it converts from, kept for exact dtype changes and memoised, and the int64 indices);
+    `peak`, the most it holds at once while it is built (the float64 Legendre values the tables are filled
+    from and the float64 and converted tables together), the figure `RealSHT` / `InverseRealSHT` check
+    against the available memory before building anything; and the parts (`legendre`, `fourier`, `index`:
+    the held bytes of each). `dtype`: the tables' (default: torch's default dtype). RealSHT builds the
+    analysis direction (and synthesis with iterations > 0), InverseRealSHT the synthesis direction. Memoised
+    tables of an earlier module with the same (nside, lmax) are counted again (an upper bound then)."""
+    from ._tables import table_entries
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    item = torch.empty((), dtype=dtype).element_size()
+    shared = dtype == torch.float64                    # float64 buffers share the float64 originals' memory
+    n = table_entries(nside, lmax, tuple(grid.check_base_pixels(base_pixels)))
+    dft = n["dft"] * (int(analysis) + int(synthesis))
+    index = 8 * (n["index"] + n["ring_values"])        # the memoised indices and the module's joined gather
+    fourier = 8 * dft + (0 if shared else item * dft)
+    legendre = 8 * n["legendre"] + (0 if shared else item * n["legendre"])
+    tables = item * (dft + n["legendre"]) + 8 * n["index"]
+    held = fourier + legendre + index
+    # building: the Fourier tables and indices first; then the Legendre values (n_alm x 2 nside, float64) and the
+    # padded float64 tables filled from them; then the tables converted (the float64 ones still memoised)
+    peak = fourier + index + 8 * n["legendre"] + max(8 * n["legendre_work"], 0 if shared else item * n["legendre"])
+    return dict(tables=tables, held=held, peak=peak, legendre=legendre, fourier=fourier, index=index)
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1] if t and t[-1] in units else ""
+    return int(float(t[:len(t) - len(unit)]) * units[unit])
+
+
+def available_memory():
+    """(bytes, where from) a new transform may use, or (None, reason) when unknown: HEAL_SWIN_MEMORY_LIMIT
+    if set (bytes, or with a unit: 512M, 4G, 1.5GiB), else the smaller of MemAvailable (/proc/meminfo, or
+    the free physical pages from os.sysconf) and the room left in the cgroup's memory.max (containers)."""
+    env = os.environ.get("HEAL_SWIN_MEMORY_LIMIT")
+    if env:
+        try:
+            return _parse_bytes(env), "HEAL_SWIN_MEMORY_LIMIT"
+        except ValueError:
+            raise ValueError(f"HEAL_SWIN_MEMORY_LIMIT={env!r} is not a size (bytes, or e.g. 512M, 4G, 1.5GiB)")
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append((int(line.split()[1]) * 1024, "MemAvailable"))
+    except OSError:
+        pass
+    if not found:
+        try:
+            found.append((os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free physical memory"))
+        except (AttributeError, ValueError, OSError):
+            pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                found.append((int(limit) - int(f.read()), "the cgroup's memory.max"))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else (None, "unknown")
+
+
+def _check_memory(name: str, nside: int, lmax: int, faces: tuple, analysis: bool, synthesis: bool):
+    """Refuse, before building anything, a transform whose construction peak exceeds the available memory."""
+    dtype = torch.get_default_dtype()
+    est = memory_estimate(nside, lmax, faces, dtype, analysis, synthesis)
+    avail, source = available_memory()
+    if avail is None or est["peak"] <= avail:
+        return
+    g = lambda b: f"{b / _GIB:.2f} GiB"
+    dt = str(dtype).removeprefix("torch.")
+    cheaper = "float64 (its tables share the float64 originals) or " if dtype != torch.float64 else ""
+    raise MemoryError(
+        f"{name}(nside={nside}, lmax={lmax}, {len(faces)} faces, {dt}): building it needs about {g(est['peak'])} "
+        f"at its peak (it then holds {g(est['held'])}: Legendre tables {g(est['legendre'])}, Fourier tables "
+        f"{g(est['fourier'])}, indices {g(est['index'])}; harmonics.memory_estimate), more than the {g(avail)} "
+        f"available ({source}). Use a smaller lmax (the Legendre tables grow as lmax^2 nside, the Fourier tables "
+        f"as lmax nside^2) or a smaller nside; {cheaper}a single direction (RealSHT with iterations=0 holds no "
+        "synthesis tables) holds less; the number of faces does not change the tables. Set "
+        "HEAL_SWIN_MEMORY_LIMIT (e.g. 64G) to override the available figure.")
+
+
 class _Transform(TableModule):
     """Tables and the three stages (gather, Fourier, Legendre), each with its transpose. Analysis holds the
     ring values map by map (B, P) (the chunks' (g, k, n_pad) blocks, gathered along each map's row) and the
@@ -85,6 +183,7 @@ class _Transform(TableModule):
         self.base_pixels = grid.check_base_pixels(base_pixels)
         self.n_pix = grid.n_pixels(self.nside, self.base_pixels)
         self.n_alm = alm_size(self.lmax)
+        _check_memory(type(self).__name__, self.nside, self.lmax, self.base_pixels, analysis, synthesis)
         gathers, scatter = pixel_tables(self.nside, self.base_pixels)
         info, _ = ring_rows(self.nside)
         buf = self._table
@@ -336,5 +435,7 @@ class InverseRealSHT(_Transform):
 
 
 def table_bytes(module: nn.Module) -> int:
-    """Bytes held by a module's buffers (the transform's tables)."""
+    """Bytes held by a module's buffers (the transform's tables). Not what building it costs: the float64
+    originals stay memoised beside converted buffers, and the construction peaks higher still; see
+    `memory_estimate` (and `available_memory`, against which RealSHT / InverseRealSHT check it)."""
     return sum(t.numel() * t.element_size() for t in module.buffers())

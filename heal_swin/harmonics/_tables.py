@@ -274,9 +274,8 @@ def legendre_tables(nside: int, lmax: int):
     rings = np.arange(1, 2 * nside + 1)
     _, _, theta, _ = grid.ring_info(nside, rings)
     _, (even_rings, odd_rings) = ring_rows(nside)
+    cols_e, cols_o = even_rings - 1, odd_rings - 1     # columns of `lam` in the order the Fourier stage emits
     lam = legendre(lmax, theta)                        # (n_alm, 2 nside): northern rings, equator last
-    lam_e, lam_o = lam[:, even_rings - 1], lam[:, odd_rings - 1]
-    del lam
     n = lmax + 1
     n_alm = alm_size(lmax)
     gather = np.full(n_alm, -1, dtype=np.int64)
@@ -289,13 +288,13 @@ def legendre_tables(nside: int, lmax: int):
             le_m, lo_m = (n - m + 1) // 2, (n - m) // 2
             ev = alm_index(lmax, m + 2 * np.arange(le_m), m)
             od = alm_index(lmax, m + 1 + 2 * np.arange(lo_m), m)
-            te[m - m0, :le_m] = lam_e[ev]
-            to[m - m0, :lo_m] = lam_o[od]
+            te[m - m0, :le_m] = lam[np.ix_(ev, cols_e)]
+            to[m - m0, :lo_m] = lam[np.ix_(od, cols_o)]
             gather[ev] = offset + (m - m0) * le + np.arange(le_m)
             gather[od] = offset + te.shape[0] * le + (m - m0) * lo + np.arange(lo_m)
         offset += te.shape[0] * (le + lo)
         chunks.append((m0, m1) + _readonly(te, to))
-    del lam_e, lam_o
+    del lam
     tiny = np.finfo(np.float64).tiny
     for _, _, te, to in chunks:                      # no subnormal numbers (slow on x86): below 2.2e-308 -> 0
         te.setflags(write=True), to.setflags(write=True)
@@ -305,6 +304,27 @@ def legendre_tables(nside: int, lmax: int):
     scatter = np.full(offset, n_alm, dtype=np.int64)
     scatter[gather] = np.arange(n_alm)
     return tuple(chunks), _readonly(gather), _readonly(scatter)
+
+
+def table_entries(nside: int, lmax: int, base_pixels: tuple) -> dict:
+    """The number of entries of each table a transform builds, from the shapes alone (nothing is built):
+    `dft` (one direction's Fourier tables, float), `legendre` (Te and To together, float), `legendre_work`
+    (the unpadded float64 Legendre values `legendre_tables` holds while it fills Te and To), `index` (the int64
+    gathers and scatters), `ring_values` (the gathers' part of `index`)."""
+    nside, lmax = grid.check_nside(nside), _check_lmax(lmax)
+    faces = grid.check_base_pixels(base_pixels)
+    chunks, _ = _ring_groups(nside)
+    n = lmax + 1
+    dft = sum(len(c["i"]) * 4 * max(c["i"]) * 2 * n for c in chunks)
+    ring_values = sum(len(c["members"]) * len(c["members"][0]) * 4 * max(c["i"]) for c in chunks)
+    legendre_padded, padded_rows = 0, 0
+    for m0, m1 in _chunks([n - m for m in range(n)], 2 * nside):
+        le, lo = (n - m0 + 1) // 2, (n - m0) // 2
+        legendre_padded += (m1 - m0) * (le * 2 * nside + lo * (2 * nside - 1))
+        padded_rows += (m1 - m0) * (le + lo)
+    index = ring_values + grid.n_pixels(nside, faces) + alm_size(lmax) + padded_rows
+    return dict(dft=dft, legendre=legendre_padded, legendre_work=alm_size(lmax) * 2 * nside, index=index,
+                ring_values=ring_values)
 
 
 def weights_m(lmax: int) -> np.ndarray:
