@@ -7,6 +7,11 @@ same run, with the same number of threads. Medians; one JSON line per setting, a
 
     OMP_NUM_THREADS=2 python bench/bench_harmonics.py [--nside 32 64 128 256] [--threads 2] [--repeats 10]
         [--dtype float64 float32] [--batch 1]
+    python bench/bench_harmonics.py --memory [--nside 64 128] [--dtype float32 float64]
+
+--memory (issue #31, item 10): the construction peak of RealSHT and InverseRealSHT (lmax = 2 nside - 1 and
+3 nside - 1), each built in a fresh process with its peak RSS reset after the imports (Linux: clear_refs,
+VmHWM), beside harmonics.memory_estimate's `peak` and `held` and harmonics.table_bytes.
 """
 
 from __future__ import annotations
@@ -21,14 +26,53 @@ import time
 from _timing import median_ms
 
 
+_MEMORY_CHILD = """if True:
+    import json, sys, torch
+    from heal_swin import harmonics
+    name, nside, lmax, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), getattr(torch, sys.argv[4])
+    torch.set_default_dtype(dtype)
+    harmonics.RealSHT(2, 3), harmonics.InverseRealSHT(2, 3)              # the imports' and first calls' memory
+    def status(key):
+        return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+    open("/proc/self/clear_refs", "w").write("5")                          # reset the peak (VmHWM) to now
+    r0 = status("VmRSS:")
+    module = getattr(harmonics, name)(nside, lmax)
+    peak, after = status("VmHWM:") - r0, status("VmRSS:") - r0
+    est = harmonics.memory_estimate(nside, lmax, dtype=dtype, analysis=name == "RealSHT", synthesis=name != "RealSHT")
+    mib = lambda b: round(b / 2 ** 20, 1)
+    print(json.dumps(dict(module=name, nside=nside, lmax=lmax, dtype=sys.argv[4],
+                          table_bytes_mib=mib(harmonics.table_bytes(module)), measured_peak_mib=mib(peak),
+                          estimate_peak_mib=mib(est["peak"]), measured_held_mib=mib(after),
+                          estimate_held_mib=mib(est["held"]), peak_over_estimate=round(peak / est["peak"], 3))))
+"""
+
+
+def _memory(nsides, dtypes) -> int:
+    import subprocess
+    import sys
+
+    for nside in nsides:
+        for lmax in (2 * nside - 1, 3 * nside - 1):
+            for name in ("RealSHT", "InverseRealSHT"):
+                for dtype in dtypes:
+                    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, name, str(nside), str(lmax), dtype],
+                                         capture_output=True, text=True)
+                    print(out.stdout.strip() or out.stderr.strip().splitlines()[-1], flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nside", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--nside", type=int, nargs="+", default=None, help="default 32 64 128 256 (--memory: 64 128)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
     parser.add_argument("--batch", type=int, default=1, help="maps per call (torch); healpy/ducc0 loop over them")
+    parser.add_argument("--memory", action="store_true", help="construction peaks against memory_estimate")
     args = parser.parse_args(argv)
+    if args.memory:
+        return _memory(args.nside or [64, 128], args.dtype)
+    args.nside = args.nside or [32, 64, 128, 256]
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
