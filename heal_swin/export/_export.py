@@ -12,6 +12,7 @@ file itself while it stays below ONNX's 2 GB limit, else into one external-data 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -54,6 +55,7 @@ class ExportReport:
     tolerance: str = ""
     passed: bool = False
     notes: list = field(default_factory=list)
+    compared: str = ""          # the sample the parity was judged on: inputs, batch sizes, output values
 
     def __str__(self) -> str:
         lines = [f"exported {self.path} ({self.size_mb:.1f} MB, {self.precision}, {self.exporter} exporter, "
@@ -63,6 +65,8 @@ class ExportReport:
                  f"max relative diff = {self.max_rel_diff:.3g}"]
         if self.argmax_agreement is not None:
             lines.append(f"  argmax agreement: {100 * self.argmax_agreement:.3f} %")
+        if self.compared:
+            lines.append(f"  compared on: {self.compared}")
         lines.append(f"  tolerance: {self.tolerance} -> {'PASSED' if self.passed else 'FAILED'}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -350,5 +354,9 @@ def export_checked(module: torch.nn.Module, inputs: list, out, task: str, *,
     out_shape = list((first[0] if isinstance(first, tuple) else first).shape)
     xs = _as_tuple(inputs[0])
     in_shape = list(xs[0].shape) if len(xs) == 1 else [list(x.shape) for x in xs]
+    sizes = [int(_as_tuple(x)[0].shape[0]) for x in inputs]
+    values = sum(sizes) * math.prod(out_shape[2:])
+    compared = (f"{sum(sizes)} input(s) in {len(sizes)} batch(es) of {'/'.join(map(str, sorted(set(sizes))))}, "
+                f"{values:,} output {'pixels' if len(out_shape) > 2 else 'samples'}")
     return ExportReport(str(out), exporter, precision, in_shape, out_shape, seconds,
-                        size_mb, max_abs, max_rel, agreement, tolerance, passed, notes)
+                        size_mb, max_abs, max_rel, agreement, tolerance, passed, notes, compared)

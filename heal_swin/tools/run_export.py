@@ -25,7 +25,9 @@ from ..data import CAMERAS, WOODSCAPE_CLASSES, WoodScapeTree
 from ..engine import build_datasets, config_faces, load_model, load_run_config, model_domain
 from ..export import FUSION_RULE, ExportError, ExportReport, FisheyeGraph, RigGraph, SphereGraph, export_checked
 
-__all__ = ["export_run", "rig_calibrations"]
+__all__ = ["export_run", "rig_calibrations", "INT8_MIN_INPUTS"]
+
+INT8_MIN_INPUTS = 8     # inputs an int8 graph is judged on at the least (the split's own, none repeated)
 
 
 def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bool = False, calibration=None,
@@ -52,6 +54,9 @@ def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bo
             "mean": list(cfg.data.mean), "std": list(cfg.data.std), "depth_target": cfg.loss.depth_target,
             "run": str(run_dir)}
     flat = model_domain(cfg) == "flat"
+    count = check_inputs * batch_size
+    if int8:   # dynamic quantisation depends on the batch: judge it on enough distinct inputs, at deployment
+        count = max(count, INT8_MIN_INPUTS)
     if calibration is not None:
         if cfg.data.rig:
             raise ExportError(f"{run_dir}: the run was trained on the rig (data.rig=true: four cameras fused on "
@@ -69,7 +74,7 @@ def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bo
         meta.update(input="fisheye", calibration_hash=cam.fingerprint(), calibration=cam.to_dict(),
                     camera=cam.name, image_size=[cam.width, cam.height], nside=cfg.data.nside,
                     base_pixels=list(faces), orientation=cfg.data.orientation)
-        samples = _fisheye_samples(cfg, cam, check_inputs * batch_size, notes)
+        samples = _fisheye_samples(cfg, cam, count, notes)
     else:
         module = SphereGraph(model, cfg.task, cfg.loss.depth_target).eval()
         output_names = ("output",)
@@ -81,14 +86,23 @@ def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bo
             example_shape = (batch_size, 3, len(faces) * cfg.data.nside**2)
             meta.update(input="sphere", nside=cfg.data.nside, base_pixels=list(faces),
                         orientation=cfg.data.orientation)
-        samples = _dataset_samples(cfg, check_inputs * batch_size, notes)
+        samples = _dataset_samples(cfg, count, notes, distinct=int8)
     if samples is None:
         gen = torch.Generator().manual_seed(0)
         scale = 255.0 if calibration is not None else 1.0
-        samples = torch.rand((check_inputs * batch_size,) + example_shape[1:], generator=gen) * scale
-    inputs = list(samples.split(batch_size))
-    if dynamic and len(inputs) > 1:  # a different batch size than the one exported with
-        inputs[-1] = inputs[-1][:1]
+        samples = torch.rand((count,) + example_shape[1:], generator=gen) * scale
+    if int8:
+        # int8 scales each activation by its batch's range: the check runs at the batch the graph is deployed
+        # with (a fixed --batch; one image at a time for a dynamic graph, as a vehicle runs it)
+        deploy = 1 if dynamic else batch_size
+        samples = samples[:max(deploy, len(samples) // deploy * deploy)]
+        inputs = list(samples.split(deploy))
+        notes.append(f"int8: compared at the deployment batch size {deploy} on {len(samples)} distinct inputs "
+                     f"(dynamic quantisation: results depend on the batch)")
+    else:
+        inputs = list(samples.split(batch_size))
+        if dynamic and len(inputs) > 1:  # a different batch size than the one exported with
+            inputs[-1] = inputs[-1][:1]
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
     return export_checked(module, inputs, out, cfg.task, precision=precision, opset=opset, dynamic_batch=dynamic,
                           output_names=output_names, metadata=meta, notes=notes)
@@ -109,10 +123,14 @@ def _class_names(cfg) -> list[str]:
         return list(WOODSCAPE_CLASSES)
 
 
-def _dataset_samples(cfg, count: int, notes: list):
-    """Real model inputs from the run's validation data, when the data is there."""
+def _dataset_samples(cfg, count: int, notes: list, distinct: bool = False):
+    """Real model inputs from the run's validation data, when the data is there (`distinct`: at most the
+    split's own samples, none repeated, said in the notes when fewer than `count`)."""
     try:
         ds = build_datasets(cfg, (cfg.eval.split,))[cfg.eval.split]
+        if distinct and len(ds) < count:
+            notes.append(f"split {cfg.eval.split} holds {len(ds)} samples, fewer than the {count} the check wants")
+            count = len(ds)
         return torch.stack([ds[i % len(ds)]["image"] for i in range(count)])
     except Exception as err:  # noqa: BLE001 - any unreadable data falls back to random inputs, said so
         notes.append(f"compared on random inputs: the run's data is not readable ({str(err)[:120]})")
