@@ -41,7 +41,6 @@ from torch import nn
 
 from .. import grid
 from ..grid import check_base_pixels, check_nside, format_base_pixels
-from ..harmonics import _so3
 from ..harmonics import (InverseRealSHT, RealSHT, SO3Analysis, SO3Synthesis, TableModule, alm_index, alm_size,
                          check_bandwidth, legendre, so3_grid_nside, wigner_d)
 from ..layers import CheckpointList, NestedPool, NestedUnpool
@@ -308,13 +307,13 @@ class SO3Activation(nn.Module):
                    and g.device.type == "cpu")
         v = self.synthesis.rings(g.reshape(-1, *g.shape[-4:]), scratch)           # (R, L, K, B C)
         if self.norm is not None:
-            v = self._group_norm(v.reshape(-1, v.shape[-1]), scratch).view_as(v)
+            v = self._group_norm(v.reshape(-1, v.shape[-1])).view_as(v)
         else:
             v = torch.relu_(v) if scratch else self.act(v)
         out = self.analysis.spectrum(v, scratch)
         return out.reshape(*lead, *out.shape[1:])
 
-    def _group_norm(self, v, scratch: bool = False):
+    def _group_norm(self, v):
         """GroupNorm + ReLU of v (X, B C) (grid points x maps, the maps as columns b C + c) over the X rows and
         the channels of a group, grid points only. With gradients: `_RingGroupNormReLU` (its own backward:
         fewer passes over the grid values and fewer saved tensors); without (inference, ONNX export): the
@@ -325,8 +324,7 @@ class SO3Activation(nn.Module):
         weight, bias = (norm.weight, norm.bias) if norm.affine else (v.new_ones(channels), v.new_zeros(channels))
         if torch.is_grad_enabled() and (v.requires_grad or weight.requires_grad or bias.requires_grad):
             return _RingGroupNormReLU.apply(v, weight, bias, norm.num_groups, count, norm.eps)
-        # the squares in scratch slot 0 (free while the values are in slot 1: `SO3Synthesis.rings`)
-        s1, s2 = _ring_sums(v, channels, _scratch_out(scratch, 0, v))
+        s1, s2 = _ring_sums(v, channels)
         scale, shift, _, _ = _ring_norm_coefficients(s1, s2, weight, bias, norm.num_groups, count, norm.eps)
         if not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
             # v is the synthesis' fresh output: overwrite it (one large allocation and its page faults less);
@@ -335,19 +333,15 @@ class SO3Activation(nn.Module):
         return torch.relu(torch.addcmul(shift.reshape(-1), v, scale.reshape(-1)))
 
 
-def _scratch_out(scratch: bool, slot: int, like: torch.Tensor):
-    return _so3._out(scratch, slot, like.shape, like)
-
-
-def _ring_sums(v: torch.Tensor, channels: int, square=None):
+def _ring_sums(v: torch.Tensor, channels: int):
     """Per (B, C) sums of v and of v^2 over the rows of v (X, B C) (grid points; the padding is zero). The
-    sums and squares block by block of rows (about 512 KiB, the squares into `square` if given), the squares
+    sums and squares block by block of rows (about 512 KiB, the squares into one block buffer), the squares
     summed by a (1, rows) @ (rows, B C) product accumulated in place: each block is read from memory once
     and its squares stay in the cache (instead of v.sum(0), then writing and reading v * v: 0.72 -> 0.45 ms
     for the squares alone at b = 8, 96 maps)."""
     x, cols = v.shape
     rows = max(1, min(x, (1 << 17) // max(cols, 1)))
-    buf = v.new_empty(rows, cols) if square is None else square.reshape(-1)[:rows * cols].view(rows, cols)
+    buf = v.new_empty(rows, cols)
     ones = v.new_ones(1, rows)
     s1, s2 = v.new_zeros(cols), v.new_zeros(1, cols)
     for i in range(0, x, rows):
