@@ -443,3 +443,27 @@ def test_memory_estimate_matches_the_measured_construction_peak():
     measured, estimate, tables = json.loads(out.stdout.strip().splitlines()[-1])
     assert 0.8 * estimate <= measured <= 1.2 * estimate, (measured, estimate)
     assert measured > 2.5 * tables                     # what table_bytes alone would have promised
+
+
+def test_inference_scratch_path_equals_the_differentiable_path(monkeypatch):
+    """Without gradients the transforms write their intermediates into reused scratch buffers (out= variants):
+    bit for bit the values of the differentiable path, also when some slots exceed the scratch limit (fresh
+    tensors for those), and the returned tensors never alias the scratch."""
+    from heal_swin.harmonics import _scratch
+    from heal_swin.models.s2cnn import SO3Activation
+
+    torch.manual_seed(0)
+    act, g = SO3Activation(8, 8).eval(), torch.randn(3, 8, 8, 8, 15, 2)
+    sht, isht = harmonics.RealSHT(8, 20, base_pixels=(0, 5, 11)), harmonics.InverseRealSHT(8, 20)
+    x = torch.randn(4, 3 * 64)
+    a = sht(x).detach()
+    want = [act(g), sht(x), isht(a)]
+    want2 = [act(-g), sht(3 * x), isht(-a)]
+    for limit in (2 ** 30, 20_000, 1):
+        monkeypatch.setattr(_scratch._Scratch, "limit", limit)
+        harmonics.release_scratch()
+        with torch.no_grad():
+            got = [act(g), sht(x), isht(a)]
+            again = [act(-g), sht(3 * x), isht(-a)]                         # the same buffers again
+        for w, w2, y, y2 in zip(want, want2, got, again):
+            assert torch.equal(w.detach(), y) and torch.equal(w2.detach(), y2)

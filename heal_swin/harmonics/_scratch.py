@@ -16,14 +16,20 @@ class _Scratch(threading.local):
     fresh tensor of a few MiB costs its page faults again (glibc hands large blocks back to the system),
     about a third of an activation's time at b = 12-16. Numbered slots, used in turn by the stages; each
     grows to the largest request of its slot and is kept (the SO(3) activation uses two: 2 x 12 MiB at
-    b = 16, 96 maps, float32; the SHT five, together about 3x the maps' values). `release_scratch()` frees
-    them. Nothing a transform returns lives here."""
+    b = 16, 96 maps, float32; the SHT five, together about 3x the maps' values); requests above `limit`
+    (32 MiB: where the products outweigh the page faults) get None, a fresh tensor, so at most 5 x 32 MiB
+    per thread and dtype stay held. `release_scratch()` frees them. Nothing a transform returns lives
+    here."""
 
     def __init__(self):
         self.bufs = {}
 
-    def get(self, slot: int, shape, like: torch.Tensor) -> torch.Tensor:
+    limit = 32 * 2 ** 20          # bytes per slot: larger intermediates are fresh tensors (get returns None)
+
+    def get(self, slot: int, shape, like: torch.Tensor):
         n = math.prod(shape)
+        if n * like.element_size() > self.limit:
+            return None
         key = (slot, like.dtype, like.device)
         buf = self.bufs.get(key)
         if buf is None or buf.numel() < n:

@@ -280,10 +280,9 @@ class SO3Synthesis(_SO3Transform):
         # contiguous: the permuted spectrum reshapes to a view with batch stride 1, which bmm would copy
         # matrix by matrix (b (2b - 1) 2 small copies); a 2-D transpose first, then a permuted copy of runs of
         # B values (the single 5-D permuted copy read one value per cache line: 2x slower at b = 16)
-        if scratch:
-            t = _out(True, 0, (b * b * n * 2, nb), g)
+        t, x = _out(scratch, 0, (b * b * n * 2, nb), g), _out(scratch, 1, (b * n * 2, b, nb), g)
+        if t is not None and x is not None:
             t.copy_(g.reshape(nb, -1).t())
-            x = _out(True, 1, (b * n * 2, b, nb), g)
             x.view(b, n, 2, b, nb).copy_(t.view(b, b, n, 2, nb).permute(1, 2, 3, 0, 4))
         else:
             x = g.reshape(nb, -1).t().contiguous().view(b, b, n, 2, nb)
