@@ -512,3 +512,16 @@ def test_trains_from_its_config_and_exports_fisheye_in_fisheye_out(config, task,
     trainer.main(cfg)
     report = export_run(run_dir, tmp_path / "fv.onnx", calibration=data / "calibration" / "00000_FV.json")
     assert report.passed, str(report)
+
+
+def test_s2cnn_sizes_that_cannot_work_are_refused_with_the_rule():
+    """Issue #31, item 9: zero or negative channels, and a core band limit above what the core's nside holds."""
+    from heal_swin import models
+
+    with pytest.raises(ValueError, match=r"channels=\(0, 4, 4, 4\) must be whole numbers >= 1"):
+        models.create_model("s2cnn_digits", nside=8, channels=(0, 4, 4, 4))
+    with pytest.raises(ValueError, match="embed_dim=-1 must be a whole number >= 1"):
+        models.create_model("s2cnn_digits", nside=8, embed_dim=-1)
+    with pytest.raises(ValueError, match=r"core_bandwidths=\(16, 16, 16, 16\): the spectral core runs at the last "
+                                         r"stage's nside, 16 / 2\^2 = 4, .* <= 12, or raise nside"):
+        models.create_model("s2cnn_tiny", nside=16)

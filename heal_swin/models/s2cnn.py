@@ -497,6 +497,8 @@ class SpectralCore(nn.Module):
                  channels: Sequence[int], bandwidths: Sequence[int], points_s2=None, points_so3=None,
                  so3_grid: str = "sphere"):
         super().__init__()
+        if any(isinstance(c, bool) or not float(c).is_integer() or c < 1 for c in channels):
+            raise ValueError(f"channels={tuple(channels)} must be whole numbers >= 1 (SO(3) channels per convolution)")
         channels, bandwidths = tuple(int(c) for c in channels), tuple(int(b) for b in bandwidths)
         if len(channels) < 1 or len(bandwidths) != len(channels) + 2:
             raise ValueError(f"channels={channels} (one per S²/SO(3) convolution, at least the S² one) need "
@@ -563,6 +565,9 @@ class S2CNN(SphereBackbone):
                  embed_dim: int = 16, head_bias: bool = True, so3_grid: str = "sphere",
                  grad_checkpointing: bool = False):
         super().__init__(nside, base_pixels, in_chans, num_classes, task=task, log_variance=log_variance)
+        if isinstance(embed_dim, bool) or not float(embed_dim).is_integer() or embed_dim < 1:
+            raise ValueError(f"embed_dim={embed_dim!r} must be a whole number >= 1 (the channels of the SO(3) → S² "
+                             "output)")
         self.embed_dim = int(embed_dim)
         self.core = nn.Sequential(SpectralCore(self.in_chans, self.embed_dim, self.nside, self.faces, channels,
                                                bandwidths, so3_grid=so3_grid),
@@ -608,6 +613,12 @@ class S2CNNUNet(SphereBackbone):
         L = len(widths)
         self.widths, self.depths = widths, depths
         self.core_nside = nsides[-1]
+        degrees = 3 * self.core_nside
+        if max(int(core_bandwidths[0]), int(core_bandwidths[-1])) > degrees:
+            raise ValueError(f"core_bandwidths={tuple(core_bandwidths)}: the spectral core runs at the last stage's "
+                             f"nside, {self.nside} / 2^{L - 1} = {self.core_nside}, whose maps hold degrees < "
+                             f"3·{self.core_nside} = {degrees}: lower the first and last core_bandwidths to <= "
+                             f"{degrees}, or raise nside")
         self.embed_dim, self.num_features = widths[0], 2 * widths[-1]
         self.stem = ChebBlock(self.in_chans, widths[0], self.nside, self.faces, order)
         self.pool, self.unpool = NestedPool("mean"), NestedUnpool()
