@@ -106,6 +106,7 @@ def test_an_ensemble_of_runs_loads_and_averages(tmp_path):
     assert [m.run_dir for m in members] == [a, b] and source.n == 2
     xs = [x[None] for x in source.upright(0)[0]]          # each member's own input (its run's preprocessing)
     assert len(xs) == 2 and torch.equal(xs[0], xs[1])    # digit spheres: the same for both
+    assert source.sources[0] is source.sources[1]         # equal data settings: one source, read once
     x = xs[0]
     p = eq.ensemble_predict(members, xs)
     want = (members[0].model(x).softmax(1) + members[1].model(x).softmax(1)) / 2

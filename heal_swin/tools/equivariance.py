@@ -156,15 +156,20 @@ class _Ensemble:
     def __len__(self):
         return len(self.index)
 
-    @staticmethod
-    def _gather(items):
+    def _gather(self, i, get):
+        """Sample i for every member; members that share a source (the same preprocessing) read it once."""
+        read: dict = {}
+        for s, j in zip(self.sources, self.index[i]):
+            if (id(s), j) not in read:
+                read[id(s), j] = get(s, j)
+        items = [read[id(s), j] for s, j in zip(self.sources, self.index[i])]
         return [x for x, _, _ in items], items[0][1], items[0][2]
 
     def upright(self, i):
-        return self._gather([s.upright(j) for s, j in zip(self.sources, self.index[i])])
+        return self._gather(i, lambda s, j: s.upright(j))
 
     def rotated(self, i, rotation):
-        return self._gather([s.rotated(j, rotation) for s, j in zip(self.sources, self.index[i])])
+        return self._gather(i, lambda s, j: s.rotated(j, rotation))
 
     def roll_axis(self) -> np.ndarray:
         return self.sources[0].roll_axis()
@@ -173,11 +178,19 @@ class _Ensemble:
 def _held_out(sources: list, cfgs: list, split: str, run_dirs: list) -> list:
     """[(position in each member's split)] of the samples every member's `split` holds and no member trained
     on, in the first member's order; EquivarianceError naming the runs where there is none."""
+    from omegaconf import OmegaConf
+
     from ..engine import build_datasets
 
     keys = [s.keys() for s in sources]
-    trained = set()
+    trained, seen = set(), set()
     for cfg in cfgs:
+        data = OmegaConf.to_yaml(cfg.data)
+        # spheres of digits: the training spheres come from other source images (digits.source_split) and are
+        # named by their split, so none is ever a held-out sample; a fisheye tree's split follows its data keys
+        if cfg.data.source == "digits" or data in seen:
+            continue
+        seen.add(data)
         trained |= set(_sample_keys(build_datasets(cfg, ("train",))["train"]))
     where = [{k: j for j, k in enumerate(ks)} for ks in keys]
     index = [tuple(w[k] for w in where) for k in keys[0] if all(k in w for w in where) and k not in trained]
@@ -207,10 +220,13 @@ def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=tor
     `train.py` run directory (config.yaml + weights/), of any data source. Each member reads the samples
     through its own run's preprocessing; an ensemble is scored on the samples of `split` that no member
     trained on (`_held_out`)."""
+    from omegaconf import OmegaConf
+
     from ..data import DatasetError
-    from ..engine import CheckpointError, ConfigError, load_model, load_run_config
+    from ..engine import CheckpointError, ConfigError, load_model, load_run_config, model_domain
 
     members, sources, cfgs, first = [], [], [], None
+    by_input: dict = {}          # members whose data settings are equal read their samples through one source
     for run_dir in map(Path, run_dirs):
         if not (run_dir / "config.yaml").is_file():
             raise EquivarianceError(f"{run_dir}: not a run directory (no config.yaml; train one with train.py or "
@@ -228,10 +244,13 @@ def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=tor
         else:
             signature.update({f"data.digits.{k}": str(cfg.data.digits[k])
                               for k in ("test", "digits", "half_width", "threshold", "seed")})
+        key = (cfg.task, model_domain(cfg), OmegaConf.to_yaml(cfg.data))
         try:
-            sources.append(_RunSource(cfg, split, run_dir))
+            if key not in by_input:
+                by_input[key] = _RunSource(cfg, split, run_dir)
         except (DatasetError, ConfigError, ValueError) as err:
             raise EquivarianceError(f"{run_dir}: split {split!r}: {err}") from None
+        sources.append(by_input[key])
         cfgs.append(cfg)
         chosen = _weights_of(run_dir, weights)
         try:
