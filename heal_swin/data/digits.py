@@ -35,12 +35,18 @@ import torch
 
 from .. import grid
 
-__all__ = ["CLASS_NAMES", "DIGIT_NAMES", "NUM_CLASSES", "DigitSpheres", "DigitsDataset", "haar_rotations", "load_source_digits",
+__all__ = ["CLASS_NAMES", "DIGIT_NAMES", "NUM_CLASSES", "DigitSpheres", "class_names", "DigitsDataset", "haar_rotations", "load_source_digits",
            "source_split"]
 
 NUM_CLASSES = 11
 DIGIT_NAMES = tuple(str(d) for d in range(10))   # the classes of task="classification"
 CLASS_NAMES = ("background",) + DIGIT_NAMES
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    """The classes of a task on spheres of digits: the ten digits (classification), else background and the
+    ten digits (segmentation)."""
+    return DIGIT_NAMES if task == "classification" else CLASS_NAMES
 
 
 @functools.lru_cache(maxsize=1)
@@ -270,7 +276,7 @@ class DigitsDataset(torch.utils.data.Dataset):
             raise ValueError(f"digits={digits!r}: task='classification' labels a sphere by its one digit; "
                              "set digits=(1, 1)")
         self.task = task
-        self.class_names = DIGIT_NAMES if task == "classification" else CLASS_NAMES
+        self.class_names = class_names(task)
         self.split, self.seed = split, int(seed)
         self._kw = dict(nside=nside, base_pixels=base_pixels, split="train" if split == "train" else "test",
                         rotate=rotate, digits=digits,

@@ -200,9 +200,9 @@ def load_model(run_dir, weights: str = "best", device="cpu"):
         path = run_dir / "weights" / "last.safetensors"
     num_out = len(cfg.data.class_names) if cfg.data.class_names else None
     if cfg.data.source == "digits":
-        from ..data.digits import CLASS_NAMES, DIGIT_NAMES
+        from ..data.digits import class_names
 
-        num_out = len(DIGIT_NAMES if cfg.task == "classification" else CLASS_NAMES)
+        num_out = len(class_names(cfg.task))
     if num_out is None and cfg.task != "depth":
         num_out = _head_outputs(path)            # the weights know it: no data needed (export, other machines)
     model = build_model(cfg, num_out if cfg.task != "depth" else 1)

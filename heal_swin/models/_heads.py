@@ -77,9 +77,11 @@ class PooledHead(nn.Module):
 
     def forward(self, x):
         x = x.flatten(2)                                   # (B, C, pixels): nested maps and flat images alike
-        pooled = {"mean": lambda: x.mean(-1), "max": lambda: x.amax(-1),
-                  "meanmax": lambda: torch.cat([x.mean(-1), x.amax(-1)], dim=1)}[self.pool]()
-        return self.proj(pooled)
+        if self.pool == "mean":
+            return self.proj(x.mean(-1))
+        if self.pool == "max":
+            return self.proj(x.amax(-1))
+        return self.proj(torch.cat([x.mean(-1), x.amax(-1)], dim=1))
 
 
 def head_channels(task: str, num_classes: int, log_variance: bool = False) -> int:

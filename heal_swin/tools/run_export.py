@@ -112,9 +112,9 @@ def _class_names(cfg) -> list[str]:
     if cfg.task == "depth":
         return []
     if cfg.data.source == "digits":
-        from ..data.digits import CLASS_NAMES, DIGIT_NAMES
+        from ..data.digits import class_names
 
-        return list(DIGIT_NAMES if cfg.task == "classification" else CLASS_NAMES)
+        return list(class_names(cfg.task))
     if cfg.data.class_names:
         return list(cfg.data.class_names)
     try:
