@@ -141,6 +141,10 @@ def test_int8_export_report(run, tmp_path):
             ref = module(x).numpy().argmax(1)
         agree, total = agree + int((got == ref).sum()), total + ref.size
     assert report.argmax_agreement == pytest.approx(agree / total)
+    # a fixed batch larger than the split: one whole batch, its 4 distinct inputs repeated to fill it
+    fixed = export_run(run_dir, tmp_path / "q8.onnx", int8=True, batch=8)
+    assert fixed.compared == "8 input(s) in 1 batch(es) of 8, 4,096 output pixels", fixed.compared
+    assert any("deployment batch size 8 on 4 distinct inputs" in n for n in fixed.notes), fixed.notes
 
 
 def test_compare_names_the_precisions_it_knows(tmp_path):

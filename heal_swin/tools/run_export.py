@@ -95,10 +95,12 @@ def export_run(run_dir, out, opset: int | None = None, batch="dynamic", fp16: bo
         # int8 scales each activation by its batch's range: the check runs at the batch the graph is deployed
         # with (a fixed --batch; one image at a time for a dynamic graph, as a vehicle runs it)
         deploy = 1 if dynamic else batch_size
-        samples = samples[:max(deploy, len(samples) // deploy * deploy)]
-        inputs = list(samples.split(deploy))
-        notes.append(f"int8: compared at the deployment batch size {deploy} on {len(samples)} distinct inputs "
-                     f"(dynamic quantisation: results depend on the batch)")
+        distinct = len(samples)
+        # whole batches: a fixed-batch graph takes no other size (fewer samples than one batch are repeated)
+        take = torch.arange(max(deploy, distinct // deploy * deploy)) % distinct
+        inputs = list(samples[take].split(deploy))
+        notes.append(f"int8: compared at the deployment batch size {deploy} on {min(distinct, len(take))} distinct "
+                     "inputs (dynamic quantisation: results depend on the batch)")
     else:
         inputs = list(samples.split(batch_size))
         if dynamic and len(inputs) > 1:  # a different batch size than the one exported with
