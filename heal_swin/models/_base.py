@@ -33,6 +33,12 @@ from ._heads import create_head, head_channels
 __all__ = ["Backbone", "FlatBackbone", "SphereBackbone"]
 
 
+def is_whole(value) -> bool:
+    """A whole number (8 or 8.0; not True, not 8.7): what a count may be given as (YAML may write 8.0)."""
+    return not isinstance(value, bool) and (isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and float(value).is_integer()))
+
+
 def _check_count(value, name: str, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer ({what})")
@@ -64,8 +70,7 @@ class Backbone(nn.Module):
         (channels, fields or heads per stage: `name`, counted in `unit`s) and depths (blocks per
         stage) non-empty, of equal length, at least one of each per stage."""
         for label, values in ((name, widths), ("depths", depths)):
-            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) and not (
-                    isinstance(v, numbers.Real) and float(v).is_integer()) for v in values):
+            if not all(map(is_whole, values)):
                 raise ValueError(f"{label}={tuple(values)} must be whole numbers (one per stage); a fraction would "
                                  "be cut off")
         widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)

@@ -44,7 +44,7 @@ from ..grid import check_base_pixels, check_nside, format_base_pixels
 from ..harmonics import (InverseRealSHT, RealSHT, SO3Analysis, SO3Synthesis, TableModule, alm_index, alm_size,
                          check_bandwidth, legendre, so3_grid_nside, wigner_d)
 from ..layers import CheckpointList, NestedPool, NestedUnpool
-from ._base import SphereBackbone
+from ._base import SphereBackbone, is_whole
 from ._registry import register_model
 
 __all__ = ["ChebConv", "S2CNN", "S2CNNUNet", "S2Conv", "SO3Activation", "SO3Conv", "SO3ToS2Conv",
@@ -497,7 +497,7 @@ class SpectralCore(nn.Module):
                  channels: Sequence[int], bandwidths: Sequence[int], points_s2=None, points_so3=None,
                  so3_grid: str = "sphere"):
         super().__init__()
-        if any(isinstance(c, bool) or not float(c).is_integer() or c < 1 for c in channels):
+        if not all(is_whole(c) and c >= 1 for c in channels):
             raise ValueError(f"channels={tuple(channels)} must be whole numbers >= 1 (SO(3) channels per convolution)")
         channels, bandwidths = tuple(int(c) for c in channels), tuple(int(b) for b in bandwidths)
         if len(channels) < 1 or len(bandwidths) != len(channels) + 2:
@@ -565,7 +565,7 @@ class S2CNN(SphereBackbone):
                  embed_dim: int = 16, head_bias: bool = True, so3_grid: str = "sphere",
                  grad_checkpointing: bool = False):
         super().__init__(nside, base_pixels, in_chans, num_classes, task=task, log_variance=log_variance)
-        if isinstance(embed_dim, bool) or not float(embed_dim).is_integer() or embed_dim < 1:
+        if not (is_whole(embed_dim) and embed_dim >= 1):
             raise ValueError(f"embed_dim={embed_dim!r} must be a whole number >= 1 (the channels of the SO(3) → S² "
                              "output)")
         self.embed_dim = int(embed_dim)
