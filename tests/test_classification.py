@@ -106,6 +106,31 @@ def test_chart_cnn_class_scores_are_not_invariant_to_the_flips():
     assert min(v for k, v in errors.items() if k.startswith("flip")) > 1e-3, errors
 
 
+@pytest.mark.parametrize("name", models.list_models())
+def test_a_classifier_is_an_encoder_whose_bottleneck_the_head_pools(name):
+    """task="classification" builds no decoder: the head pools the last map of forward_features (the gauge
+    CNN's after orientation pooling), every parameter gets a gradient (none idle, as DDP needs), and the
+    classifier has fewer parameters than the segmenter with the same body."""
+    kwargs = dict(models.model_info(name).test_kwargs, in_chans=1, num_classes=10)
+    net = models.create_model(name, task="classification", **kwargs)
+    dense = models.create_model(name, task="segmentation", **kwargs)
+    assert not net.dense and dense.dense
+    x = (torch.randn(2, 1, *net.img_size) if hasattr(net, "img_size")
+         else torch.randn(2, 1, len(net.faces) * net.nside ** 2))
+    features = net.forward_features(x)
+    pooled = net.forward_decoder(features)
+    assert pooled.shape[2:].numel() == features[-1].shape[2:].numel()       # the bottleneck's grid
+    assert net.head.proj.in_features == 2 * pooled.shape[1]                  # mean and max of its channels
+    out = net(x)
+    assert out.shape == (2, 10)
+    out.square().sum().backward()
+    idle = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not idle, idle
+    assert not any(n.startswith(("decoder.", "expand.", "decoder_norm.")) for n, _ in net.named_parameters())
+    if len(features) > 1:                                                     # an encoder-decoder when dense
+        assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in dense.parameters())
+
+
 def test_a_flat_classifier_on_the_sphere_passes_through_the_adapter():
     net = models.create_model("planar_cnn_1x", **models.model_info("planar_cnn_1x").test_kwargs, in_chans=1,
                               num_classes=10, task="classification")

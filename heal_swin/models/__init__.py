@@ -16,7 +16,7 @@ The backbone contract (every family keeps it, so swapping a backbone is a config
   values, `feature_info`, the head, `forward`, `extra_repr` and `set_grad_checkpointing(enable=True)`
   (timm's name; the same gradients for less memory). A family adds its stages and their checks.
 - Constructor: plain values. HEALPix models take `nside`, `base_pixels`, `in_chans`,
-  `num_classes`, `task` ("segmentation" | "depth"), `log_variance` (depth) and
+  `num_classes`, `task` ("segmentation" | "depth" | "classification"), `log_variance` (depth) and
   `grad_checkpointing`; flat ones take `img_size` instead of `nside`/`base_pixels`.
 - `forward(x)`: HEALPix x `(B, in_chans, N)`, N = len(base_pixels)·nside², NESTED, faces
   ascending -> `(B, num_classes, N)` (depth: 1 channel, 2 with log-variance). Flat x
@@ -28,6 +28,8 @@ The backbone contract (every family keeps it, so swapping a backbone is a config
   submodule whose output is map i.
 - `forward_decoder(features)` -> `(B, C, N_0)` (flat `(B, C, H_0, W_0)`), which the task head
   (`PixelHead`) turns into the output: `forward(x) = head(forward_decoder(forward_features(x)))`.
+  A classifier (`task="classification"`, `model.dense` False) has no decoder: `forward_decoder` returns
+  the bottleneck map and `PooledHead` pools it into `(B, num_classes)`.
 - Index tables are non-persistent buffers; `state_dict()` holds parameters only.
 """
 

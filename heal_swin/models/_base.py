@@ -4,6 +4,8 @@ is its own (timm's `build_model_with_cfg` and `set_grad_checkpointing`).
 `Backbone` owns the surface of the contract in `heal_swin.models`: the checks of the plain values
 every constructor takes (in_chans, num_classes, task, log_variance), the task head, `feature_info`,
 `forward` = forward_features -> forward_decoder -> head, `extra_repr` and `set_grad_checkpointing`.
+A classifier (task="classification") is an encoder: a family builds no decoder for it (`dense` is False) and its
+`forward_decoder` returns the bottleneck map, which `PooledHead` pools (as classification networks do).
 `SphereBackbone` adds the HEALPix grid (nside, base_pixels, the stages' nsides, the input check),
 `FlatBackbone` the image size. A family's constructor reads
 
@@ -52,6 +54,8 @@ class Backbone(nn.Module):
     head's output channels (the classes, or for depth 1, 2 with `log_variance`); `feature_info`, one dict per map
     of `forward_features` (num_chs, reduction, module, and nside or resolution); `head`. Families add
     `embed_dim` (the decoder's output channels) and `num_features` (the bottleneck's).
+    `dense`: whether the task predicts per pixel (segmentation, depth: an encoder-decoder) or per sample
+    (classification: the encoder alone, its bottleneck pooled by the head).
     """
 
     head_layout = "nested"  # the decoder's output to PixelHead: (B, C, N) "nested" or (B, C, H, W) "flat"
@@ -101,8 +105,15 @@ class Backbone(nn.Module):
         """x -> the list of stage maps, channels first, finest first, bottleneck last."""
         raise NotImplementedError
 
+    @property
+    def dense(self) -> bool:
+        """True where the head predicts per pixel (a decoder is built), False for task="classification"
+        (the head pools the bottleneck: no decoder)."""
+        return self.task != "classification"
+
     def forward_decoder(self, features):
-        """The maps of `forward_features` -> the head's input, at the first map's grid."""
+        """The maps of `forward_features` -> the head's input: at the first map's grid for a dense task,
+        the bottleneck map for classification."""
         raise NotImplementedError
 
     def forward(self, x):

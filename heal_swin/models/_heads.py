@@ -3,9 +3,10 @@
 A pixel head expands each token into the pixels it stands for (its `expand` nested children, or a
 p × p block on a flat grid) and projects every pixel with a 1 × 1 convolution:
 segmentation → `num_classes` logits, depth → 1 channel (+ a log-variance channel when asked).
-A pooled head (classification) pools the decoder's features over the whole grid (mean and max) and
-projects them to `num_classes` logits: invariant to every permutation of the pixels, so a backbone
-whose decoder output is equivariant to a grid symmetry gives class scores invariant to it.
+A pooled head (classification) pools the encoder's bottleneck map over its whole grid (mean and max;
+a classifier builds no decoder) and projects it to `num_classes` logits: invariant to every permutation
+of the pixels, so a backbone whose bottleneck is equivariant to a grid symmetry gives class scores
+invariant to it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class PooledHead(nn.Module):
     ends in a per-sample GroupNorm and ReLU, which fix each channel's mean over the map; the mean alone then
     keeps little but the shape of the distribution, and on digits that cover a few percent of the sphere it
     did not learn at all in a few hundred steps, where mean and max together learn (bench/README.md, "The
-    paper's controls"). Any of the three is invariant to every permutation of the pixels."""
+    paper's controls"). Any of the three is invariant to every permutation of the pixels. Backbones give it
+    their bottleneck (more channels, a receptive field of the whole digit): pooled after the decoder
+    instead, the gauge CNN's 8 invariant fields did not learn the digits' classes (same section)."""
 
     POOLS = ("mean", "max", "meanmax")
 

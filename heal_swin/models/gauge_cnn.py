@@ -173,9 +173,10 @@ class GaugeCNNUNet(SphereBackbone):
         self.stages = nn.ModuleList([
             GaugeStage(widths[max(i - 1, 0)], widths[i], depths[i], nsides[i], self.faces, self.turns, pool=i > 0,
                        group=group) for i in range(L)])
-        self.decoder = GaugeDecoder(widths, depths, nsides, self.faces, self.turns, group) if L > 1 else None
+        self.decoder = GaugeDecoder(widths, depths, nsides, self.faces, self.turns, group) \
+            if L > 1 and self.dense else None
         self.orientation_pool = OrientationPool("max") if o > 1 else nn.Identity()
-        self.head = self.build_head(widths[0], bias=head_bias)
+        self.head = self.build_head(widths[0] if self.dense else widths[-1], bias=head_bias)
         # one padding / raster table per nside (and field kind), not one per convolution
         share_face_tables(self)
         self.set_grad_checkpointing(grad_checkpointing)
@@ -197,9 +198,10 @@ class GaugeCNNUNet(SphereBackbone):
         return features
 
     def forward_decoder(self, features):
-        """The stage maps of `forward_features` -> invariant (B, widths[0], N_0)."""
+        """The stage maps of `forward_features` -> invariant (B, widths[0], N_0); for classification the
+        bottleneck's fields, orientations max-pooled, (B, widths[-1], N_{L-1})."""
         if self.decoder is None:
-            return self.orientation_pool(_fields(features[-1], self.widths[0], self.group))
+            return self.orientation_pool(_fields(features[-1], self.widths[-1], self.group))
         return self.decoder(features[-1], features[:-1])
 
 

@@ -438,8 +438,8 @@ class HealSwinUNet(SphereBackbone):
                           downsample=i < L - 1, **block_kwargs) for i in range(L)])
         self.norm = nn.LayerNorm(dims[-1])
         self.decoder = HealSwinDecoder(dims, depths, num_heads, self.geometries, drop_paths, **block_kwargs) \
-            if L > 1 else None
-        self.head = self.build_head(embed_dim, self.patch_size, head_bias)
+            if L > 1 and self.dense else None
+        self.head = self.build_head(embed_dim if self.dense else dims[-1], self.patch_size, head_bias)
         self.apply(init_swin_weights)
         if ape:
             trunc_normal_(self.absolute_pos_embed, std=0.02)
@@ -469,7 +469,8 @@ class HealSwinUNet(SphereBackbone):
         return [f.transpose(1, 2) for f in features[:-1] + [self.norm(x)]]
 
     def forward_decoder(self, features):
-        """The stage maps of `forward_features` -> (B, embed_dim, N_0) at the first stage's nside."""
+        """The stage maps of `forward_features` -> (B, embed_dim, N_0) at the first stage's nside; for
+        classification the bottleneck map."""
         if self.decoder is None:
             return features[-1]
         tokens = [f.transpose(1, 2) for f in features]  # views back onto the token-major maps

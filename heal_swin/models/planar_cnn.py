@@ -205,8 +205,8 @@ class PlanarCNN(FlatBackbone):
         self.stages = nn.ModuleList([
             PlanarStage(widths[max(i - 1, 0)], widths[i], depths[i], res[i], down=i > 0, norm=norm)
             for i in range(L)])
-        self.decoder = PlanarDecoder(widths, depths, norm) if L > 1 else None
-        self.head = self.build_head(widths[0], bias=head_bias)
+        self.decoder = PlanarDecoder(widths, depths, norm) if L > 1 and self.dense else None
+        self.head = self.build_head(widths[0] if self.dense else widths[-1], bias=head_bias)
         self.set_grad_checkpointing(grad_checkpointing)
 
     def repr_args(self) -> list[str]:
@@ -225,7 +225,7 @@ class PlanarCNN(FlatBackbone):
         return features
 
     def forward_decoder(self, features):
-        """The stage maps of `forward_features` -> (B, widths[0], H, W)."""
+        """The stage maps of `forward_features` -> (B, widths[0], H, W); for classification the bottleneck."""
         if self.decoder is None:
             return features[-1]
         return self.decoder(features[-1], features[:-1])

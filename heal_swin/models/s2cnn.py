@@ -630,11 +630,11 @@ class S2CNNUNet(SphereBackbone):
         self.core_norm = nn.Sequential(nn.GroupNorm(math.gcd(widths[-1], 8), widths[-1]), nn.ReLU())
         self.decoder = CheckpointList([ChebBlock(2 * widths[-1] if i == L - 1 else widths[i + 1] + widths[i],
                                                  widths[i], nsides[i], self.faces, order)
-                                       for i in range(L - 1, -1, -1)])
+                                       for i in range(L - 1, -1, -1)]) if self.dense else None
         self.feature_info = self.stage_info([(widths[i], nsides[i], f"stages.{i}") for i in range(L)]
                                             + [(2 * widths[-1], nsides[-1], "bottleneck")])
         self.bottleneck = _Concat()
-        self.head = self.build_head(widths[0], bias=head_bias)
+        self.head = self.build_head(widths[0] if self.dense else 2 * widths[-1], bias=head_bias)
         self.set_grad_checkpointing(grad_checkpointing)
 
     def repr_args(self) -> list[str]:
@@ -652,7 +652,11 @@ class S2CNNUNet(SphereBackbone):
         return features
 
     def forward_decoder(self, features):
+        """The maps of `forward_features` -> (B, widths[0], N_0); for classification the bottleneck
+        (the last stage beside the spectral core's output)."""
         x = features[-1]
+        if self.decoder is None:
+            return x
         skips = features[:-1]
         for k in range(len(self.decoder)):
             if k > 0:

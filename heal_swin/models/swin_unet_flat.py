@@ -194,15 +194,15 @@ class SwinUNetFlat(FlatBackbone):
             FlatStage(dims[i], depths[i], num_heads[i], res[i], window_size, drop_path=drop_paths[i],
                       downsample=i < L - 1, **kw) for i in range(L)])
         self.norm = nn.LayerNorm(dims[-1])
-        if L > 1:
+        if L > 1 and self.dense:
             self.expand = FlatPatchExpand(dims[-1], scale=2, dim_scale=2)
             self.decoder = nn.ModuleList([
                 FlatStage(dims[i], depths[i], num_heads[i], res[i], window_size, drop_path=drop_paths[i],
                           fuse=True, upsample=i > 0, **kw) for i in range(L - 2, -1, -1)])
         else:
             self.expand, self.decoder = None, nn.ModuleList()
-        self.decoder_norm = nn.LayerNorm(dims[0])
-        self.head = self.build_head(embed_dim, self.patch_size, head_bias)
+        self.decoder_norm = nn.LayerNorm(dims[0]) if self.dense else None
+        self.head = self.build_head(embed_dim if self.dense else dims[-1], self.patch_size, head_bias)
         self.apply(init_swin_weights)  # as timm's Swin V2: the attention's logit scale keeps log(10)
         self.set_grad_checkpointing(grad_checkpointing)
 
@@ -233,7 +233,10 @@ class SwinUNetFlat(FlatBackbone):
         return [f.permute(0, 3, 1, 2) for f in features[:-1] + [self.norm(x)]]
 
     def forward_decoder(self, features):
-        """The stage maps of `forward_features` -> (B, embed_dim, H_0, W_0)."""
+        """The stage maps of `forward_features` -> (B, embed_dim, H_0, W_0); for classification the
+        bottleneck map (already normed)."""
+        if not self.dense:
+            return features[-1]
         maps = [f.permute(0, 2, 3, 1) for f in features]  # views back onto the channels-last maps
         x = maps[-1]
         if self.expand is not None:
