@@ -1,0 +1,280 @@
+"""Equivariance versus augmentation, the 2022 paper's experiment on our digits (issue #28, items 1, 2 and 6).
+
+    heal-swin-study bench/paper/study.py --out runs/paper --workers 2          # the default: see bench/README.md
+    heal-swin-study bench/paper/study.py --tasks classification --seeds 1      # one task, one seed
+    heal-swin-study bench/paper/study.py --ladder 1x 4x 20x --sizes 100 400 1600 6400
+    heal-swin-study bench/paper/study.py --full --device cuda --workers 1      # nside 32, 4x spheres and steps
+
+Data: the rotated-digits spheres (`data.source: digits`: scikit-learn's 8 x 8 digits on the full HEALPix
+sphere, nside 16): segmentation with 3-5 digits per sphere (11 classes), classification with one digit per
+sphere (10 classes). Held-out test spheres are scored upright and fully rotated (eval-upright/, eval-rotated/).
+
+Arms, per task:
+- the equivariant models (gauge CNN, S2CNN, HEAL-SWIN with the turn-invariant layout) trained on upright
+  spheres, at every training-set size (--sizes);
+- the controls (chart CNN and planar CNN at 4x the gauge CNN's parameters, its activation width) trained with
+  every augmentation level (--augment: 0, 1/4, 1/2, full SO(3)) at the reference size, and with full
+  augmentation at every size (the paper's x-axis: CNNs trained on rotated data);
+- the rest of the ladder (--ladder; default 1x) with full augmentation at the reference size, for each family
+  whose 4x control is among the models;
+- --converge (default on): each family's best arm at the reference size run once more for twice the steps
+  (seed 0): the check that the budget is where its learning curve has flattened.
+Every family trains on its own recipe: the keys in which configs/digits_<family>.yaml differs from the gauge
+CNN's (e.g. the learning rate), on a common budget per task (--steps, else STEPS). Seeds run outermost, so a
+study cut short reports every arm at fewer seeds rather than some arms at none.
+
+The report adds to the common one (results.md, curves.png: learning curves on the validation spheres):
+`paper.md` (each point: ours, mIoU over the classes present, and the paper's, mIoU over the ten digit classes
+without the background; accuracy for classification; mean ± std over seeds; the all-background / majority
+class score), `paper.jsonl`, and per task `size_<task>.png` (against training spheres, the paper's figure) and
+`augment_<task>.png` (against augmentation; the equivariant models' upright-trained scores as dashed lines).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from heal_swin.study import Arm, Study, StudyError, parse_model_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = "configs/digits_gauge_cnn.yaml"
+SYMMETRIC = "heal_swin_tiny:symmetric=true"
+EQUIVARIANT = ("gauge_cnn_tiny", "s2cnn_digits", SYMMETRIC)
+LADDER = {"chart_cnn": {"1x": "chart_cnn_tiny", "4x": "chart_cnn_tiny_4x", "20x": "chart_cnn_tiny_20x"},
+          "planar_cnn": {"1x": "planar_cnn_1x", "4x": "planar_cnn_4x", "20x": "planar_cnn_20x"}}
+MAIN_RUNG = "4x"
+STEPS = {"segmentation": 1000, "classification": 600}
+SIZES, REFERENCE = (100, 400, 1600), 400
+AUGMENT = (0.0, 0.25, 0.5, 1.0)
+EVALUATIONS = {"upright": ["eval.split=test", "data.digits.eval_rotate=0.0"],
+               "rotated": ["eval.split=test", "data.digits.eval_rotate=1.0"]}
+# keys of a family's config that are not its recipe: where a run goes, what it is, and what the arms set
+# (both tasks score the base config's 100 test spheres)
+NOT_RECIPE = ("run.", "task", "model.name", "train.max_steps", "train.eval_every", "data.digits.rotate",
+              "data.digits.eval_rotate", "data.digits.train", "data.digits.test")
+
+
+def add_arguments(group) -> None:
+    group.add_argument("--augment", type=float, nargs="+", default=None,
+                       help="the controls' training rotation levels, fractions of SO(3) (default 0 0.25 0.5 1)")
+    group.add_argument("--sizes", type=int, nargs="+", default=None,
+                       help=f"numbers of training spheres (default {' '.join(map(str, SIZES))}; the reference "
+                            f"{REFERENCE} is always included)")
+    group.add_argument("--ladder", nargs="+", default=None, choices=["1x", "4x", "20x"],
+                       help="control sizes besides 4x, with full augmentation at the reference size (default 1x)")
+    group.add_argument("--evals", type=int, default=5, help="validation evaluations per run (the learning curve)")
+    group.add_argument("--no-converge", dest="converge", action="store_false",
+                       help="skip the twice-as-long runs that check each family's budget")
+
+
+def _flatten(node, prefix="") -> dict:
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _load(path) -> dict:
+    return _flatten(OmegaConf.to_container(OmegaConf.load(ROOT / path), resolve=True))
+
+
+def recipe(path, base=BASE) -> list[str]:
+    """The overrides that turn `base` into the config at `path`, without the keys the arms set themselves."""
+    mine, theirs = _load(path), _load(base)
+    return [f"{k}={v if isinstance(v, str) and v.isidentifier() else json.dumps(v).replace(' ', '')}"
+            for k, v in sorted(mine.items()) if not k.startswith(NOT_RECIPE) and (k not in theirs or theirs[k] != v)]
+
+
+def family_config(model: str) -> str:
+    from heal_swin.models import model_info
+
+    if model == SYMMETRIC:
+        return "configs/digits_heal_swin_symmetric.yaml"
+    family = model_info(parse_model_spec(model).name).family
+    return f"configs/digits_{'flat' if family == 'swin_unet_flat' else family}.yaml"
+
+
+def make(options) -> Study:
+    tasks = options.tasks or list(STEPS)
+    unknown = sorted(set(tasks) - set(STEPS))
+    augments = list(options.augment) if options.augment is not None else list(AUGMENT)
+    sizes = sorted(set(options.sizes or SIZES) | {REFERENCE})
+    if unknown:
+        raise StudyError(f"--tasks {unknown}: choose from {list(STEPS)}")
+    if len(set(augments)) != len(augments) or not all(0 <= a <= 1 for a in augments) or 1.0 not in augments:
+        raise StudyError(f"--augment {augments}: levels must be distinct fractions of SO(3) in [0, 1], full (1) "
+                         "among them (the controls' size sweep trains with it)")
+    if min(sizes) < 1 or options.evals < 1:
+        raise StudyError(f"--sizes {sizes} must be >= 1 sphere and --evals {options.evals} >= 1")
+    scale = 4 if options.full else 1
+    rungs = [MAIN_RUNG, *[r for r in (options.ladder or ["1x"]) if r != MAIN_RUNG]]
+    # (model, role, augment, size, steps factor)
+    plan = []
+    for model in options.models or [*EQUIVARIANT, *(LADDER[f][MAIN_RUNG] for f in LADDER)]:
+        parse_model_spec(model)
+        if model in EQUIVARIANT:
+            plan += [(model, "equivariant", 0.0, n, 1) for n in sizes]
+            continue
+        plan += [(model, "control", a, REFERENCE, 1) for a in augments]
+        plan += [(model, "control", 1.0, n, 1) for n in sizes if n != REFERENCE]
+    chosen = {model for model, *_ in plan}
+    plan += [(LADDER[f][r], "ladder", 1.0, REFERENCE, 1) for f in LADDER for r in rungs[1:]
+             if LADDER[f][MAIN_RUNG] in chosen and LADDER[f][r] not in chosen]
+    if options.converge:
+        plan += [(m, role, a, n, 2) for m, role, a, n, _ in list(plan) if n == REFERENCE and (
+            (role == "equivariant") or (role == "control" and a == 1.0))]
+    base_task = {"segmentation": [], "classification": recipe("configs/digits_classification.yaml")}
+    arms = []
+    for seed in range(options.seeds or 3):
+        for task in tasks:
+            for model, role, aug, size, factor in plan:
+                if factor > 1 and seed > 0:
+                    continue
+                steps = (options.steps or STEPS[task]) * scale * factor
+                size_here = size * scale
+                budget = [f"train.max_steps={steps}", f"train.eval_every={max(1, steps // options.evals)}"]
+                tags = {"role": role, "augment": aug, "spheres": size_here, "steps": steps, "converge": factor > 1}
+                label = f"{model} ({'2x steps' if factor > 1 else 'upright' if role == 'equivariant' else role})"
+                arms.append(Arm(model, task, [*base_task[task], *recipe(family_config(model)),
+                                              f"data.digits.rotate={aug:g}", f"data.digits.train={size_here}",
+                                              *budget], seed, label=label, tags=tags, evaluations=EVALUATIONS))
+    overrides = ["data.nside=32"] if options.full else []
+    return Study("paper", BASE, arms, overrides=overrides, report=report)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def digit_miou(result: dict) -> float | None:
+    """The paper's metric: the mean IoU over the ten digit classes, the background left out."""
+    iou = result.get("sphere", {}).get("iou")
+    if not iou:
+        return None
+    values = [v for k, v in iou.items() if k != "background" and v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def score(row: dict, evaluation: str) -> dict:
+    result = row["evaluations"][evaluation]
+    if row["task"] == "classification":
+        return {"ours": result["sphere"]["accuracy"], "paper": result["sphere"]["accuracy"]}
+    return {"ours": result["sphere"]["miou"], "paper": digit_miou(result)}
+
+
+def chance(rows: list, task: str) -> dict:
+    """What predicting the most frequent class everywhere scores on the upright test spheres of a run: for
+    segmentation the background (ours: its IoU, the background's share of the pixels, over the classes; the
+    paper's metric: 0), for classification the largest class's share."""
+    from heal_swin.engine import build_datasets, load_config
+
+    row = next(r for r in rows if r["task"] == task)
+    cfg = load_config(Path(row["run_dir"]) / "config.yaml", ["data.digits.eval_rotate=0.0"])
+    test = build_datasets(cfg, ("test",))["test"]
+    labels = np.concatenate([np.atleast_1d(test[i]["labels"].numpy()) for i in range(len(test))])
+    if task == "classification":
+        share = float(np.bincount(labels, minlength=len(test.class_names)).max() / labels.size)
+        return {"ours": share, "paper": share}
+    return {"ours": float((labels == 0).mean() / len(test.class_names)), "paper": 0.0}
+
+
+def _stat(values) -> tuple[float, float]:
+    v = np.array([x for x in values if x is not None], dtype=float)
+    return (float(v.mean()), float(v.std())) if v.size else (float("nan"), float("nan"))
+
+
+def summarise(rows: list) -> list[dict]:
+    """One point per (task, model, role, augmentation, spheres, steps): mean and std over seeds."""
+    points: dict = {}
+    for r in rows:
+        t = r["tags"]
+        key = (r["task"], r["model"], t["role"], t["augment"], t["spheres"], t["steps"])
+        points.setdefault(key, []).append(r)
+    out = []
+    for (task, model, role, aug, spheres, steps), rs in sorted(points.items(), key=lambda kv: str(kv[0])):
+        point = dict(task=task, model=model, role=role, augment=aug, spheres=spheres, steps=steps, seeds=len(rs),
+                     converge=any(r["tags"].get("converge") for r in rs),
+                     params=rs[0]["params"], train_seconds=round(float(np.mean([r["train_seconds"] for r in rs])), 1))
+        for ev in EVALUATIONS:
+            for kind in ("ours", "paper"):
+                point[f"{ev}_{kind}"] = _stat([score(r, ev)[kind] for r in rs])
+        out.append(point)
+    return out
+
+
+def _fmt(pair) -> str:
+    mean, std = pair
+    return "–" if np.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _figure(points: list, task: str, x: str, path: Path, floor: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    metric = "accuracy" if task == "classification" else "mIoU over the digit classes"
+    for ax, ev in zip(axes, EVALUATIONS):
+        for model in sorted({p["model"] for p in points}):
+            if x == "spheres":
+                mine = [p for p in points if p["model"] == model and (p["augment"] == 1.0 or p["role"] == "equivariant")]
+            else:
+                mine = [p for p in points if p["model"] == model and p["spheres"] == REFERENCE]
+            mine = sorted((p for p in mine if p["task"] == task and not p.get("converge")), key=lambda p: p[x])
+            if not mine:
+                continue
+            equivariant = mine[0]["role"] == "equivariant"
+            ys = [p[f"{ev}_paper"] for p in mine]
+            if x == "augment" and equivariant:
+                ax.axhline(ys[0][0], linestyle="--", linewidth=1.2, label=f"{model} (upright training)",
+                           color=f"C{sorted({p['model'] for p in points}).index(model)}")
+                continue
+            ax.errorbar([p[x] for p in mine], [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o", capsize=3,
+                        linestyle="--" if equivariant else "-", label=model + (" (upright)" if equivariant else
+                                                                               " (augmented)" if x == "spheres" else ""),
+                        color=f"C{sorted({p['model'] for p in points}).index(model)}")
+        ax.axhline(floor["paper"], color="grey", linewidth=1, label="most frequent class")
+        ax.set_title(f"test spheres {ev}")
+        ax.set_xlabel("training spheres" if x == "spheres" else "training augmentation (fraction of SO(3))")
+        if x == "spheres":
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"Rotated digits, {task}: equivariance vs augmentation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(out, rows) -> None:
+    from heal_swin.engine import atomic_write_text
+
+    out = Path(out)
+    points = summarise(rows)
+    atomic_write_text(out / "paper.jsonl", "".join(json.dumps(p) + "\n" for p in points))
+    lines = ["# Equivariance vs augmentation on the rotated digits", ""]
+    for task in sorted({p["task"] for p in points}):
+        floor = chance(rows, task)
+        mine = [p for p in points if p["task"] == task]
+        _figure(mine, task, "spheres", out / f"size_{task}.png", floor)
+        _figure(mine, task, "augment", out / f"augment_{task}.png", floor)
+        name = "accuracy" if task == "classification" else "mIoU"
+        lines += [f"## {task}", "", f"Most frequent class everywhere: ours {floor['ours']:.3f}, paper's metric "
+                  f"{floor['paper']:.3f}. Ours: {name}" + (" over the classes present" if name == "mIoU" else "") +
+                  (", paper: mIoU over the ten digit classes (background left out)." if name == "mIoU" else "."),
+                  "", "| model | role | augment | spheres | steps | seeds | params | upright (ours) | rotated (ours) |"
+                  " upright (paper) | rotated (paper) | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {p['model']} | {p['role']} | {p['augment']:g} | {p['spheres']} | {p['steps']} | {p['seeds']} | "
+                  f"{p['params']:,} | {_fmt(p['upright_ours'])} | {_fmt(p['rotated_ours'])} | "
+                  f"{_fmt(p['upright_paper'])} | {_fmt(p['rotated_paper'])} | {p['train_seconds']} |" for p in mine]
+        lines.append("")
+    atomic_write_text(out / "paper.md", "\n".join(lines) + "\n")

@@ -1,0 +1,92 @@
+"""bench/paper/study.py (issue #28, items 1, 2 and 6): the arms it declares (roles, augmentation levels, sizes,
+each family's recipe, seeds outermost), its refusals, and a two-step version run end to end with its report."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from heal_swin.study import StudyError
+from heal_swin.study.cli import load_study_file, main
+
+from pictures import read_png
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "bench" / "paper" / "study.py"
+pytest.importorskip("sklearn")
+
+
+def _options(**kw):
+    base = dict(models=None, seeds=None, steps=None, tasks=None, set=[], full=False, device=None, augment=None,
+                sizes=None, ladder=None, evals=5, converge=True)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_the_study_declares_the_papers_arms():
+    paper = load_study_file(STUDY)
+    arms = paper.make(_options()).arms
+    seg = [a for a in arms if a.task == "segmentation" and not a.tags["converge"]]
+    # equivariant models: upright only, every size; controls: every level at 400, full augmentation at every size
+    eq = {(a.model, a.tags["augment"], a.tags["spheres"]) for a in seg if a.tags["role"] == "equivariant"}
+    assert eq == {(m, 0.0, n) for m in ("gauge_cnn_tiny", "s2cnn_digits", "heal_swin_tiny:symmetric=true")
+                  for n in (100, 400, 1600)}
+    chart = {(a.tags["augment"], a.tags["spheres"]) for a in seg if a.model == "chart_cnn_tiny_4x"}
+    assert chart == {(0.0, 400), (0.25, 400), (0.5, 400), (1.0, 400), (1.0, 100), (1.0, 1600)}
+    assert {a.model for a in seg if a.tags["role"] == "ladder"} == {"chart_cnn_tiny", "planar_cnn_1x"}
+    assert {a.seed for a in seg} == {0, 1, 2}
+    # seeds outermost: every arm of seed 0 comes before any of seed 1
+    seeds = [a.seed for a in arms]
+    assert seeds == sorted(seeds)
+    # the twice-as-long budget checks: seed 0 only, each family's best arm at the reference size
+    long = [a for a in arms if a.tags["converge"]]
+    assert {a.seed for a in long} == {0} and all(a.tags["spheres"] == 400 for a in long)
+    assert {a.tags["steps"] for a in long if a.task == "segmentation"} == {2000}
+    # each family's recipe: the S2CNN's learning rate, the symmetric layout, the classification settings
+    s2 = next(a for a in arms if a.model == "s2cnn_digits" and a.task == "classification")
+    assert "train.lr=0.005" in s2.overrides and "data.digits.digits=[1,1]" in s2.overrides
+    assert "train.metric=accuracy" in s2.overrides and "train.max_steps=600" in s2.overrides
+    assert "model.kwargs.symmetric=true" in next(a for a in arms if "symmetric" in a.model).overrides
+    assert len(arms) == 148
+    # one task, one seed, the whole ladder, no long runs
+    small = paper.make(_options(tasks=["classification"], seeds=1, ladder=["1x", "20x"], converge=False)).arms
+    assert {a.model for a in small if a.tags["role"] == "ladder"} == {"chart_cnn_tiny", "planar_cnn_1x",
+                                                                       "chart_cnn_tiny_20x", "planar_cnn_20x"}
+    assert {a.task for a in small} == {"classification"} and not any(a.tags["converge"] for a in small)
+    # a subset of models keeps exactly the default's arms for them (a later full run keeps their runs)
+    subset = paper.make(_options(models=["gauge_cnn_tiny", "chart_cnn_tiny_4x"])).arms
+    every = {a.run_name() for a in arms}
+    assert subset and all(a.run_name() in every for a in subset)
+    full = paper.make(_options(full=True))
+    assert "data.nside=32" in full.overrides and max(a.tags["spheres"] for a in full.arms) == 6400
+
+
+@pytest.mark.parametrize("kw, message", [(dict(tasks=["depth"]), "choose from"),
+                                         (dict(augment=[0.0, 0.5]), "full \\(1\\) among them"),
+                                         (dict(augment=[1.0, 1.0]), "distinct"),
+                                         (dict(sizes=[0]), "--sizes"),
+                                         (dict(models=["nope"]), "'nope'")])
+def test_the_study_refuses_what_it_cannot_run(kw, message):
+    with pytest.raises(StudyError, match=message):
+        load_study_file(STUDY).make(_options(**kw))
+
+
+def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
+    out = tmp_path / "paper"
+    code = main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "chart_cnn_tiny_4x", "--seeds", "1",
+                 "--steps", "2", "--sizes", "400", "--augment", "1", "--evals", "1", "--no-converge",
+                 "--set", "data.nside=8", "data.digits.test=4", "run.threads=1", "run.log_every=1"])
+    assert code == 0
+    points = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
+    # two models (and the chart CNN's 1x rung) on two tasks
+    assert {(p["task"], p["model"]) for p in points} == {
+        (t, m) for t in ("segmentation", "classification") for m in ("gauge_cnn_tiny", "chart_cnn_tiny_4x",
+                                                                     "chart_cnn_tiny")}
+    for p in points:
+        for key in ("upright_ours", "rotated_ours", "upright_paper", "rotated_paper"):
+            assert 0 <= p[key][0] <= 1
+    text = (out / "paper.md").read_text()
+    assert "## segmentation" in text and "## classification" in text and "Most frequent class" in text
+    for task in ("segmentation", "classification"):
+        for kind in ("size", "augment"):
+            assert read_png(out / f"{kind}_{task}.png").shape[0] > 100
