@@ -183,8 +183,8 @@ def test_flat_dataset(flat_tree):
     assert ds.camera_for(1).width == 40 and ds.camera_for(1).height == 32
     depth = FlatDataset(flat_tree, task="depth", size=(32, 40), split="all")[1]
     assert depth["depth"].shape == (32, 40) and depth["valid"].all()
-    with pytest.raises(ValueError, match="rotate_deg and quarter_turns"):
-        FlatDataset(flat_tree, split="all", transform={"rotate_deg": 10})
+    with pytest.raises(ValueError, match="quarter_turns act on the sphere's faces"):
+        FlatDataset(flat_tree, split="all", transform={"quarter_turns": True})
 
 
 def test_sample_cache(flat_tree, tmp_path):

@@ -2,7 +2,8 @@
 
 - Photometric transforms (albumentations) on the fisheye image before projection.
 - Rotation about the optical axis inside the projection: the sampling map is rotated, so the image
-  is interpolated once and the labels stay exact.
+  is interpolated once and the labels stay exact. A flat image (`FlatDataset`) gets the same roll as its
+  fisheye frame re-rendered through the calibration (`data.pose.render_mounted`), also interpolated once.
 - Quarter turns about the sphere's pole: pure face permutations of the projected maps (the HEALPix
   grid is symmetric under them), for any set of faces closed under them (0–7, 0–11, …).
 - Horizontal flip through the calibration: the image is mirrored and so is the camera (cx_offset
@@ -108,7 +109,8 @@ class Augment:
     """Augmentation settings (plain values, from the config).
 
     photometric: albumentations transforms as [{"name": …, "p": …, **kwargs}]; applied to the image.
-    rotate_deg: rotation about the optical axis, uniform in ±rotate_deg, inside the projection.
+    rotate_deg: rotation about the optical axis, uniform in ±rotate_deg, inside the projection (flat
+        images: the fisheye frame rendered rolled).
     quarter_turns: random k·90° turn about the sphere's pole, as a face permutation.
     hflip: probability of a horizontal flip through the calibration.
     """

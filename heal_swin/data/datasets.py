@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from .. import grid
 from ..projection import FisheyeToHealpix, RigToHealpix, load_checked_arrays, save_checked_arrays
 from .augment import Augment, quarter_turn_permutation
+from .pose import check_mount, mount_rotation, render_mounted
 from .classes import LUT_SIZE, class_lut, unknown_label_ids
 from .splits import SPLITS, split_frames
 from .woodscape import DatasetError, WoodScapeTree
@@ -44,13 +45,15 @@ class _WoodScapeDataset(Dataset):
 
     def __init__(self, root, task, split, cameras, transform, split_fractions, split_seed, group_size,
                  test_set, class_names, class_merge, ignore_index, mean, std, seed, rig=False,
-                 unknown_labels="error"):
+                 unknown_labels="error", mount=(0.0, 0.0, 0.0)):
         if task not in WOODSCAPE_TASKS:
             raise ValueError(f"task={task!r} must be one of {WOODSCAPE_TASKS} for a WoodScape-format tree (its "
                              "labels are per pixel; classification takes spheres of digits)")
         if unknown_labels not in UNKNOWN_LABELS:
             raise ValueError(f"unknown_labels={unknown_labels!r} must be one of {UNKNOWN_LABELS}")
         self.unknown_labels = unknown_labels
+        self.mount = check_mount(mount, "mount")
+        self._mount_rotation = mount_rotation(*self.mount)
         self._reported: set[str] = set()
         if split not in SPLITS + ("all",):
             raise ValueError(f"split={split!r} must be one of {SPLITS + ('all',)}")
@@ -115,10 +118,19 @@ class _WoodScapeDataset(Dataset):
                              "(data.unknown_labels=ignore)", path, count, shown, table, self.ignore_index)
         return self.lut[np.clip(labels, 0, len(self.lut) - 1)] if len(unknown) else self.lut[labels]
 
-    def _load(self, sample, rng):
-        item = self.tree.load(sample, labels=self.task == "segmentation", depth=self.task == "depth")
+    def frame(self, sample, labels: bool | None = None, depth: bool | None = None) -> dict:
+        """One fisheye frame of the tree as the dataset sees it: labels as target class ids, and, with a
+        `mount` other than (0, 0, 0), rendered as the camera turned so on its mount would see it
+        (`data.pose.render_mounted`; evaluation scores its truth in the same frame)."""
+        labels = self.task == "segmentation" if labels is None else labels
+        depth = self.task == "depth" if depth is None else depth
+        item = self.tree.load(sample, labels=labels, depth=depth)
         if "labels" in item:
             item["labels"] = self.map_labels(item["labels"], sample.labels)
+        return render_mounted(item, self._mount_rotation, self.ignore_index)
+
+    def _load(self, sample, rng):
+        item = self.frame(sample)
         if self.transform is not None:
             item = self.transform.fisheye(item, rng)
         return item
@@ -139,9 +151,11 @@ class HealpixDataset(_WoodScapeDataset):
                  rig: bool = False, split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0, group_size: int = 1,
                  test_set: bool = False, class_names=None, class_merge=None, ignore_index: int = 255,
                  outside: str = "ignore", mean=IMAGENET_MEAN, std=IMAGENET_STD, max_depth: float | None = None,
-                 cache_dir=None, sample_cache=None, seed: int = 0, unknown_labels: str = "error"):
+                 cache_dir=None, sample_cache=None, seed: int = 0, unknown_labels: str = "error",
+                 mount=(0.0, 0.0, 0.0)):
         super().__init__(root, task, split, cameras, transform, split_fractions, split_seed, group_size,
-                         test_set, class_names, class_merge, ignore_index, mean, std, seed, rig, unknown_labels)
+                         test_set, class_names, class_merge, ignore_index, mean, std, seed, rig, unknown_labels,
+                         mount)
         self.nside = grid.check_nside(nside)
         if rig and orientation != "vehicle":
             orientation = "vehicle"
@@ -207,7 +221,7 @@ class HealpixDataset(_WoodScapeDataset):
         files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for s in samples
                  for p in (s.image, s.calibration, s.labels, s.depth) if p is not None and p.exists()]
         key = "|".join(map(str, [files, self.task, self.nside, self.base_pixels, self.orientation, self.rig,
-                                 self.outside_fill, self._lut_digest, 3]))
+                                 self.outside_fill, self._lut_digest, self.mount, 3]))
         name = f"{samples[0].stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
         return self.sample_cache / name
 
@@ -279,24 +293,25 @@ class FlatDataset(_WoodScapeDataset):
     (the original's flat baseline used 640×768), labels and depth with nearest neighbours; the
     calibration is resized with them (`camera_for(index)`), so predictions can be compared with
     the sphere models on the same fisheye pixels. Items: image float32 (C, H, W), labels int64
-    (H, W) or depth float32 (H, W), valid bool (H, W), camera, stem."""
+    (H, W) or depth float32 (H, W), valid bool (H, W), camera, stem. `rotate_deg` augmentation
+    re-renders the fisheye frame rolled about the optical axis (`data.pose.render_mounted`)."""
 
     def __init__(self, root, task: str = "segmentation", size=(640, 768), split: str = "train", cameras=None,
                  transform=None, *, split_fractions=(0.8, 0.1, 0.1), split_seed: int = 0, group_size: int = 1,
                  test_set: bool = False, class_names=None, class_merge=None, ignore_index: int = 255,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, max_depth: float | None = None, seed: int = 0,
-                 unknown_labels: str = "error"):
+                 unknown_labels: str = "error", mount=(0.0, 0.0, 0.0)):
         super().__init__(root, task, split, cameras, transform, split_fractions, split_seed, group_size,
                          test_set, class_names, class_merge, ignore_index, mean, std, seed,
-                         unknown_labels=unknown_labels)
+                         unknown_labels=unknown_labels, mount=mount)
         h, w = (int(v) for v in size)
         if h < 8 or w < 8:
             raise ValueError(f"size={list(size)} must be (height, width), each at least 8")
         self.size = (h, w)
         self.max_depth = max_depth
-        if self.transform is not None and (self.transform.rotate_deg or self.transform.quarter_turns):
-            raise ValueError("FlatDataset: rotate_deg and quarter_turns act on the sphere; use photometric "
-                             "and hflip augmentation for the flat baseline")
+        if self.transform is not None and self.transform.quarter_turns:
+            raise ValueError("FlatDataset: quarter_turns act on the sphere's faces; a flat image takes rotate_deg "
+                             "(its fisheye frame rolled about the optical axis), photometric and hflip augmentation")
 
     def camera_for(self, index: int):
         """The calibration of item `index`, resized to the dataset's size."""
@@ -306,12 +321,19 @@ class FlatDataset(_WoodScapeDataset):
         import cv2
 
         sample = self.items[index]
-        item = self._load(sample, self._rng(index))
+        rng = self._rng(index)
+        item = self._load(sample, rng)
+        if self.transform is not None and self.transform.rotate_deg:
+            # the frame re-rendered as the camera rolled on its mount: image bilinear, labels nearest, once
+            roll = self.transform.rotation(item["camera"], "camera", rng)
+            item = render_mounted(item, roll, self.ignore_index, cache=False)
         h, w = self.size
         image = cv2.resize(item["image"], (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
         image = (image.reshape(-1, image.shape[-1]).T - self.mean) / self.std
         out = {"image": torch.from_numpy(np.ascontiguousarray(image.reshape(-1, h, w), dtype=np.float32))}
         valid = np.ones((h, w), dtype=bool)
+        if "seen" in item:                    # a turned frame: pixels without content are not scored
+            valid &= cv2.resize(item["seen"].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
         if self.task == "segmentation":
             labels = cv2.resize(item["labels"].astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST)
             out["labels"] = torch.from_numpy(labels.astype(np.int64))

@@ -40,7 +40,7 @@ def _woodscape(cfg: DictConfig, split: str, train: bool):
                   split_seed=d.split_seed, group_size=d.group_size, class_names=d.class_names,
                   class_merge=OmegaConf.to_container(d.class_merge) if d.class_merge else None,
                   ignore_index=d.ignore_index, mean=tuple(d.mean), std=tuple(d.std), max_depth=d.max_depth,
-                  unknown_labels=d.unknown_labels, seed=cfg.run.seed)
+                  unknown_labels=d.unknown_labels, seed=cfg.run.seed, mount=tuple(d.mount_deg))
     augment = OmegaConf.to_container(cfg.augment)
     transform = augment if train and has_augmentation(augment) else None
     if model_domain(cfg) == "flat":

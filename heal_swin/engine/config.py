@@ -66,6 +66,7 @@ class DataConfig:
     orientation: str = "camera"           # camera | vehicle
     rig: bool = False                     # fuse the four cameras of a frame on one sphere
     flat_size: list = field(default_factory=lambda: [640, 768])   # (H, W) of the flat baseline
+    mount_deg: list = field(default_factory=lambda: [0.0, 0.0, 0.0])  # camera turned on its mount: roll, pitch, yaw
     split_fractions: list = field(default_factory=lambda: [0.8, 0.1, 0.1])
     split_seed: int = 0
     group_size: int = 1
@@ -287,6 +288,16 @@ def _validate_numbers(cfg: DictConfig, fail, source: str) -> None:
         if cfg.data.ignore_index < len(names):
             fail("data.ignore_index", f"must not be a class id: data.class_names has {len(names)} classes "
                                       f"(ids 0–{len(names) - 1})")
+
+    from ..data.pose import check_mount
+
+    try:
+        check_mount(_get(cfg, "data.mount_deg"))
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    if cfg.data.source != "woodscape" and any(float(v) for v in cfg.data.mount_deg):
+        fail("data.mount_deg", "turns a fisheye camera on its mount; data.source=digits has no camera (its "
+                               "spheres turn with data.digits.rotate / eval_rotate)")
 
     _validate_digits(cfg, fail, number_list)
 

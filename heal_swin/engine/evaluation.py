@@ -152,9 +152,9 @@ def evaluate(model, dataset, *, task: str, device="cpu", batch_size: int = 4, nu
             collect(indices[seen:seen + len(pred)], batch, pred)
         for j in range(len(pred) if scorer is not None else 0):
             sample = dataset.items[indices[seen + j]]
-            item = tree.load(sample, labels=seg, depth=not seg)
+            item = dataset.frame(sample, labels=seg, depth=not seg)     # class ids; turned as data.mount_deg says
             cam = item["camera"]
-            truth = torch.from_numpy(dataset.map_labels(item["labels"], sample.labels) if seg else item["depth"])
+            truth = torch.from_numpy(item["labels"] if seg else item["depth"])
             if flat:  # flat predictions: nearest upsampling to the full image
                 p = torch.nn.functional.interpolate(pred[j][None, None].float(), size=truth.shape,
                                                     mode="nearest")[0, 0]
@@ -337,7 +337,7 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path):
     if isinstance(sample, dict):  # a rig frame: show its front camera
         sample = sample.get("FV", next(iter(sample.values())))
     seg = cfg.task == "segmentation"
-    item = dataset.tree.load(sample, labels=seg, depth=not seg)
+    item = dataset.frame(sample, labels=seg, depth=not seg)
     cam, image = item["camera"], item["image"]
     faces = config_faces(cfg)
     flat = isinstance(dataset, FlatDataset)
@@ -354,7 +354,7 @@ def _figure(dataset, index: int, pred: torch.Tensor, cfg, path: Path):
     axes = fig.subplots(1, 4)
     names = dataset.class_names
     if seg:
-        truth = dataset.map_labels(item["labels"], sample.labels)
+        truth = item["labels"]
         panels = [(image, "fisheye"), (_overlay(image, colorize(truth)), "ground truth"),
                   (_overlay(image, colorize(fisheye_pred)), "prediction (back-projected)")]
     else:
