@@ -21,7 +21,9 @@ pixel counts, as in bench/learning/study.py). Each run is then evaluated 15 time
 beside other jobs (with roll augmentation; without it the flat models' steps are ≈ 0.1 s faster): seconds per
 step at batch 4: chart_cnn_tiny 0.32, planar_cnn_1x 0.61, gauge_cnn_tiny 0.68, heal_swin_tiny 0.69,
 s2cnn_tiny 0.8-1.1, swin_unet_flat_tiny 1.0; an evaluation ≈ 0.3 s per test image. So a run takes 2.5-5 min
-(200 steps, 2 validations, 15 test evaluations of 16 images) and the 12 runs ≈ 40 min on one core.
+(200 steps, 2 validations, 15 test evaluations of 16 images) and the 12 runs ≈ 40 min on one core. These are
+wall times beside other jobs (the timing runs' CPU time was about a third of their wall time): on a free
+core expect less, and --steps 400 may still fit in 40 minutes.
 --full (a GPU, --device cuda implied): nside 256, a 512 × 1024 flat image, 200 frames of 1280 × 966, 20,000
 steps, 3 seeds: 36 runs; not timed here (no GPU was lent): measure a few steps per model first, as the GPU
 check's research-run part does for bench/learning/study.py (bench/gpu_check.py).
