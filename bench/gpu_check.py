@@ -18,8 +18,9 @@ skipped with its reason, and the rest of the report is still written. The report
    latency, the providers each session really got and where its kernel time went;
 3. RealSHT / InverseRealSHT against healpy on one map and their time per batch at nside 256; SO3Activation
    at the S2CNNs' bandwidths;
-4. a few steps of every arm group of the learning study and the rotated-digits benchmark at their --full
-   settings, through the trainer, with each full run's estimated training time.
+4. a few steps of every arm group of the learning study, the rotated-digits benchmark and the paper's
+   experiment (bench/paper/study.py) at their --full settings, through the trainer, with each full run's
+   estimated training time.
 
 Each part runs in its own process (bench/gpu/parts.py), so a crash or a hung kernel costs that part's item,
 not the report. Random weights throughout (speed does not depend on them; the ONNX parity of a trained model
@@ -95,7 +96,8 @@ def settings(args) -> dict:
         cfg["harmonics"].update(nside=16, batch=4, repeats=3, so3_batch=2)
         cfg["research"].update(steps=2, frames=2, size=[128, 96], workers=1, groups_per_study=1, overrides={
             "learning": ["data.nside=16", "data.flat_size=[32,64]"],
-            "rotated_digits": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"]})
+            "rotated_digits": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"],
+            "paper": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"]})
         cfg["part_limits"] = {p: 240 for p in cfg["part_limits"]}
         cfg["item_limits"] = {p: 240 for p in cfg["item_limits"]}
         cfg["budget"] = args.budget or 900

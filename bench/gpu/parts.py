@@ -130,10 +130,12 @@ TABLES = {
         Col("measured", "arm groups measured"), Col("est_h", "estimated training on one GPU (h)", fmt="ms"))),
 }
 
-STUDIES = {"learning": "bench/learning/study.py", "rotated_digits": "bench/rotated_digits/study.py"}
+STUDIES = {"learning": "bench/learning/study.py", "rotated_digits": "bench/rotated_digits/study.py",
+           "paper": "bench/paper/study.py"}
 STUDY_COMMANDS = {"learning": "heal-swin-study bench/learning/study.py --full --out runs/learning_full",
                   "rotated_digits": "heal-swin-study bench/rotated_digits/study.py --full --device cuda "
-                                    "--out runs/rotated_digits_full"}
+                                    "--out runs/rotated_digits_full",
+                  "paper": "heal-swin-study bench/paper/study.py --full --device cuda --out runs/paper_full"}
 
 
 @dataclass
