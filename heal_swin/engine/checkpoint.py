@@ -7,6 +7,7 @@ temporary file never replaces a good checkpoint.
 Run directory layout:
     config.yaml             the resolved config
     weights/last.safetensors, weights/best.safetensors
+    weights/step-NNNNNN.safetensors   snapshots along training (train.snapshot_every; weights only)
     state/last.pt           optimiser, scheduler, scaler, step, epoch, RNG states, config, best metric
     metrics.jsonl           one JSON object per log line / evaluation
 """
@@ -25,7 +26,8 @@ from ..projection import atomic_write
 
 __all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_text", "save_weights", "load_weights",
            "save_state", "load_state", "rng_state", "set_rng_state", "unwrap", "remove_stale_temporaries",
-           "weights_step", "check_pair", "sync_weights_with_state"]
+           "weights_step", "check_pair", "sync_weights_with_state", "snapshot_name", "is_snapshot_name",
+           "list_snapshots", "remove_snapshots_after"]
 
 
 class CheckpointError(ValueError):
@@ -58,6 +60,40 @@ def save_weights(model: torch.nn.Module, path, metadata: dict | None = None) -> 
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     atomic_write_bytes(path, save(state, metadata=meta))
+
+
+# ----------------------------------------------------------------------------- snapshots along training
+
+_SNAPSHOT = re.compile(r"^step-(?P<step>\d{6,})$")
+
+
+def snapshot_name(step: int) -> str:
+    """The weights name of the snapshot at optimiser step `step`: 'step-000200' (weights/<name>.safetensors)."""
+    return f"step-{int(step):06d}"
+
+
+def is_snapshot_name(name: str) -> bool:
+    """Whether `name` names a snapshot ('step-' and at least six digits), not best / last."""
+    return bool(_SNAPSHOT.match(str(name)))
+
+
+def list_snapshots(run_dir) -> list[str]:
+    """The snapshot names a run directory holds (weights/step-*.safetensors), in step order."""
+    folder = Path(run_dir) / "weights"
+    names = [p.name.removesuffix(".safetensors") for p in folder.glob("step-*.safetensors")] if folder.is_dir() else []
+    return sorted((n for n in names if is_snapshot_name(n)), key=lambda n: int(_SNAPSHOT.match(n)["step"]))
+
+
+def remove_snapshots_after(run_dir, step: int) -> list[Path]:
+    """Remove the snapshots of steps after `step`: a resumed run restarts from `step`, so later snapshots
+    belong to a trajectory the run no longer has (the retrained steps write them again). Returns the paths."""
+    removed = []
+    for name in list_snapshots(run_dir):
+        if int(_SNAPSHOT.match(name)["step"]) > step:
+            path = Path(run_dir) / "weights" / f"{name}.safetensors"
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _weights_fix(path: Path) -> str:

@@ -123,6 +123,8 @@ class TrainConfig:
     amp: str = "none"                     # none | bf16 | fp16 (fp16 on CUDA only)
     eval_every: int = 0                   # optimiser steps between evaluations (0: once per epoch)
     checkpoint_every: int = 0             # optimiser steps between resume states (0: at evaluations)
+    snapshot_every: Optional[int] = 0     # optimiser steps between weight snapshots, weights/step-NNNNNN.safetensors
+                                          # (0 or null: none)
     metric: str = "miou"                  # the metric that picks the best checkpoint
     metric_mode: str = "max"              # max | min
 
@@ -194,6 +196,7 @@ _INTEGERS = {
     "train.accumulate": (1, False, ""),
     "train.eval_every": (0, False, " (0: once per epoch)"),
     "train.checkpoint_every": (0, False, " (0: at every evaluation)"),
+    "train.snapshot_every": (0, True, " (0 or null: no snapshots)"),
     "eval.figures": (0, False, ""),
     "eval.batch_size": (1, True, " (null: data.batch_size)"),
 }
@@ -327,6 +330,9 @@ def _validate_numbers(cfg: DictConfig, fail, source: str) -> None:
         fail("train.betas", "must be (beta1, beta2), each in [0, 1)")
     if t.grad_clip is not None and not (_is_number(t.grad_clip) and t.grad_clip >= 0):
         fail("train.grad_clip", "must be >= 0 (the largest gradient norm; 0 or null: no clipping)")
+    if t.snapshot_every and t.max_steps is not None and t.snapshot_every > t.max_steps:
+        fail("train.snapshot_every", f"must be at most train.max_steps={t.max_steps} (else the run writes no "
+                                     "snapshot); 0 or null: no snapshots")
 
 
 def _validate_digits(cfg: DictConfig, fail, number_list) -> None:
@@ -440,6 +446,7 @@ def save_config(cfg: DictConfig, path) -> None:
 # checkpoints, where it runs and how its data is read. Every other key changes what is computed
 # (data, model, task, loss, augmentation, optimiser, schedule, precision, seed) and is refused.
 RESUME_ALLOWED = ("train.max_steps", "train.epochs", "train.resume", "train.eval_every", "train.checkpoint_every",
+                  "train.snapshot_every",
                   "run.dir", "run.log_every", "run.overwrite", "run.device", "run.threads", "run.retain_memory",
                   "data.root", "data.generate", "data.num_workers", "data.sample_cache",
                   "eval.figures", "eval.batch_size", "data.digits.eval_rotate", "logging.*")

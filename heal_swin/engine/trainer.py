@@ -23,8 +23,8 @@ from ..data import check_dataset
 from ..data.progress import progress_options
 from ..data.synthetic import ensure_synthetic
 from .builders import build_datasets, build_loss, build_model, build_optimizer, model_domain, num_outputs
-from .checkpoint import (atomic_write_text, load_state, remove_stale_temporaries, rng_state, save_state,
-                         save_weights, set_rng_state, sync_weights_with_state, unwrap)
+from .checkpoint import (atomic_write_text, load_state, remove_snapshots_after, remove_stale_temporaries, rng_state,
+                         save_state, save_weights, set_rng_state, snapshot_name, sync_weights_with_state, unwrap)
 from .config import ConfigError, check_resume_config, save_config
 from .evaluation import evaluate_with_config, headline
 from .memory import retain_freed_memory
@@ -319,6 +319,8 @@ def main(cfg: DictConfig) -> dict:
             sync_weights_with_state(run_dir / "weights" / "last.safetensors", saved,
                                     {"model": cfg.model.name, "task": cfg.task})
             _truncate_log(run_dir / "metrics.jsonl", state.step)
+            for path in remove_snapshots_after(run_dir, state.step):
+                print(f"removed {path} (after the resumed step {state.step}; the retrained steps write it again)")
     if dist.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
@@ -354,6 +356,18 @@ def main(cfg: DictConfig) -> dict:
             saved["scaler"] = scaler.state_dict()
         save_state(state_path, saved)
 
+    def snapshot():
+        """weights/step-NNNNNN.safetensors (train.snapshot_every): weights only, written before the step's resume
+        state, so a run killed between the two retrains the step and writes the snapshot again."""
+        if dist.main:
+            save_weights(model, run_dir / "weights" / f"{snapshot_name(state.step)}.safetensors",
+                         {"model": cfg.model.name, "step": state.step, "task": cfg.task})
+
+    every = cfg.train.snapshot_every
+    if resume and every and state.step % every == 0 and dist.main and \
+            not (run_dir / "weights" / f"{snapshot_name(state.step)}.safetensors").is_file():
+        snapshot()                  # snapshots asked for on resume: the restored step's, from its state
+
     last = {"result": None}
 
     def run_eval():
@@ -369,6 +383,8 @@ def main(cfg: DictConfig) -> dict:
         return result
 
     def on_step():
+        if every and state.step % every == 0:
+            snapshot()
         if cfg.train.eval_every and state.step % cfg.train.eval_every == 0:
             checkpoint(run_eval())
         elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:

@@ -41,6 +41,7 @@ one through its equirectangular adapter).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -204,8 +205,17 @@ def _held_out(sources: list, cfgs: list, split: str, run_dirs: list) -> list:
 
 def _weights_of(run_dir: Path, wanted: str = "best") -> str:
     """`wanted` ("best" or "last"), or "last" (said on stderr) where a run has no best weights;
-    EquivarianceError where the run has neither."""
+    EquivarianceError where the run has neither. A snapshot name ("step-000200", `train.snapshot_every`)
+    must exist: EquivarianceError naming the file and the snapshots the run holds."""
+    from ..engine import is_snapshot_name, list_snapshots
+
     folder = run_dir / "weights"
+    if is_snapshot_name(wanted):
+        if (folder / f"{wanted}.safetensors").is_file():
+            return wanted
+        held = list_snapshots(run_dir)
+        raise EquivarianceError(f"{folder / wanted}.safetensors: no such snapshot; the run holds "
+                                f"{', '.join(held) if held else 'none (train it with train.snapshot_every=N)'}")
     if (folder / f"{wanted}.safetensors").is_file():
         return wanted
     if (folder / "last.safetensors").is_file():
@@ -217,7 +227,8 @@ def _weights_of(run_dir: Path, wanted: str = "best") -> str:
 
 def load_runs(run_dirs, split: str, samples: int | None, device="cpu", dtype=torch.float32, weights: str = "best"):
     """(members, source) for one run or an ensemble of runs of the same data and task: every run is a
-    `train.py` run directory (config.yaml + weights/), of any data source. Each member reads the samples
+    `train.py` run directory (config.yaml + weights/), of any data source; `weights`: best, last or a
+    snapshot along training ("step-000200", written by train.snapshot_every). Each member reads the samples
     through its own run's preprocessing; an ensemble is scored on the samples of `split` that no member
     trained on (`_held_out`)."""
     from omegaconf import OmegaConf
@@ -382,13 +393,54 @@ from ..equivariance import relative_error, so3_errors  # noqa: E402,F401  (moved
 # --------------------------------------------------------------------------- the report
 
 
+class _KeptPredictions:
+    """A member that keeps its predictions, keyed by the input's bytes: `ensemble_errors` scores the first K
+    members for every K on the same inputs, so each member predicts each input once."""
+
+    def __init__(self, member: Member):
+        self.member, self.run_dir, self.model, self.kept = member, member.run_dir, member.model, {}
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), str(x.dtype), hashlib.sha1(x.detach().cpu().numpy().tobytes()).digest())
+        if key not in self.kept:
+            self.kept[key] = self.member.predict(x)
+        return self.kept[key]
+
+
+class _KeptSamples:
+    """A source that draws each sample (upright and turned) once: every K is scored on the same ones."""
+
+    def __init__(self, source):
+        self.source, self.kept = source, {}
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def __len__(self):
+        return len(self.source)
+
+    def _get(self, key, read):
+        if key not in self.kept:
+            self.kept[key] = read()
+        return self.kept[key]
+
+    def upright(self, i):
+        return self._get(("upright", i), lambda: self.source.upright(i))
+
+    def rotated(self, i, rotation):
+        return self._get(("rotated", i, np.asarray(rotation).tobytes()), lambda: self.source.rotated(i, rotation))
+
+
 def ensemble_errors(run_dirs, split: str = "test", samples: int | None = 50, rotations: int = 4, seed: int = 11,
-                    device="cpu") -> list[dict]:
+                    device="cpu", weights: str = "best") -> list[dict]:
     """Emergent equivariance of an ensemble (Gerken & Kessel 2024): for K = 1 … len(run_dirs), the
     equivariance error 1 − mIoU(f(R·x), R·f(x)) of member K alone and of the mean of the first K members,
     over `rotations` random rotations of SO(3) (turned samples drawn turned), their task mIoU on the turned
-    samples, and the floor (the same measure on the labels). Segmentation runs of one data source."""
-    members, source = load_runs(run_dirs, split, samples, device)
+    samples, and the floor (the same measure on the labels). Segmentation runs of one data source; `weights`:
+    best, last or a snapshot along training ("step-000200"). Each member predicts each sample once (kept for
+    every K: memory ≈ members × samples × (1 + rotations) probability maps)."""
+    members, source = load_runs(run_dirs, split, samples, device, weights=weights)
+    members, source = [_KeptPredictions(m) for m in members], _KeptSamples(source)
     rots = [r for r in rotations_for(source, "so3", rotations, seed) if r[1] == "so3"]
 
     def error(ms):
@@ -515,8 +567,11 @@ def report(run_dirs, split: str = "val", rotations: int = 8, kind: str = "auto",
     if samples is not None and (isinstance(samples, bool) or samples < 1):
         raise EquivarianceError(f"--samples {samples} must be >= 1 (or left out: the whole split)")
     dtype = torch.float64 if double else torch.float32
-    if weights not in ("best", "last"):
-        raise EquivarianceError(f"--weights {weights!r} must be best or last")
+    from ..engine import is_snapshot_name
+
+    if weights not in ("best", "last") and not is_snapshot_name(weights):
+        raise EquivarianceError(f"--weights {weights!r} must be best, last or a snapshot along training, "
+                                "step-NNNNNN (train.snapshot_every)")
     members, source = load_runs(run_dirs, split, samples, device, dtype, weights)
     kind = source.default_kind if kind == "auto" else kind
     rots = rotations_for(source, kind, rotations, seed)
@@ -546,8 +601,9 @@ def main(argv=None) -> int:
     p.add_argument("--double", action="store_true", help="run the models in float64 (separates the model's "
                    "symmetry from float32 rounding)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random SO(3) rotations")
-    p.add_argument("--weights", default="best", choices=["best", "last"],
-                   help="which weights of each run (best falls back to last, saying so, where a run has none)")
+    p.add_argument("--weights", default="best",
+                   help="which weights of each run: best (falls back to last, saying so, where a run has none), "
+                        "last, or a snapshot along training, e.g. step-000200 (train.snapshot_every)")
     args = p.parse_args(argv)
     try:
         result = report(args.runs, args.split, args.rotations, args.kind, args.samples, args.out, args.device,
