@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -70,23 +73,40 @@ def bench_layers(bandwidths, channels: int, batch: int, repeats: int):
             print(json.dumps(row), flush=True)
 
 
+def _median_cpu_ms(fn, repeats: int, warmup: int = 2) -> float:
+    """Median CPU time of the calling thread per `fn()` call, ms: on a machine whose cores other jobs share,
+    the time the thread waited for a core is left out (not the slowdown of shared caches and memory)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t)
+    return 1e3 * statistics.median(times)
+
+
 def bench_rates(maps: int, repeats: int):
     """The machine's matmul rate (fp32, a 1024^3 product and one of the ring stage's shapes) and, in the same
     run, the GFLOP/s of the SO(3) activation (synthesis, GroupNorm, ReLU, analysis; forward, no grad) at the
-    s2cnn_digits grids and of the SHT pair, `maps` maps per call (FLOPs by torch.utils.flop_counter)."""
-
-    def rate(fn, flops):
-        ms = median_ms(fn, repeats, warmup=2)
-        return round(flops / ms / 1e6, 1), round(ms, 3)
+    s2cnn_digits grids and of the SHT pair, `maps` maps per call (FLOPs by torch.utils.flop_counter). Each
+    case by the wall clock (`ms`, `gflop_s`, `of_gemm`) and by the thread's CPU time (`cpu_ms`,
+    `cpu_of_gemm`: the matmul's rate by the same clock), the latter for machines where other jobs share the
+    cores (`os.getloadavg()` is printed first)."""
 
     def row(name, fn, flops=None):
         flops = _flops(fn) if flops is None else flops
-        gflops, ms = rate(fn, flops)
-        out = dict(case=name, threads=torch.get_num_threads(), mflop=round(flops / 1e6, 1), ms=ms, gflop_s=gflops)
+        ms, cpu_ms = median_ms(fn, repeats, warmup=2), _median_cpu_ms(fn, repeats)
+        gflops, cpu_gflops = flops / ms / 1e6, flops / cpu_ms / 1e6
+        out = dict(case=name, threads=torch.get_num_threads(), mflop=round(flops / 1e6, 1), ms=round(ms, 3),
+                   gflop_s=round(gflops, 1), cpu_ms=round(cpu_ms, 3))
         if gemm:
-            out["of_gemm"] = f"{100 * gflops / gemm[0]:.0f} %"
+            out["of_gemm"] = f"{100 * gflops / gemm[0][0]:.0f} %"
+            out["cpu_of_gemm"] = f"{100 * cpu_gflops / gemm[0][1]:.0f} %"
         print(json.dumps(out), flush=True)
-        return gflops
+        return gflops, cpu_gflops
+
+    print(json.dumps(dict(loadavg=[round(x, 2) for x in os.getloadavg()], cpus=os.cpu_count())), flush=True)
 
     gemm = []
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
@@ -107,6 +127,7 @@ def bench_rates(maps: int, repeats: int):
             alm = sht(x)
             row(f"RealSHT nside={nside} lmax={lmax}, {maps} maps", lambda: sht(x))
             row(f"InverseRealSHT nside={nside} lmax={lmax}, {maps} maps", lambda: isht(alm))
+    print(json.dumps(dict(loadavg=[round(x, 2) for x in os.getloadavg()])), flush=True)
 
 
 def bench_flops(nsides):
