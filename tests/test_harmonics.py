@@ -445,6 +445,38 @@ def test_memory_estimate_matches_the_measured_construction_peak():
     assert measured > 2.5 * tables                     # what table_bytes alone would have promised
 
 
+def test_planned_calls_follow_the_scratch_buffers_and_the_tables():
+    """Without gradients the SHT pair replays a plan (its out= operations bound to views of the scratch
+    buffers, built once per direction, batch size, dtype and device): bit for bit the differentiable path's
+    values on repeated calls, after another transform grows the shared slots (the plans are dropped and
+    rebuilt), after the buffers are released, at another batch size and after a dtype change."""
+    from heal_swin.harmonics import _scratch
+
+    torch.manual_seed(1)
+    sht, isht = harmonics.RealSHT(8, 12), harmonics.InverseRealSHT(8, 12)
+    big = harmonics.InverseRealSHT(16, 30)
+    x, a = torch.randn(5, sht.n_pix), torch.randn(5, isht.n_alm, 2)
+
+    def check(x, a):
+        want = [sht(x).detach(), isht(a).detach()]                  # with gradients: neither scratch nor plans
+        with torch.no_grad():
+            for _ in range(2):
+                assert torch.equal(sht(x), want[0]) and torch.equal(isht(a), want[1])
+
+    harmonics.release_scratch()
+    check(x, a)
+    assert len(_scratch._SCRATCH.plans) == 2
+    with torch.no_grad():
+        big(torch.randn(40, big.n_alm, 2))                          # grows slots the pair's plans view
+    assert all(key[0] == id(big) for key in _scratch._SCRATCH.plans)
+    check(x, a)
+    check(x[:2], a[:2])
+    harmonics.release_scratch()
+    assert not _scratch._SCRATCH.plans and not _scratch._SCRATCH.bufs
+    sht.double(), isht.double()
+    check(x.double(), a.double())
+
+
 def test_inference_scratch_path_equals_the_differentiable_path(monkeypatch):
     """Without gradients the transforms write their intermediates into reused scratch buffers (out= variants):
     bit for bit the values of the differentiable path, also when some slots exceed the scratch limit (fresh

@@ -23,6 +23,7 @@ class _Scratch(threading.local):
 
     def __init__(self):
         self.bufs = {}
+        self.plans = {}               # transforms' prepared calls viewing these buffers (`_sht._Transform._plan`)
 
     limit = 32 * 2 ** 20          # bytes per slot: larger intermediates are fresh tensors (get returns None)
 
@@ -33,11 +34,13 @@ class _Scratch(threading.local):
         key = (slot, like.dtype, like.device)
         buf = self.bufs.get(key)
         if buf is None or buf.numel() < n:
+            self.plans.clear()                                         # they view the old block
             self.bufs[key] = buf = None                                # free the old block before growing
             buf = self.bufs[key] = torch.empty(n, dtype=like.dtype, device=like.device)
         return buf[:n].view(shape)
 
     def release(self):
+        self.plans.clear()
         self.bufs.clear()
 
 
