@@ -477,6 +477,23 @@ def test_planned_calls_follow_the_scratch_buffers_and_the_tables():
     check(x.double(), a.double())
 
 
+def test_planned_activation_reads_its_parameters_each_call():
+    """SO3Activation without gradients replays a plan too: bit for bit the differentiable path, also after its
+    GroupNorm parameters change (read each call, not bound into the plan) and after a slot grows."""
+    from heal_swin.models.s2cnn import SO3Activation
+
+    torch.manual_seed(2)
+    act, g = SO3Activation(8, 6).eval(), torch.randn(2, 8, 6, 6, 11, 2)
+    for step in range(3):
+        want = act(g).detach()
+        with torch.no_grad():
+            assert torch.equal(act(g), want) and torch.equal(act(g), want)
+            act.norm.weight.mul_(-1.5).add_(0.25)
+            act.norm.bias.add_(0.5)
+            if step == 1:
+                harmonics.InverseRealSHT(16, 30)(torch.randn(64, harmonics.alm_size(30), 2))
+
+
 def test_inference_scratch_path_equals_the_differentiable_path(monkeypatch):
     """Without gradients the transforms write their intermediates into reused scratch buffers (out= variants):
     bit for bit the values of the differentiable path, also when some slots exceed the scratch limit (fresh

@@ -23,7 +23,7 @@ Functions on SO(3) (the S2CNN's feature maps) have spectra G^l_{mn} (m >= 0, pad
 and live on a HEALPix x uniform-gamma grid: see `_so3`'s docstring for the layout and conventions.
 """
 
-from ._scratch import release_scratch
+from ._scratch import cached_plan, release_scratch
 from ._sht import InverseRealSHT, RealSHT, TableModule, available_memory, memory_estimate, table_bytes
 from ._so3 import (SO3Analysis, SO3Synthesis, check_bandwidth, so3_grid, so3_grid_nside, so3_grid_shape, so3_spectrum_mask,
                    so3_spectrum_shape, so3_table_mib, rotate_so3)
@@ -31,6 +31,6 @@ from ._tables import alm_index, alm_size, legendre
 from ._wigner import rotate_alm, wigner_d
 
 __all__ = ["InverseRealSHT", "RealSHT", "SO3Analysis", "SO3Synthesis", "TableModule", "alm_index", "alm_size",
-           "available_memory", "memory_estimate", "release_scratch",
+           "available_memory", "cached_plan", "memory_estimate", "release_scratch",
            "check_bandwidth", "legendre", "rotate_alm", "rotate_so3", "so3_grid", "so3_grid_nside", "so3_grid_shape", "so3_spectrum_mask",
            "so3_spectrum_shape", "so3_table_mib", "table_bytes", "wigner_d"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 
 import torch
 
-__all__ = ["scratch_wanted", "release_scratch"]
+__all__ = ["scratch_wanted", "release_scratch", "cached_plan"]
 
 
 class _Scratch(threading.local):
@@ -52,6 +53,33 @@ def scratch_wanted(x: torch.Tensor) -> bool:
     exporting (the graph must not see the buffers), on the CPU (CUDA's caching allocator already reuses)."""
     return (not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and x.device.type == "cpu")
+
+
+class NoScratch(Exception):
+    """Raised while a plan is built when an intermediate gets no scratch block (above the limit): that call
+    runs unplanned (`cached_plan` returns None)."""
+
+
+def cached_plan(owner, key: tuple, build):
+    """A plan of `owner` (a transform's call without gradients: its out= operations bound to views of this
+    thread's scratch buffers) for `key`, built by `build()` when there is none (None: the call cannot be
+    planned, e.g. an intermediate above the scratch limit). Plans are kept beside the buffers they view and
+    dropped when a slot grows or the buffers are released; `key` should name what the views depend on (batch,
+    dtype, device, the owner's table version). Built twice on a miss: a slot grown while building drops the
+    plans, and the second build finds every slot at its size."""
+    full = (id(owner),) + tuple(key)
+    entry = _SCRATCH.plans.get(full)
+    if entry is not None and entry[0]() is owner:
+        return entry[1]
+    for _ in range(2):
+        try:
+            plan = build()
+        except NoScratch:
+            plan = None
+        if plan is None:
+            return None
+    _SCRATCH.plans[full] = (weakref.ref(owner), plan)
+    return plan
 
 
 def release_scratch():

@@ -6,14 +6,13 @@ import functools
 import math
 import os
 import warnings
-import weakref
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import grid
-from ._scratch import _SCRATCH, scratch_wanted
+from ._scratch import _SCRATCH, cached_plan, scratch_wanted
 from ._tables import (alm_size, fourier_synthesis_tables, fourier_tables, legendre_tables, pixel_tables,
                       ring_rows, _check_lmax)
 
@@ -62,7 +61,9 @@ class TableModule(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         # Rebuild the converted tables from the float64 originals: float32 -> float64 would keep the float32
-        # rounding, and a plain cast would keep subnormal values (see _tensor).
+        # rounding, and a plain cast would keep subnormal values (see _tensor). The version names the tables
+        # in the keys of plans (`cached_plan`).
+        self._table_version = getattr(self, "_table_version", 0) + 1
         out = super()._apply(fn, *args, **kwargs)
         for name, source in self._sources.items():
             t = getattr(self, name)
@@ -231,26 +232,11 @@ class _Transform(TableModule):
     # products, the rest views (0.22 ms a call at one map). Without gradients a call runs a plan instead: the
     # out= operations of the scratch path with their views built once per (direction, batch, dtype, device)
     # and bound to their arguments; the same operations on the same views, so the same values bit for bit.
-    # Plans live beside the scratch buffers they view (`_Scratch.plans`), dropped when a slot grows or the
-    # buffers are released; a module's plans, when its tables are converted (`_apply`).
-    def _apply(self, fn, *args, **kwargs):
-        out = super()._apply(fn, *args, **kwargs)
-        self._table_version = getattr(self, "_table_version", 0) + 1
-        return out
-
+    # Plans live beside the scratch buffers they view (`cached_plan`), keyed by the tables' version too.
     def _plan(self, kind: str, x):
-        key = (id(self), kind, x.shape[0], x.dtype, x.device)
-        version = getattr(self, "_table_version", 0)
-        entry = _SCRATCH.plans.get(key)
-        if entry is not None and entry[0]() is self and entry[1] == version:
-            return entry[2]
         build = {"analysis": self._build_analysis, "synthesis": self._build_synthesis}[kind]
-        for _ in range(2):         # a slot grown while building drops the plans: the second build finds them sized
-            plan = build(x)
-            if plan is None:       # an intermediate above the scratch limit: the unplanned path
-                return None
-        _SCRATCH.plans[key] = (weakref.ref(self), version, plan)
-        return plan
+        key = (kind, x.shape[0], x.dtype, x.device, getattr(self, "_table_version", 0))
+        return cached_plan(self, key, lambda: build(x))
 
     def _build_analysis(self, x):
         views = []

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import grid
-from ._scratch import _SCRATCH
+from ._scratch import _SCRATCH, NoScratch
 from ._sht import TableModule
 from ._tables import weights_m
 from ._wigner import _wigner_d
@@ -176,8 +176,18 @@ def _out(scratch: bool, slot: int, shape, like: torch.Tensor):
     return _SCRATCH.get(slot, tuple(shape), like) if scratch else None
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor, out=None) -> torch.Tensor:
+def _bmm(a: torch.Tensor, b: torch.Tensor, out=None, run=None) -> torch.Tensor:
+    """a @ b (batched), into `out` when given; `run`: record the call instead (planning, `out` required)."""
+    if run is not None:
+        if out is None:
+            raise NoScratch
+        run(torch.bmm, a, b, out=out)
+        return out
     return torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out)
+
+
+def _call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
 
 
 def _dense_grad(t: torch.Tensor) -> torch.Tensor:
@@ -188,29 +198,33 @@ def _dense_grad(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _per_m(table: torch.Tensor, x: torch.Tensor, out=None) -> torch.Tensor:
+def _per_m(table: torch.Tensor, x: torch.Tensor, out=None, run=None) -> torch.Tensor:
     """table (P, Q) @ x (M, Q, S) -> (M, P, S) as one batched matmul over the table expanded (no copy):
     torch.matmul folds a 2-D @ 3-D product into one (M S, Q) @ (Q, P) product through transposed views, whose
     backward copies x's gradient matrix by matrix."""
-    return _bmm(table.expand(x.shape[0], *table.shape), x, out)
+    return _bmm(table.expand(x.shape[0], *table.shape), x, out, run)
 
 
-def _ring_major(f: torch.Tensor, out=None) -> torch.Tensor:
+def _ring_major(f: torch.Tensor, out=None, run=None) -> torch.Tensor:
     """(M, K, 2, R, B) -> (R, 2 M, K B): the γ DFT's output (m outermost) as the ring DFT reads it (rings
     outermost). The maps stay innermost on both sides, so the one permuted copy moves runs of B contiguous
     values (a copy that put m innermost read one value per cache line: 2.5-3x slower at the digits' sizes)."""
     m, k, _, r, nb = f.shape
+    if run is not None and out is None:
+        raise NoScratch
     if out is not None:
-        out.view(r, 2, m, k, nb).copy_(f.permute(3, 2, 0, 1, 4))
+        (run or _call)(torch.Tensor.copy_, out.view(r, 2, m, k, nb), f.permute(3, 2, 0, 1, 4))
         return out
     return f.permute(3, 2, 0, 1, 4).reshape(r, 2 * m, k * nb)
 
 
-def _m_major(x: torch.Tensor, m: int, out=None) -> torch.Tensor:
+def _m_major(x: torch.Tensor, m: int, out=None, run=None) -> torch.Tensor:
     """(R, 2 M, K, B) -> (M, 2 K, R B), the inverse move of `_ring_major` (maps innermost on both sides)."""
     r, _, k, nb = x.shape
+    if run is not None and out is None:
+        raise NoScratch
     if out is not None:
-        out.view(m, k, 2, r, nb).copy_(x.reshape(r, 2, m, k, nb).permute(2, 3, 1, 0, 4))
+        (run or _call)(torch.Tensor.copy_, out.view(m, k, 2, r, nb), x.reshape(r, 2, m, k, nb).permute(2, 3, 1, 0, 4))
         return out
     return x.reshape(r, 2, m, k, nb).permute(2, 3, 1, 0, 4).reshape(m, 2 * k, r * nb)
 
@@ -270,10 +284,12 @@ class SO3Synthesis(_SO3Transform):
                              f"got {tuple(g.shape)}")
         return g.shape[:-4]
 
-    def rings(self, g: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+    def rings(self, g: torch.Tensor, scratch: bool = False, run=None) -> torch.Tensor:
         """g (B, b, b, 2b - 1, 2) -> values on the padded rings (R, L, K, B), zero on the padding. `scratch`
         (no gradients): the intermediates and the result in the per-thread scratch buffers (`_Scratch`,
-        slots 0 and 1; the result is overwritten by the next such call in this thread)."""
+        slots 0 and 1; the result is overwritten by the next such call in this thread). `run` (with `scratch`):
+        record the scratch path's operations instead of running them (a plan, `harmonics.cached_plan`), and
+        return (t, v): t (b b (2b - 1) 2, B), the scratch view each call copies its transposed spectrum into."""
         self._check(g)
         b, n, nb, r, k = self.b, 2 * self.b - 1, g.shape[0], self.n_rings, self.n_gamma
         # H_r(m, n) = sum_l d^l_{mn}(beta_r) G^l_{mn}: one matmul per (m, n, re/im) over l
@@ -282,17 +298,23 @@ class SO3Synthesis(_SO3Transform):
         # B values (the single 5-D permuted copy read one value per cache line: 2x slower at b = 16)
         t, x = _out(scratch, 0, (b * b * n * 2, nb), g), _out(scratch, 1, (b * n * 2, b, nb), g)
         if t is not None and x is not None:
-            t.copy_(g.reshape(nb, -1).t())
-            x.view(b, n, 2, b, nb).copy_(t.view(b, b, n, 2, nb).permute(1, 2, 3, 0, 4))
+            if run is None:                  # planning (`run`): the caller copies each call's spectrum into t
+                t.copy_(g.reshape(nb, -1).t())
+            (run or _call)(torch.Tensor.copy_, x.view(b, n, 2, b, nb), t.view(b, b, n, 2, nb).permute(1, 2, 3, 0, 4))
+        elif run is not None:
+            raise NoScratch
         else:
             x = g.reshape(nb, -1).t().contiguous().view(b, b, n, 2, nb)
             x = x.permute(1, 2, 3, 0, 4).reshape(b * n * 2, b, nb)
-        h = _bmm(self._t("wigner", g), x, _out(scratch, 0, (b * n * 2, r, nb), g))         # (M N 2, R, B)
+        h = _bmm(self._t("wigner", g), x, _out(scratch, 0, (b * n * 2, r, nb), g), run)    # (M N 2, R, B)
         # F_r(m, gamma_k) = sum_n H_r(m, n) e^{i n gamma_k}: per m, (2K, 2N) @ (2N, R B)
-        f = _per_m(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb), _out(scratch, 1, (b, 2 * k, r * nb), g))
+        f = _per_m(self._t("gamma_dft", g), h.reshape(b, 2 * n, r * nb), _out(scratch, 1, (b, 2 * k, r * nb), g),
+                   run)
         # f(alpha_j, beta_r, gamma_k) = sum_m w_m Re(e^{i m alpha_j} F_r(m, gamma_k)): per ring (L, 2M) @ (2M, K B)
-        f = _ring_major(f.reshape(b, k, 2, r, nb), _out(scratch, 0, (r, 2 * b, k * nb), g))       # (R, 2M, K B)
-        v = _bmm(self._t("ring_dft", g), f, _out(scratch, 1, (r, self.ring_width, k * nb), g))
+        f = _ring_major(f.reshape(b, k, 2, r, nb), _out(scratch, 0, (r, 2 * b, k * nb), g), run)  # (R, 2M, K B)
+        v = _bmm(self._t("ring_dft", g), f, _out(scratch, 1, (r, self.ring_width, k * nb), g), run)
+        if run is not None:
+            return t, v.reshape(r, self.ring_width, k, nb)       # planning: also where each call's input goes
         return v.reshape(r, self.ring_width, k, nb)
 
 
@@ -316,7 +338,7 @@ class SO3Analysis(_SO3Transform):
         g = self.spectrum(v)
         return g.reshape(*lead, *g.shape[1:])
 
-    def spectrum(self, v: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+    def spectrum(self, v: torch.Tensor, scratch: bool = False, run=None) -> torch.Tensor:
         """Values on the padded rings (R, L, K, B) (the padding is ignored) -> spectra (B, b, b, 2b - 1, 2).
         `scratch` (no gradients): the intermediates in the per-thread scratch buffers (`_Scratch`, slot 0,
         then slot 1, which may hold v: v is read before it is overwritten)."""
@@ -326,12 +348,21 @@ class SO3Analysis(_SO3Transform):
         nb = v.shape[3]
         # F_r(m, gamma_k) = sum_j f e^{-i m alpha_j}: per ring (2M, L) @ (L, K B)
         x = _bmm(self._t("ring_dft", v), v.reshape(r, self.ring_width, k * nb),
-                 _out(scratch, 0, (r, 2 * b, k * nb), v))                                            # (R, 2M, K B)
+                 _out(scratch, 0, (r, 2 * b, k * nb), v), run)                                            # (R, 2M, K B)
         # X_r(m, n) = sum_k F e^{-i n gamma_k}: per m, (2N, 2K) @ (2K, R B)
-        x = _m_major(x.reshape(r, 2 * b, k, nb), b, _out(scratch, 1, (b, 2 * k, r * nb), v))
-        x = _per_m(self._t("gamma_dft", v), x, _out(scratch, 0, (b, 2 * n, r * nb), v))        # (M, 2N, R B)
+        x = _m_major(x.reshape(r, 2 * b, k, nb), b, _out(scratch, 1, (b, 2 * k, r * nb), v), run)
+        x = _per_m(self._t("gamma_dft", v), x, _out(scratch, 0, (b, 2 * n, r * nb), v), run)   # (M, 2N, R B)
+        if run is not None:
+            return x              # planning: the caller runs the last stage (its result is returned: fresh)
+        return self.spectrum_last(x)
+
+    def spectrum_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage of `spectrum`, from the γ DFT's output (M, 2N, R B) (what `spectrum` returns when it
+        records a plan) to the spectra (B, b, b, 2b - 1, 2)."""
+        b, n, r = self.b, 2 * self.b - 1, self.n_rings
+        nb = x.shape[2] // r
         # G^l_{mn} = w_l sum_r d^l_{mn}(beta_r) X_r(m, n): per (m, n, re/im), (L_deg, R) @ (R, B) (w_l in the table)
-        g = _dense_grad(torch.bmm(self._t("wigner", v), x.reshape(b * n * 2, r, nb)))   # (M N 2, L_deg, B)
+        g = _dense_grad(torch.bmm(self._t("wigner", x), x.reshape(b * n * 2, r, nb)))   # (M N 2, L_deg, B)
         return g.reshape(b, n, 2, b, nb).permute(4, 3, 0, 1, 2)
 
 
