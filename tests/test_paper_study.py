@@ -35,9 +35,10 @@ def test_the_study_declares_the_papers_arms():
     assert chart == {(0.0, 400), (0.25, 400), (0.5, 400), (1.0, 400), (1.0, 100), (1.0, 1600)}
     assert {a.model for a in seg if a.tags["role"] == "ladder"} == {"chart_cnn_tiny", "planar_cnn_1x"}
     assert {a.seed for a in seg} == {0, 1, 2}
-    # seeds outermost: every arm of seed 0 comes before any of seed 1
-    seeds = [a.seed for a in arms]
+    # seeds outermost, the budget checks last: every arm of seed 0 comes before any of seed 1
+    seeds = [a.seed for a in arms if not a.tags["converge"]]
     assert seeds == sorted(seeds)
+    assert all(a.tags["converge"] for a in arms[len(seeds):])
     # the twice-as-long budget checks: seed 0 only, each family's best arm at the reference size
     long = [a for a in arms if a.tags["converge"]]
     assert {a.seed for a in long} == {0} and all(a.tags["spheres"] == 400 for a in long)

@@ -20,8 +20,8 @@ Arms, per task:
 - --converge (default on): each family's best arm at the reference size run once more for twice the steps
   (seed 0): the check that the budget is where its learning curve has flattened.
 Every family trains on its own recipe: the keys in which configs/digits_<family>.yaml differs from the gauge
-CNN's (e.g. the learning rate), on a common budget per task (--steps, else STEPS). Seeds run outermost, so a
-study cut short reports every arm at fewer seeds rather than some arms at none.
+CNN's (e.g. the learning rate), on a common budget per task (--steps, else STEPS). Seeds run outermost and the
+budget checks last, so a study cut short reports every arm at fewer seeds rather than some arms at none.
 
 The report adds to the common one (results.md, curves.png: learning curves on the validation spheres):
 `paper.md` (each point: ours, mIoU over the classes present, and the paper's, mIoU over the ten digit classes
@@ -133,19 +133,18 @@ def make(options) -> Study:
             (role == "equivariant") or (role == "control" and a == 1.0))]
     base_task = {"segmentation": [], "classification": recipe("configs/digits_classification.yaml")}
     arms = []
-    for seed in range(options.seeds or 3):
-        for task in tasks:
-            for model, role, aug, size, factor in plan:
-                if factor > 1 and seed > 0:
-                    continue
-                steps = (options.steps or STEPS[task]) * scale * factor
-                size_here = size * scale
-                budget = [f"train.max_steps={steps}", f"train.eval_every={max(1, steps // options.evals)}"]
-                tags = {"role": role, "augment": aug, "spheres": size_here, "steps": steps, "converge": factor > 1}
-                label = f"{model} ({'2x steps' if factor > 1 else 'upright' if role == 'equivariant' else role})"
-                arms.append(Arm(model, task, [*base_task[task], *recipe(family_config(model)),
-                                              f"data.digits.rotate={aug:g}", f"data.digits.train={size_here}",
-                                              *budget], seed, label=label, tags=tags, evaluations=EVALUATIONS))
+    # seeds outermost, the budget checks last: a study cut short has every arm at fewer seeds
+    order = [(seed, task, p) for seed in range(options.seeds or 3) for task in tasks for p in plan if p[4] == 1]
+    order += [(0, task, p) for task in tasks for p in plan if p[4] > 1]
+    for seed, task, (model, role, aug, size, factor) in order:
+        steps = (options.steps or STEPS[task]) * scale * factor
+        size_here = size * scale
+        budget = [f"train.max_steps={steps}", f"train.eval_every={max(1, steps // options.evals)}"]
+        tags = {"role": role, "augment": aug, "spheres": size_here, "steps": steps, "converge": factor > 1}
+        label = f"{model} ({'2x steps' if factor > 1 else 'upright' if role == 'equivariant' else role})"
+        arms.append(Arm(model, task, [*base_task[task], *recipe(family_config(model)),
+                                      f"data.digits.rotate={aug:g}", f"data.digits.train={size_here}",
+                                      *budget], seed, label=label, tags=tags, evaluations=EVALUATIONS))
     overrides = ["data.nside=32"] if options.full else []
     return Study("paper", BASE, arms, overrides=overrides, report=report)
 
