@@ -71,3 +71,24 @@ def test_onnx_file_is_about_its_weights_and_matches_onnxruntime(tmp_path):
     with torch.no_grad():
         ref = model(inputs[0]).numpy()  # the trained model itself, not only its export form
     np.testing.assert_allclose(session.run(None, {"input": inputs[0].numpy()})[0], ref, atol=1e-4, rtol=0)
+
+
+def test_pre_norm_option_keeps_the_parameters_and_moves_the_norms():
+    """post_norm=False (issue #28, item 4): the same parameter names and shapes, so one state_dict loads in
+    both; each block computes x + A(LN(x)), x + M(LN(x)) (checked against the block's own parts); the
+    export form still gives the same outputs."""
+    torch.manual_seed(0)
+    post = models.create_model("swin_unet_flat_tiny", img_size=(16, 32), window_size=4, in_chans=1).eval()
+    pre = models.create_model("swin_unet_flat_tiny", img_size=(16, 32), window_size=4, in_chans=1,
+                              post_norm=False).eval()
+    assert {k: v.shape for k, v in post.state_dict().items()} == {k: v.shape for k, v in pre.state_dict().items()}
+    pre.load_state_dict(post.state_dict())
+    x = torch.randn(2, 1, 16, 32)
+    with torch.no_grad():
+        assert not torch.allclose(pre(x), post(x))
+        block = pre.layers[0].blocks[1]                      # a shifted block
+        t = torch.randn(2, 8, 16, 32)
+        mid = t + block._attn(block.norm1(t))
+        want = mid + block.mlp(block.norm2(mid.reshape(2, -1, 32))).reshape(2, 8, 16, 32)
+        torch.testing.assert_close(block(t), want)
+        assert torch.equal(pre(x), pre.for_export()(x))

@@ -20,6 +20,7 @@ Read top-down: inference attention → stage → decoder → model → registere
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Sequence
 
@@ -122,25 +123,43 @@ class InferenceWindowAttention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
 
+@functools.cache
+def _pre_norm_block():
+    """timm's Swin V2 block run pre-norm, x + A(LN(x)), x + M(LN(x)), instead of its post-norm
+    x + LN(A(x)), x + LN(M(x)); the same parameters, and still a `SwinTransformerV2Block` (export)."""
+    from timm.models.swin_transformer_v2 import SwinTransformerV2Block
+
+    class PreNormSwinV2Block(SwinTransformerV2Block):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            B, H, W, C = x.shape
+            x = x + self.drop_path1(self._attn(self.norm1(x)))
+            x = x.reshape(B, -1, C)
+            x = x + self.drop_path2(self.mlp(self.norm2(x)))
+            return x.reshape(B, H, W, C)
+
+    return PreNormSwinV2Block
+
+
 class FlatStage(UNetStage):
     """Optional skip fusion (Linear(2C → C)), `depth` Swin V2 blocks (odd ones shifted by half a
-    window), then optional merging or expansion. x: (B, H, W, C)."""
+    window; post-norm as timm's, or pre-norm with post_norm=False), then optional merging or
+    expansion. x: (B, H, W, C)."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, resolution: tuple[int, int], window_size: int, *,
                  drop_path: Sequence[float], fuse: bool = False, downsample: bool = False,
                  upsample: bool = False, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
-                 attn_drop: float = 0.0):
+                 attn_drop: float = 0.0, post_norm: bool = True):
         # timm is imported here, not at module level: HEAL-SWIN models do not need it
         from timm.models.swin_transformer_v2 import PatchMerging, SwinTransformerV2Block
 
         super().__init__()
         self.resolution, self.window_size = resolution, window_size
         self.fuse = nn.Linear(2 * dim, dim) if fuse else None
+        block = SwinTransformerV2Block if post_norm else _pre_norm_block()
         self.blocks = CheckpointList([
-            SwinTransformerV2Block(dim, resolution, num_heads, window_size=window_size,
-                                   shift_size=0 if i % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio,
-                                   qkv_bias=qkv_bias, proj_drop=drop, attn_drop=attn_drop,
-                                   drop_path=drop_path[i])
+            block(dim, resolution, num_heads, window_size=window_size,
+                  shift_size=0 if i % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio,
+                  qkv_bias=qkv_bias, proj_drop=drop, attn_drop=attn_drop, drop_path=drop_path[i])
             for i in range(depth)])
         self.downsample = PatchMerging(dim, 2 * dim) if downsample else None
         self.upsample = FlatPatchExpand(dim, scale=2, dim_scale=2) if upsample else None
@@ -155,6 +174,8 @@ class SwinUNetFlat(FlatBackbone):
     x: (B, in_chans, H, W) with (H, W) = img_size; returns (B, num_classes, H, W) for
     segmentation, (B, 1, H, W) (or 2 channels with log-variance) for depth. Stage i works at
     img_size / (patch_size·2^i), which must be divisible by the window (or fit inside one).
+    `post_norm=False` runs the blocks pre-norm (x + A(LN(x))): the same parameters; on the rotated digits
+    it learns where timm's post-norm stalls (bench/README.md, issue #28 item 4).
     Backbone surface (see `heal_swin.models`; `FlatBackbone` owns the shared part): stage maps
     (B, C_i, H_i, W_i); channels-last (B, H, W, C) inside, the surface's permutes are views.
     """
@@ -164,7 +185,7 @@ class SwinUNetFlat(FlatBackbone):
                  window_size: int = 8, embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2),
                  num_heads: Sequence[int] = (3, 6, 12, 24), mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 head_bias: bool = False, grad_checkpointing: bool = False):
+                 head_bias: bool = False, grad_checkpointing: bool = False, post_norm: bool = True):
         super().__init__(img_size, in_chans, num_classes, task=task, log_variance=log_variance)
         self.patch_size, self.window_size = int(patch_size), int(window_size)
         num_heads, depths = self.check_stage_lists(num_heads, depths, name="num_heads", unit="head")
@@ -189,7 +210,8 @@ class SwinUNetFlat(FlatBackbone):
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         drop_paths = [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(L)]
-        kw = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate)
+        kw = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                  post_norm=post_norm)
         self.layers = nn.ModuleList([
             FlatStage(dims[i], depths[i], num_heads[i], res[i], window_size, drop_path=drop_paths[i],
                       downsample=i < L - 1, **kw) for i in range(L)])
