@@ -42,12 +42,14 @@ def test_the_study_declares_the_papers_arms():
     # the twice-as-long budget checks: seed 0 only, each family's best arm at the reference size
     long = [a for a in arms if a.tags["converge"]]
     assert {a.seed for a in long} == {0} and all(a.tags["spheres"] == 400 for a in long)
-    assert {a.tags["steps"] for a in long if a.task == "segmentation"} == {2000}
+    assert {a.tags["steps"] for a in long if a.task == "segmentation"} == {2000, 6000}     # HEAL-SWIN: 3x
     # each family's recipe: the S2CNN's learning rate, the symmetric layout, the classification settings
     s2 = next(a for a in arms if a.model == "s2cnn_digits" and a.task == "classification")
     assert "train.lr=0.005" in s2.overrides and "data.digits.digits=[1,1]" in s2.overrides
     assert "train.metric=accuracy" in s2.overrides and "train.max_steps=600" in s2.overrides
-    assert "model.kwargs.symmetric=true" in next(a for a in arms if "symmetric" in a.model).overrides
+    symmetric = next(a for a in arms if "symmetric" in a.model and a.task == "segmentation")
+    assert {"model.kwargs.symmetric=true", "model.kwargs.post_norm=false"} <= set(symmetric.overrides)
+    assert symmetric.tags["steps"] == 3000                   # the transformers' own budget
     assert len(arms) == 148
     # one task, one seed, the whole ladder, no long runs
     small = paper.make(_options(tasks=["classification"], seeds=1, ladder=["1x", "20x"], converge=False)).arms
