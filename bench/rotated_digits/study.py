@@ -53,12 +53,17 @@ def add_arguments(group) -> None:
     group.add_argument("--ensemble-rotations", type=int, default=4, help="random rotations in the ensemble measure")
 
 
-def budget(model: str, steps: int | None, scale: float) -> tuple[int, float]:
-    """(steps, lr) of a model spec: its family's digits config, or `steps` for every family."""
+def budget(model: str, steps: int | None, scale: float) -> tuple[int, float, list]:
+    """(steps, lr, model kwargs overrides) of a model spec: its family's digits config (steps, or `steps` for
+    every family; the config's model.kwargs that the spec does not set, e.g. the transformers' pre-norm)."""
     from heal_swin.models import model_info
 
-    cfg = OmegaConf.load(ROOT / "configs" / f"{CONFIG[model_info(parse_model_spec(model).name).family]}.yaml")
-    return steps or max(1, round(cfg.train.max_steps * scale)), float(cfg.train.lr)
+    spec = parse_model_spec(model)
+    cfg = OmegaConf.load(ROOT / "configs" / f"{CONFIG[model_info(spec.name).family]}.yaml")
+    own = dict(spec.kwargs)
+    kwargs = [f"model.kwargs.{k}={json.dumps(v).replace(' ', '')}"
+              for k, v in OmegaConf.to_container(cfg.model).get("kwargs", {}).items() if k not in own]
+    return steps or max(1, round(cfg.train.max_steps * scale)), float(cfg.train.lr), kwargs
 
 
 def make(options) -> Study:
@@ -78,12 +83,13 @@ def make(options) -> Study:
         if not levels:
             raise StudyError(f"{model} is equivariant: it trains on upright (0) and fully rotated (1) spheres "
                              f"only, and --augment {augments} holds neither")
-        steps, lr = budget(model, options.steps, scale)
+        steps, lr, kwargs = budget(model, options.steps, scale)
         extra = range(seeds, max(seeds, options.ensemble)) if model in options.ensemble_models else range(0)
         for aug in levels:
             for seed in [*range(seeds), *(extra if aug == 1.0 else [])]:
-                arms.append(Arm(model, "segmentation", [f"data.digits.rotate={aug:g}", f"train.max_steps={steps}",
-                                                        f"train.lr={lr:g}", f"train.eval_every={steps}"],
+                arms.append(Arm(model, "segmentation", [*kwargs, f"data.digits.rotate={aug:g}",
+                                                        f"train.max_steps={steps}", f"train.lr={lr:g}",
+                                                        f"train.eval_every={steps}"],
                                 seed, label=model, tags={"augment": aug}, evaluations=EVALUATIONS))
     overrides = ["data.nside=32", "data.digits.train=1600"] if options.full else []
 
@@ -117,4 +123,4 @@ def make(options) -> Study:
                   for m, es in curves.items() for e in es]
         atomic_write_text(Path(out) / "results.md", (Path(out) / "results.md").read_text() + "\n".join(lines) + "\n")
 
-    return Study("rotated_digits", "configs/digits_heal_swin.yaml", arms, overrides=overrides, report=report)
+    return Study("rotated_digits", "configs/digits_gauge_cnn.yaml", arms, overrides=overrides, report=report)
