@@ -93,3 +93,13 @@ def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
     for task in ("segmentation", "classification"):
         for kind in ("size", "augment"):
             assert read_png(out / f"{kind}_{task}.png").shape[0] > 100
+    # --report-only: a second seed asked for, nothing trained, the report of the finished arms rewritten
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    (out / "paper.md").unlink()
+    assert main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "chart_cnn_tiny_4x", "--seeds", "2",
+                 "--steps", "2", "--sizes", "400", "--augment", "1", "--evals", "1", "--no-converge", "--report-only",
+                 "--set", "data.nside=8", "data.digits.test=4", "run.threads=1", "run.log_every=1"]) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == runs
+    again = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
+    assert len(again) == len(points) and all(p["seeds"] == 1 for p in again)
+    assert "## segmentation" in (out / "paper.md").read_text()

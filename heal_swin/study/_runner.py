@@ -209,10 +209,11 @@ def _check_configs(jobs: list) -> None:
 
 
 def run_study(study: Study, out, workers: int = 1, threads: int | None = None, device: str | None = None,
-              extra_overrides=(), report: bool = True) -> list[dict]:
+              extra_overrides=(), report: bool = True, train: bool = True) -> list[dict]:
     """Train every arm of `study` that has no finished run under `out` (OUT/runs/<arm run name>), `workers`
     at a time (one in this process when 1), each with `threads` torch threads; rebuild OUT/results.jsonl
-    after every run and write the report. Returns the rows of the study's arms."""
+    after every run and write the report. `train=False`: train nothing, report the arms finished so far.
+    Returns the rows of the study's arms."""
     if workers < 1:
         raise StudyError(f"--workers {workers} must be >= 1")
     if threads is not None and threads < 1:
@@ -243,6 +244,9 @@ def run_study(study: Study, out, workers: int = 1, threads: int | None = None, d
         jobs.append(dict(study=study.name, arm=desc, group=arm.group, config=str(config), overrides=overrides,
                          run_dir=str(run_dir), evaluations=arm.evaluations, threads=threads,
                          study_overrides=shared))
+    if not train:
+        print(f"{study.name}: {len(kept)} runs finished, {len(jobs)} not trained (report only)", flush=True)
+        jobs = []
     _check_configs(jobs)
     print(f"{study.name}: {len(jobs)} runs to train ({len(kept)} kept), {workers} at once", flush=True)
     from tqdm import tqdm
@@ -266,7 +270,7 @@ def run_study(study: Study, out, workers: int = 1, threads: int | None = None, d
             for r in every if (name := Path(r["run_dir"]).name) in arms and r.get("study_overrides") == shared]
     if report:
         write_report(out, rows)
-        if study.report is not None:
+        if study.report is not None and rows:
             study.report(out, rows)
     return rows
 

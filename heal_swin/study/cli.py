@@ -4,6 +4,7 @@
                     [--models NAME ...] [--seeds 3] [--steps 300] [--tasks segmentation depth]
                     [--set KEY=VALUE ...] [--full] [--device cuda]
     heal-swin-study --merge runs/a runs/b --out runs/ab
+    heal-swin-study bench/paper/study.py --out runs/paper --report-only      # the finished arms' report
     python -m heal_swin.study.cli ...
 
 A study file is a Python file with `make(options) -> heal_swin.study.Study`; `options` carries the flags
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="run.device of every run")
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR", help="train nothing: one report in --out of "
                    "every finished run in these study folders")
+    p.add_argument("--report-only", action="store_true", help="train nothing: the study's report of its arms "
+                   "finished so far (e.g. while it still runs, or of a study cut short)")
     return p
 
 
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
         study = module.make(args)
         out = Path(args.out or Path("runs") / Path(args.study).stem)
         run_study(study, out, workers=args.workers, threads=args.threads, device=args.device,
-                  extra_overrides=args.set)
+                  extra_overrides=args.set, train=not args.report_only)
         print((out / "results.md").read_text())
         return 0
     except StudyError as err:
