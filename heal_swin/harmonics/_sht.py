@@ -238,16 +238,24 @@ class _Transform(TableModule):
         key = (kind, x.shape[0], x.dtype, x.device, getattr(self, "_table_version", 0))
         return cached_plan(self, key, lambda: build(x))
 
-    def _build_analysis(self, x):
-        views = []
+    @staticmethod
+    def _recorder(like):
+        """(ws, record, views, ops) for building a plan: `ws` hands out scratch views (kept in `views`; None
+        where a request is above the scratch limit), `record` appends an operation bound to its arguments."""
+        views, ops = [], []
 
         def ws(slot, shape):
-            v = _SCRATCH.get(slot, tuple(shape), x)
+            v = _SCRATCH.get(slot, tuple(shape), like)
             views.append(v)
             return v
 
-        ops = []
-        record = lambda fn, *args, **kwargs: ops.append(functools.partial(fn, *args, **kwargs))
+        def record(fn, *args, **kwargs):
+            ops.append(functools.partial(fn, *args, **kwargs))
+
+        return ws, record, views, ops
+
+    def _build_analysis(self, x):
+        ws, record, views, ops = self._recorder(x)
         rings = ws(1, (x.shape[0], self.gather.shape[0]))
         if rings is None:
             return None
@@ -256,15 +264,7 @@ class _Transform(TableModule):
         return None if any(v is None for v in views) else (rings, ops, rows)
 
     def _build_synthesis(self, a):
-        views = []
-
-        def ws(slot, shape):
-            v = _SCRATCH.get(slot, tuple(shape), a)
-            views.append(v)
-            return v
-
-        ops = []
-        record = lambda fn, *args, **kwargs: ops.append(functools.partial(fn, *args, **kwargs))
+        ws, record, views, ops = self._recorder(a)
         nb = a.shape[0]
         at = ws(0, (self.n_alm + 1, 2 * nb))
         if at is None:
