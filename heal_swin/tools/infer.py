@@ -396,16 +396,19 @@ def main(argv=None) -> int:
             failed.append((path, reason))
             tqdm.write(f"{PROG}: skipped {path}: {reason}", file=sys.stderr)
 
+        def finish(count: int, what: str, unit: str, digits: int, refused: str) -> int:
+            """The run's summary on stdout, the refusals on stderr; the exit code (1 where any were refused)."""
+            seconds = time.perf_counter() - start
+            print(f"{count} {what} in {seconds:.1f} s ({count / max(seconds, 1e-9):.{digits}f} {unit}/s, including "
+                  f"reading and writing) on {predictor.providers[0]}; wrote {args.out}")
+            if failed:
+                print(f"{PROG}: {len(failed)} {refused}", file=sys.stderr)
+            return 1 if failed else 0
+
         if args.rig:
             frames, done = _rig_main(args, predictor, runner, files, skip)
-            seconds = time.perf_counter() - start
-            print(f"{frames} frames ({done} images) in {seconds:.1f} s ({frames / max(seconds, 1e-9):.2f} frames/s, "
-                  f"including reading and writing) on {predictor.providers[0]}; wrote {args.out}")
-            if failed:
-                print(f"{PROG}: {len(failed)} frames or images of {len(files)} images were refused "
-                      "(listed above); the complete frames were written", file=sys.stderr)
-                return 1
-            return 0
+            return finish(frames, f"frames ({done} images)", "frames", 2, f"frames or images of {len(files)} images "
+                          "were refused (listed above); the complete frames were written")
 
         def write(path: Path, image: np.ndarray, result: np.ndarray) -> None:
             nonlocal done
@@ -450,14 +453,8 @@ def main(argv=None) -> int:
     except (InferError, ProviderError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    seconds = time.perf_counter() - start
-    print(f"{done} images in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} images/s, including reading "
-          f"and writing) on {predictor.providers[0]}; wrote {args.out}")
-    if failed:
-        print(f"{PROG}: {len(failed)} of {len(files)} images failed and were skipped (listed above); "
-              "--strict stops at the first", file=sys.stderr)
-        return 1
-    return 0
+    return finish(done, "images", "images", 1, f"of {len(files)} images failed and were skipped (listed above); "
+                  "--strict stops at the first")
 
 
 if __name__ == "__main__":
