@@ -12,8 +12,8 @@ from .builders import (DATA_SOURCE_BUILDERS, build_datasets, build_loss, build_m
 from .checkpoint import (CheckpointError, atomic_write_bytes, atomic_write_text, check_pair, is_snapshot_name,
                          list_snapshots, load_state, load_weights, remove_snapshots_after, remove_stale_temporaries,
                          save_state, save_weights, snapshot_name, sync_weights_with_state, weights_step)
-from .config import (DATA_SOURCES, Config, ConfigError, check_resume_config, config_faces, load_config, resume_changes,
-                     resume_differences, resume_error_message)
+from .config import (DATA_SOURCES, Config, ConfigError, check_resume_config, config_faces, flat_config, load_config,
+                     resume_changes, resume_differences, resume_error_message)
 from .evaluation import (FisheyeScorer, evaluate, evaluate_run, evaluate_with_config, headline, load_model, load_run_config,
                          markdown_table, predict)
 from .memory import retain_freed_memory
@@ -24,7 +24,7 @@ __all__ = ["CheckpointError", "Config", "ConfigError", "DATA_SOURCES", "FisheyeS
            "DATA_SOURCE_BUILDERS", "Distributed", "EpochSampler", "TrainState", "atomic_write_bytes",
            "atomic_write_text", "autocast", "build_datasets", "build_loss", "build_model", "build_optimizer",
            "check_pair", "check_resume_config", "config_faces", "evaluate", "evaluate_run",
-           "evaluate_with_config", "headline", "is_snapshot_name", "list_snapshots", "load_config",
+           "evaluate_with_config", "flat_config", "headline", "is_snapshot_name", "list_snapshots", "load_config",
            "load_model", "load_run_config", "load_state", "load_weights", "main", "markdown_table",
            "model_domain", "num_outputs", "predict", "remove_snapshots_after", "remove_stale_temporaries",
            "resume_changes", "resume_differences", "resume_error_message", "retain_freed_memory",

@@ -452,7 +452,7 @@ RESUME_ALLOWED = ("train.max_steps", "train.epochs", "train.resume", "train.eval
                   "eval.figures", "eval.batch_size", "data.digits.eval_rotate", "logging.*")
 
 
-def _flat_config(cfg) -> dict:
+def flat_config(cfg) -> dict:
     """Dotted key -> value of a config (DictConfig, dict or YAML text), on top of the schema defaults
     (a run saved before a key existed had that key's default)."""
     if isinstance(cfg, str):
@@ -483,7 +483,7 @@ def resume_differences(saved_cfg, new_cfg) -> tuple[list[str], list[str]]:
     is resumed with, as (forbidden, allowed): forbidden keys change what is computed, allowed ones
     (RESUME_ALLOWED: length, cadence, logging, device, data location) may change on resume. Each
     config: a DictConfig, a plain dict or YAML text (the `config` entry of a resume state)."""
-    old, new = _flat_config(saved_cfg), _flat_config(new_cfg)
+    old, new = flat_config(saved_cfg), flat_config(new_cfg)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     forbidden = [k for k in changed if not _resume_allowed(k)]
     allowed = [k for k in changed if _resume_allowed(k)]
@@ -492,13 +492,13 @@ def resume_differences(saved_cfg, new_cfg) -> tuple[list[str], list[str]]:
 
 def resume_changes(saved_cfg, new_cfg, keys) -> dict:
     """{key: [saved value, new value]} for `keys` (e.g. the allowed differences, to record the resume)."""
-    old, new = _flat_config(saved_cfg), _flat_config(new_cfg)
+    old, new = flat_config(saved_cfg), flat_config(new_cfg)
     return {k: [old.get(k), new.get(k)] for k in keys}
 
 
 def resume_error_message(state_path, saved_cfg, new_cfg, forbidden) -> str:
     """Why a resume is refused: every forbidden difference as `key: old -> new`, and the two fixes."""
-    old, new = _flat_config(saved_cfg), _flat_config(new_cfg)
+    old, new = flat_config(saved_cfg), flat_config(new_cfg)
     def show(flat, k):
         return repr(flat[k]) if k in flat else "(not set)"
 
