@@ -19,49 +19,66 @@ pytest.importorskip("sklearn")
 
 def _options(**kw):
     base = dict(models=None, seeds=None, steps=None, tasks=None, set=[], full=False, device=None, augment=None,
-                sizes=None, ladder=None, evals=5, converge=True)
+                sizes=None, ladder=None, evals=5, converge=False, grid=False)
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_the_study_declares_the_papers_arms():
+def test_the_default_study_is_both_ends_of_the_augmentation_axis_at_three_seeds():
     paper = load_study_file(STUDY)
     arms = paper.make(_options()).arms
+    assert len(arms) == 42 and {a.seed for a in arms} == {0, 1, 2}
+    seg = [a for a in arms if a.task == "segmentation" and a.seed == 0]
+    assert {(a.model, a.tags["role"], a.tags["augment"]) for a in seg} == {
+        ("gauge_cnn_tiny", "equivariant", 0.0), ("s2cnn_digits", "equivariant", 0.0),
+        ("heal_swin_tiny:symmetric=true", "equivariant", 0.0), ("chart_cnn_tiny_4x", "control", 0.0),
+        ("chart_cnn_tiny_4x", "control", 1.0), ("planar_cnn_4x", "control", 0.0), ("planar_cnn_4x", "control", 1.0)}
+    assert {a.tags["spheres"] for a in arms} == {400} and not any(a.tags["converge"] for a in arms)
+    # one budget per task for every family
+    assert {(a.task, a.tags["steps"]) for a in arms} == {("segmentation", 3000), ("classification", 1800)}
+    # seeds outermost: every arm of seed 0 comes before any of seed 1
+    assert [a.seed for a in arms] == sorted(a.seed for a in arms)
+    # each family's recipe: the S2CNN's learning rates, the symmetric layout, the classification settings
+    s2 = {a.task: a.overrides for a in arms if a.model == "s2cnn_digits"}
+    assert "train.lr=0.005" in s2["segmentation"]
+    assert "train.lr=0.0003" in s2["classification"] and "train.lr=0.005" not in s2["classification"]
+    assert "data.digits.digits=[1,1]" in s2["classification"] and "train.metric=accuracy" in s2["classification"]
+    symmetric = next(a for a in arms if "symmetric" in a.model and a.task == "segmentation")
+    assert {"model.kwargs.symmetric=true", "model.kwargs.post_norm=false"} <= set(symmetric.overrides)
+
+
+def test_the_grid_adds_the_papers_axes_and_the_budget_checks():
+    paper = load_study_file(STUDY)
+    arms = paper.make(_options(grid=True, converge=True)).arms
     seg = [a for a in arms if a.task == "segmentation" and not a.tags["converge"]]
     # equivariant models: upright only, every size; controls: every level at 400, full augmentation at every size
     eq = {(a.model, a.tags["augment"], a.tags["spheres"]) for a in seg if a.tags["role"] == "equivariant"}
-    assert eq == {(m, 0.0, n) for m in ("gauge_cnn_tiny", "s2cnn_digits") for n in (100, 400, 1600)} | {
-        ("heal_swin_tiny:symmetric=true", 0.0, 400)}                       # 3x the steps: the reference size only
+    assert eq == {(m, 0.0, n) for m in ("gauge_cnn_tiny", "s2cnn_digits", "heal_swin_tiny:symmetric=true")
+                  for n in (100, 400, 1600)}
     chart = {(a.tags["augment"], a.tags["spheres"]) for a in seg if a.model == "chart_cnn_tiny_4x"}
     assert chart == {(0.0, 400), (0.25, 400), (0.5, 400), (1.0, 400), (1.0, 100), (1.0, 1600)}
     assert {a.model for a in seg if a.tags["role"] == "ladder"} == {"chart_cnn_tiny", "planar_cnn_1x"}
-    assert {a.seed for a in seg} == {0, 1, 2}
-    # seeds outermost, the budget checks last: every arm of seed 0 comes before any of seed 1
+    # the budget checks last: seed 0 only, each family's best arm at the reference size, twice the steps
     seeds = [a.seed for a in arms if not a.tags["converge"]]
-    assert seeds == sorted(seeds)
-    assert all(a.tags["converge"] for a in arms[len(seeds):])
-    # the twice-as-long budget checks: seed 0 only, each family's best arm at the reference size
+    assert seeds == sorted(seeds) and all(a.tags["converge"] for a in arms[len(seeds):])
     long = [a for a in arms if a.tags["converge"]]
     assert {a.seed for a in long} == {0} and all(a.tags["spheres"] == 400 for a in long)
-    assert {a.tags["steps"] for a in long if a.task == "segmentation"} == {2000}
-    assert not any("symmetric" in a.model for a in long)       # its 3,000-step curve is the check
-    # each family's recipe: the S2CNN's learning rate, the symmetric layout, the classification settings
-    s2 = next(a for a in arms if a.model == "s2cnn_digits" and a.task == "classification")
-    assert "train.lr=0.005" in s2.overrides and "data.digits.digits=[1,1]" in s2.overrides
-    assert "train.metric=accuracy" in s2.overrides and "train.max_steps=600" in s2.overrides
-    symmetric = next(a for a in arms if "symmetric" in a.model and a.task == "segmentation")
-    assert {"model.kwargs.symmetric=true", "model.kwargs.post_norm=false"} <= set(symmetric.overrides)
-    assert symmetric.tags["steps"] == 3000                   # the transformers' own budget
-    assert len(arms) == 134
-    # one task, one seed, the whole ladder, no long runs
-    small = paper.make(_options(tasks=["classification"], seeds=1, ladder=["1x", "20x"], converge=False)).arms
+    assert {a.tags["steps"] for a in long if a.task == "segmentation"} == {6000}
+    assert {a.model for a in long} == {"gauge_cnn_tiny", "s2cnn_digits", "heal_swin_tiny:symmetric=true",
+                                       "chart_cnn_tiny_4x", "planar_cnn_4x"}
+    assert len(arms) == 138 + 10
+    # the default's arms are the grid's: a later --grid run keeps the default's runs
+    grid = {a.run_name() for a in arms}
+    assert all(a.run_name() in grid for a in paper.make(_options()).arms)
+    # one task, one seed, the whole ladder
+    small = paper.make(_options(tasks=["classification"], seeds=1, ladder=["1x", "20x"])).arms
     assert {a.model for a in small if a.tags["role"] == "ladder"} == {"chart_cnn_tiny", "planar_cnn_1x",
                                                                        "chart_cnn_tiny_20x", "planar_cnn_20x"}
-    assert {a.task for a in small} == {"classification"} and not any(a.tags["converge"] for a in small)
+    assert {a.task for a in small} == {"classification"}
     # a subset of models keeps exactly the default's arms for them (a later full run keeps their runs)
     subset = paper.make(_options(models=["gauge_cnn_tiny", "chart_cnn_tiny_4x"])).arms
-    every = {a.run_name() for a in arms}
+    every = {a.run_name() for a in paper.make(_options()).arms}
     assert subset and all(a.run_name() in every for a in subset)
-    full = paper.make(_options(full=True))
+    full = paper.make(_options(full=True, grid=True))
     assert "data.nside=32" in full.overrides and max(a.tags["spheres"] for a in full.arms) == 6400
 
 
@@ -78,7 +95,7 @@ def test_the_study_refuses_what_it_cannot_run(kw, message):
 def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
     out = tmp_path / "paper"
     code = main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "chart_cnn_tiny_4x", "--seeds", "1",
-                 "--steps", "2", "--sizes", "400", "--augment", "1", "--evals", "1", "--no-converge",
+                 "--steps", "2", "--sizes", "400", "--augment", "1", "--ladder", "1x", "--evals", "1",
                  "--set", "data.nside=8", "data.digits.test=4", "run.threads=1", "run.log_every=1"])
     assert code == 0
     points = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
@@ -98,7 +115,7 @@ def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
     runs = sorted(p.name for p in (out / "runs").iterdir())
     (out / "paper.md").unlink()
     assert main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "chart_cnn_tiny_4x", "--seeds", "2",
-                 "--steps", "2", "--sizes", "400", "--augment", "1", "--evals", "1", "--no-converge", "--report-only",
+                 "--steps", "2", "--sizes", "400", "--augment", "1", "--ladder", "1x", "--evals", "1", "--report-only",
                  "--set", "data.nside=8", "data.digits.test=4", "run.threads=1", "run.log_every=1"]) == 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == runs
     again = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]

@@ -1,6 +1,7 @@
 """Equivariance versus augmentation, the 2022 paper's experiment on our digits (issue #28, items 1, 2 and 6).
 
     heal-swin-study bench/paper/study.py --out runs/paper --workers 2          # the default: see bench/README.md
+    heal-swin-study bench/paper/study.py --out runs/paper --workers 2 --grid   # + the size and augmentation axes
     heal-swin-study bench/paper/study.py --tasks classification --seeds 1      # one task, one seed
     heal-swin-study bench/paper/study.py --ladder 1x 4x 20x --sizes 100 400 1600 6400
     heal-swin-study bench/paper/study.py --full --device cuda --workers 1      # nside 32, 4x spheres and steps
@@ -9,20 +10,22 @@ Data: the rotated-digits spheres (`data.source: digits`: scikit-learn's 8 x 8 di
 sphere, nside 16): segmentation with 3-5 digits per sphere (11 classes), classification with one digit per
 sphere (10 classes). Held-out test spheres are scored upright and fully rotated (eval-upright/, eval-rotated/).
 
-Arms, per task:
+Arms, per task and seed (--seeds, default 3):
 - the equivariant models (gauge CNN, S2CNN, HEAL-SWIN with the turn-invariant layout) trained on upright
-  spheres, at every training-set size (--sizes; HEAL-SWIN, at 3x the steps, at the reference size only);
+  spheres, at every training-set size (--sizes; default the reference size, 400 spheres);
 - the controls (chart CNN and planar CNN at 4x the gauge CNN's parameters, its activation width) trained with
-  every augmentation level (--augment: 0, 1/4, 1/2, full SO(3)) at the reference size, and with full
-  augmentation at every size (the paper's x-axis: CNNs trained on rotated data);
-- the rest of the ladder (--ladder; default 1x) with full augmentation at the reference size, for each family
-  whose 4x control is among the models;
-- --converge (default on): each family's best arm at the reference size run once more for twice the steps
-  (seed 0): the check that the budget is where its learning curve has flattened.
+  every augmentation level (--augment; default none and full SO(3)) at the reference size, and with full
+  augmentation at every other size (the paper's x-axis: CNNs trained on rotated data);
+- the rest of the ladder (--ladder; default none) with full augmentation at the reference size, for each family
+  whose 4x control is among the models.
+--grid is the paper's whole grid: sizes 100 400 1600, augmentation 0 1/4 1/2 1, the 1x rung (about three
+times the default's time). --converge: each family's best arm at the reference size run once more for twice
+the steps (seed 0), the check that the budget is where its learning curve has flattened.
 Every family trains on its own recipe: the keys in which configs/digits_<family>.yaml differs from the gauge
-CNN's (e.g. the learning rate), on a budget per task (STEPS; the transformers, slower per step to learn, 3x
-that: FAMILY_STEPS; --steps gives every arm the same). Seeds run outermost and the
-budget checks last, so a study cut short reports every arm at fewer seeds rather than some arms at none.
+CNN's (e.g. the learning rate), and for classification, where it exists, the keys in which
+configs/digits_classification_<family>.yaml differs from configs/digits_classification.yaml; every arm of a task
+on one budget (STEPS; --steps gives every arm the same). Seeds run outermost and the budget checks last, so a
+study cut short reports every arm at fewer seeds rather than some arms at none.
 
 The report adds to the common one (results.md, curves.png: learning curves on the validation spheres):
 `paper.md` (each point: ours, mIoU over the classes present, and the paper's, mIoU over the ten digit classes
@@ -43,21 +46,20 @@ from heal_swin.study import Arm, Study, StudyError, parse_model_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "configs/digits_gauge_cnn.yaml"
+CLASSIFICATION = "configs/digits_classification.yaml"
 SYMMETRIC = "heal_swin_tiny:symmetric=true"
 EQUIVARIANT = ("gauge_cnn_tiny", "s2cnn_digits", SYMMETRIC)
 LADDER = {"chart_cnn": {"1x": "chart_cnn_tiny", "4x": "chart_cnn_tiny_4x", "20x": "chart_cnn_tiny_20x"},
           "planar_cnn": {"1x": "planar_cnn_1x", "4x": "planar_cnn_4x", "20x": "planar_cnn_20x"}}
 MAIN_RUNG = "4x"
-STEPS = {"segmentation": 1000, "classification": 600}
-# families that learn more slowly per step train for a multiple of STEPS: the pre-norm HEAL-SWIN reaches test mIoU
-# 0.28 at 1,000 steps and 0.43 at 2,000-3,000 on the digits (bench/README.md, "Why the transformers did not
-# learn the digits")
-FAMILY_STEPS = {"heal_swin": 3, "swin_unet_flat": 3}
-# at 3x the steps, trained at the reference size only, and no budget check: its 3,000-step curve has flattened
-# (0.432 at 2,000, 0.433 at 3,000 steps); this keeps the default study within two hours on two cores
-REFERENCE_ONLY = {SYMMETRIC}
+# the common budget: every family's best arm still gained from 1,000 to 2,000 segmentation steps (and from 600 to
+# 1,200 classification steps); HEAL-SWIN's pre-norm curve flattens at 3,000 (0.432 at 2,000, 0.433 at 3,000:
+# bench/README.md, "Why the transformers did not learn the digits")
+STEPS = {"segmentation": 3000, "classification": 1800}
 SIZES, REFERENCE = (100, 400, 1600), 400
 AUGMENT = (0.0, 0.25, 0.5, 1.0)
+# the default: both ends of the augmentation axis at the reference size, three seeds, within two hours on two cores
+DEFAULT_AUGMENT, DEFAULT_SIZES = (0.0, 1.0), (REFERENCE,)
 EVALUATIONS = {"upright": ["eval.split=test", "data.digits.eval_rotate=0.0"],
                "rotated": ["eval.split=test", "data.digits.eval_rotate=1.0"]}
 # keys of a family's config that are not its recipe: where a run goes, what it is, and what the arms set
@@ -68,30 +70,26 @@ NOT_RECIPE = ("run.", "task", "model.name", "train.max_steps", "train.eval_every
 
 def add_arguments(group) -> None:
     group.add_argument("--augment", type=float, nargs="+", default=None,
-                       help="the controls' training rotation levels, fractions of SO(3) (default 0 0.25 0.5 1)")
+                       help="the controls' training rotation levels, fractions of SO(3) (default 0 1; --grid: "
+                            f"{' '.join(f'{a:g}' for a in AUGMENT)})")
     group.add_argument("--sizes", type=int, nargs="+", default=None,
-                       help=f"numbers of training spheres (default {' '.join(map(str, SIZES))}; the reference "
-                            f"{REFERENCE} is always included)")
+                       help=f"numbers of training spheres (default {REFERENCE}; --grid: {' '.join(map(str, SIZES))}; "
+                            f"the reference {REFERENCE} is always included)")
     group.add_argument("--ladder", nargs="+", default=None, choices=["1x", "4x", "20x"],
-                       help="control sizes besides 4x, with full augmentation at the reference size (default 1x)")
+                       help="control sizes besides 4x, with full augmentation at the reference size (default none; "
+                            "--grid: 1x)")
+    group.add_argument("--grid", action="store_true",
+                       help="the paper's whole grid: every size, augmentation level and the 1x rung (the flags above "
+                            "still choose where given)")
     group.add_argument("--evals", type=int, default=5, help="validation evaluations per run (the learning curve)")
-    group.add_argument("--no-converge", dest="converge", action="store_false",
-                       help="skip the twice-as-long runs that check each family's budget")
-
-
-def _flatten(node, prefix="") -> dict:
-    out = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
+    group.add_argument("--converge", action="store_true",
+                       help="add the twice-as-long runs (seed 0) that check each family's budget")
 
 
 def _load(path) -> dict:
-    return _flatten(OmegaConf.to_container(OmegaConf.load(ROOT / path), resolve=True))
+    from heal_swin.engine import flat_config
+
+    return flat_config(OmegaConf.load(ROOT / path))
 
 
 def recipe(path, base=BASE) -> list[str]:
@@ -114,11 +112,21 @@ def family_config(model: str) -> str:
     return f"configs/digits_{'flat' if name == 'swin_unet_flat' else name}.yaml"
 
 
+def model_recipe(model: str, task: str) -> list[str]:
+    """A model's overrides on the base config for a task: the task's, the family's, and for classification the
+    family's classification recipe where configs/digits_classification_<family>.yaml exists."""
+    out = [*(recipe(CLASSIFICATION) if task == "classification" else []), *recipe(family_config(model))]
+    own = f"configs/digits_classification_{family(model)}.yaml"
+    if task == "classification" and (ROOT / own).is_file():
+        out += recipe(own, base=CLASSIFICATION)
+    return list({item.split("=", 1)[0]: item for item in out}.values())     # a key set twice: the last value
+
+
 def make(options) -> Study:
     tasks = options.tasks or list(STEPS)
     unknown = sorted(set(tasks) - set(STEPS))
-    augments = list(options.augment) if options.augment is not None else list(AUGMENT)
-    sizes = sorted(set(options.sizes or SIZES) | {REFERENCE})
+    augments = list(options.augment if options.augment is not None else AUGMENT if options.grid else DEFAULT_AUGMENT)
+    sizes = sorted(set(options.sizes or (SIZES if options.grid else DEFAULT_SIZES)) | {REFERENCE})
     if unknown:
         raise StudyError(f"--tasks {unknown}: choose from {list(STEPS)}")
     if len(set(augments)) != len(augments) or not all(0 <= a <= 1 for a in augments) or 1.0 not in augments:
@@ -127,13 +135,14 @@ def make(options) -> Study:
     if min(sizes) < 1 or options.evals < 1:
         raise StudyError(f"--sizes {sizes} must be >= 1 sphere and --evals {options.evals} >= 1")
     scale = 4 if options.full else 1
-    rungs = [MAIN_RUNG, *[r for r in (options.ladder or ["1x"]) if r != MAIN_RUNG]]
+    ladder = options.ladder if options.ladder is not None else ["1x"] if options.grid else []
+    rungs = [MAIN_RUNG, *[r for r in ladder if r != MAIN_RUNG]]
     # (model, role, augment, size, steps factor)
     plan = []
     for model in options.models or [*EQUIVARIANT, *(LADDER[f][MAIN_RUNG] for f in LADDER)]:
         parse_model_spec(model)
         if model in EQUIVARIANT:
-            plan += [(model, "equivariant", 0.0, n, 1) for n in sizes if n == REFERENCE or model not in REFERENCE_ONLY]
+            plan += [(model, "equivariant", 0.0, n, 1) for n in sizes]
             continue
         plan += [(model, "control", a, REFERENCE, 1) for a in augments]
         plan += [(model, "control", 1.0, n, 1) for n in sizes if n != REFERENCE]
@@ -141,20 +150,19 @@ def make(options) -> Study:
     plan += [(LADDER[f][r], "ladder", 1.0, REFERENCE, 1) for f in LADDER for r in rungs[1:]
              if LADDER[f][MAIN_RUNG] in chosen and LADDER[f][r] not in chosen]
     if options.converge:
-        plan += [(m, role, a, n, 2) for m, role, a, n, _ in list(plan) if n == REFERENCE and m not in REFERENCE_ONLY
+        plan += [(m, role, a, n, 2) for m, role, a, n, _ in list(plan) if n == REFERENCE
                  and (role == "equivariant" or (role == "control" and a == 1.0))]
-    base_task = {"segmentation": [], "classification": recipe("configs/digits_classification.yaml")}
     arms = []
     # seeds outermost, the budget checks last: a study cut short has every arm at fewer seeds
     order = [(seed, task, p) for seed in range(options.seeds or 3) for task in tasks for p in plan if p[4] == 1]
     order += [(0, task, p) for task in tasks for p in plan if p[4] > 1]
     for seed, task, (model, role, aug, size, factor) in order:
-        steps = (options.steps or STEPS[task] * FAMILY_STEPS.get(family(model), 1)) * scale * factor
+        steps = (options.steps or STEPS[task]) * scale * factor
         size_here = size * scale
         budget = [f"train.max_steps={steps}", f"train.eval_every={max(1, steps // options.evals)}"]
         tags = {"role": role, "augment": aug, "spheres": size_here, "steps": steps, "converge": factor > 1}
         label = f"{model} ({'2x steps' if factor > 1 else 'upright' if role == 'equivariant' else role})"
-        arms.append(Arm(model, task, [*base_task[task], *recipe(family_config(model)),
+        arms.append(Arm(model, task, [*model_recipe(model, task),
                                       f"data.digits.rotate={aug:g}", f"data.digits.train={size_here}",
                                       *budget], seed, label=label, tags=tags, evaluations=EVALUATIONS))
     overrides = ["data.nside=32"] if options.full else []
