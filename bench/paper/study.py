@@ -36,6 +36,7 @@ class score), `paper.jsonl`, and per task `size_<task>.png` (against training sp
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -166,7 +167,8 @@ def make(options) -> Study:
                                       f"data.digits.rotate={aug:g}", f"data.digits.train={size_here}",
                                       *budget], seed, label=label, tags=tags, evaluations=EVALUATIONS))
     overrides = ["data.nside=32"] if options.full else []
-    return Study("paper", BASE, arms, overrides=overrides, report=report)
+    budgets = {task: (options.steps or STEPS[task]) * scale for task in tasks}
+    return Study("paper", BASE, arms, overrides=overrides, report=functools.partial(report, budgets=budgets))
 
 
 # --------------------------------------------------------------------------- report
@@ -233,7 +235,7 @@ def _fmt(pair) -> str:
     return "–" if np.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
-def _figure(points: list, task: str, x: str, path: Path, floor: dict) -> None:
+def _figure(points: list, task: str, x: str, path: Path, floor: dict, steps: int | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,13 +270,48 @@ def _figure(points: list, task: str, x: str, path: Path, floor: dict) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(metric)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"Rotated digits, {task}: equivariance vs augmentation")
+    fig.suptitle(f"Rotated digits, {task}: equivariance vs augmentation ({steps} steps)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def report(out, rows) -> None:
+def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
+    """The learning curve across budgets: the test score of each model trained upright or fully augmented at the
+    reference size against its number of steps (every budget in the folder, the budget checks among them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    mine = [p for p in points if p["task"] == task and p["spheres"] == REFERENCE and p["role"] != "ladder"
+            and p["augment"] in (0.0, 1.0)]
+    lines = sorted({(p["model"], p["augment"]) for p in mine})
+    for ax, ev in zip(axes, EVALUATIONS):
+        for i, (model, aug) in enumerate(lines):
+            curve = sorted((p for p in mine if (p["model"], p["augment"]) == (model, aug)), key=lambda p: p["steps"])
+            ys = [p[f"{ev}_paper"] for p in curve]
+            style = "--" if curve[0]["role"] == "equivariant" else "-" if aug == 1.0 else ":"
+            ax.errorbar([p["steps"] for p in curve], [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o",
+                        capsize=3, color=plt.cm.tab10(i % 10), linestyle=style,
+                        label=f"{model} ({'augmented' if aug == 1.0 else 'upright'})")
+        ax.axhline(floor["paper"], color="grey", linewidth=1, label="most frequent class")
+        ax.set_title(f"test spheres {ev}, {REFERENCE} training spheres")
+        ax.set_xlabel("training steps")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy" if task == "classification" else "mIoU over the digit classes")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"Rotated digits, {task}: the score against the budget (has it converged?)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(out, rows, budgets: dict | None = None) -> None:
+    """paper.md / paper.jsonl (every point in the folder), the size and augmentation figures at each task's
+    budget (`budgets`, task -> steps; by default the largest of the task's points), the budget figure."""
     from heal_swin.engine import atomic_write_text
 
     out = Path(out)
@@ -284,8 +321,12 @@ def report(out, rows) -> None:
     for task in sorted({p["task"] for p in points}):
         floor = chance(rows, task)
         mine = [p for p in points if p["task"] == task]
-        _figure(mine, task, "spheres", out / f"size_{task}.png", floor)
-        _figure(mine, task, "augment", out / f"augment_{task}.png", floor)
+        planned = [p["steps"] for p in mine if not p["converge"]]
+        budget = (budgets or {}).get(task) or (max(planned) if planned else None)
+        at_budget = [p for p in mine if p["steps"] == budget]
+        _figure(at_budget, task, "spheres", out / f"size_{task}.png", floor, budget)
+        _figure(at_budget, task, "augment", out / f"augment_{task}.png", floor, budget)
+        _budget_figure(mine, task, out / f"budget_{task}.png", floor)
         name = "accuracy" if task == "classification" else "mIoU"
         lines += [f"## {task}", "", f"Most frequent class everywhere: ours {floor['ours']:.3f}, paper's metric "
                   f"{floor['paper']:.3f}. Ours: {name}" + (" over the classes present" if name == "mIoU" else "") +
