@@ -4,7 +4,7 @@
     heal-swin-study bench/paper/study.py --out runs/paper --workers 2 --grid   # + the size and augmentation axes
     heal-swin-study bench/paper/study.py --tasks classification --seeds 1      # one task, one seed
     heal-swin-study bench/paper/study.py --ladder 1x 4x 20x --sizes 100 400 1600 6400
-    heal-swin-study bench/paper/study.py --full --device cuda --workers 1      # nside 32, 4x spheres and steps
+    heal-swin-study bench/paper/study.py --full --device cuda --workers 1      # the grid at nside 32, 4x spheres and steps
 
 Data: the rotated-digits spheres (`data.source: digits`: scikit-learn's 8 x 8 digits on the full HEALPix
 sphere, nside 16): segmentation with 3-5 digits per sphere (11 classes), classification with one digit per
@@ -19,7 +19,7 @@ Arms, per task and seed (--seeds, default 3):
 - the rest of the ladder (--ladder; default none) with full augmentation at the reference size, for each family
   whose 4x control is among the models.
 --grid is the paper's whole grid: sizes 100 400 1600, augmentation 0 1/4 1/2 1, the 1x rung (about three
-times the default's time). --converge: each family's best arm at the reference size run once more for twice
+times the default's time); --full implies it. --converge: each family's best arm at the reference size run once more for twice
 the steps (seed 0), the check that the budget is where its learning curve has flattened.
 Every family trains on its own recipe: the keys in which configs/digits_<family>.yaml differs from the gauge
 CNN's (e.g. the learning rate), and for classification, where it exists, the keys in which
@@ -126,8 +126,9 @@ def model_recipe(model: str, task: str) -> list[str]:
 def make(options) -> Study:
     tasks = options.tasks or list(STEPS)
     unknown = sorted(set(tasks) - set(STEPS))
-    augments = list(options.augment if options.augment is not None else AUGMENT if options.grid else DEFAULT_AUGMENT)
-    sizes = sorted(set(options.sizes or (SIZES if options.grid else DEFAULT_SIZES)) | {REFERENCE})
+    grid = options.grid or options.full                    # a GPU runs the whole grid
+    augments = list(options.augment if options.augment is not None else AUGMENT if grid else DEFAULT_AUGMENT)
+    sizes = sorted(set(options.sizes or (SIZES if grid else DEFAULT_SIZES)) | {REFERENCE})
     if unknown:
         raise StudyError(f"--tasks {unknown}: choose from {list(STEPS)}")
     if len(set(augments)) != len(augments) or not all(0 <= a <= 1 for a in augments) or 1.0 not in augments:
@@ -136,7 +137,7 @@ def make(options) -> Study:
     if min(sizes) < 1 or options.evals < 1:
         raise StudyError(f"--sizes {sizes} must be >= 1 sphere and --evals {options.evals} >= 1")
     scale = 4 if options.full else 1
-    ladder = options.ladder if options.ladder is not None else ["1x"] if options.grid else []
+    ladder = options.ladder if options.ladder is not None else ["1x"] if grid else []
     rungs = [MAIN_RUNG, *[r for r in ladder if r != MAIN_RUNG]]
     # (model, role, augment, size, steps factor)
     plan = []
