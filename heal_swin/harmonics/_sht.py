@@ -175,9 +175,10 @@ class _Transform(TableModule):
     """Tables and the three stages (gather, Fourier, Legendre), each with its transpose. Analysis holds the
     ring values map by map (B, P) (the chunks' (g, k, n_pad) blocks, gathered along each map's row) and the
     ring DFT reads them as transposed operands; the Fourier coefficients are ring-major with the maps
-    innermost (rings, 2M, B), and the Legendre stage reads each m's rows with a stride; synthesis writes
-    its ring values ring-major (P, B) (whole rows of B values; written map by map, the batched products
-    fell back to a product per ring) and transposes once, after the scatter to NESTED."""
+    innermost (rings, 2M, B), and the Legendre stage reads each m's rows with a stride; synthesis leaves
+    its Fourier coefficients ring-major ((re/im, m) x maps per ring) and writes its ring values map by map
+    (B, P) (the products' transposed form, so no transposition of the maps), then gathers along each map's
+    row into NESTED order."""
 
     def __init__(self, nside: int, lmax: int, base_pixels=range(12), analysis: bool = True, synthesis: bool = True):
         super().__init__()
@@ -269,10 +270,10 @@ class _Transform(TableModule):
         at = ws(0, (self.n_alm + 1, 2 * nb))
         if at is None:
             return None
-        out = self._from_rings(self._fourier_adj(*self._legendre_adj(a, ws, record), ws, record), ws, record)
+        rings = self._fourier_adj(*self._legendre_adj(a, ws, record), ws, record)
         if any(v is None for v in views):
             return None
-        return at[:self.n_alm].view(self.n_alm, 2, nb), ops, out
+        return at[:self.n_alm].view(self.n_alm, 2, nb), ops, rings
 
     # ---- stage 1: NESTED map (B, N) <-> ring values (B, P), P = the chunks' (g, k, n_pad) blocks: a gather
     # along the map (each map's row read at random, in the cache), no transposition: the Fourier products read
@@ -283,14 +284,8 @@ class _Transform(TableModule):
         out = ws(1, (x.shape[0], self.gather.shape[0]))
         return torch.index_select(x, 1, self.gather) if out is None else torch.index_select(x, 1, self.gather, out=out)
 
-    def _from_rings(self, rings, ws, run=None):                  # synthesis' ring values (P, B) -> (B, N)
-        out = ws(1, (self.n_pix, rings.shape[1]))
-        if out is None:
-            return torch.index_select(rings, 0, self.scatter).t().contiguous()
-        (run or _call)(torch.index_select, rings, 0, self.scatter, out=out)
-        if run is not None:
-            return out                                            # planning: the caller transposes each call
-        return rings.new_empty(out.shape[::-1]).copy_(out.t())
+    def _from_rings(self, rings):                                # synthesis' ring values (B, P) -> (B, N), fresh
+        return torch.index_select(rings, 1, self.scatter)
 
     # ---- stage 2: ring values <-> F_r(m) ring-major, the even (north + mirror, and the equator) and odd (north
     # - mirror) halves (R_e, 2M, B), (R_o, 2M, B), columns (m, re/im) x map; one dense real DFT per chunk (a
@@ -325,48 +320,48 @@ class _Transform(TableModule):
                 run(torch.sub, north, south, out=odd[o0:o0 + n_north * k])
         return (torch.cat(evens), torch.cat(odds)) if even is None else (even, odd)
 
-    def _fourier_adj(self, even, odd, ws, run=None):             # (M, R_e, 2B), (M, R_o, 2B) -> ring values (P, B)
+    def _fourier_adj(self, even, odd, ws, run=None):             # (M, R_e, 2B), (M, R_o, 2B) -> ring values (B, P)
         run = run or _call
         m_count, nb = self.lmax + 1, even.shape[2] // 2
-        rings, out = ws(4, (self.n_values, nb)), []
+        width = 2 * m_count
+        rings, out = ws(4, (nb, self.n_values)), []
+
+        def rows(half, r0, r1):                                  # (M, r, 2B) rows -> (r, re/im, M, B), a view
+            return half[:, r0:r1].view(m_count, r1 - r0, 2, nb).permute(1, 2, 0, 3)
+
         for c, (k, g, n, n_north, n_eq, off, e0, o0) in enumerate(self._fourier):
-            en, on = even[:, e0:e0 + n_north * k], odd[:, o0:o0 + n_north * k]
-            eq = even[:, e0 + n_north * k:e0 + (n_north + n_eq) * k]
-            f = ws(0, (m_count, g * k, 2 * nb))
+            en, on = rows(even, e0, e0 + n_north * k), rows(odd, o0, o0 + n_north * k)
+            eq = rows(even, e0 + n_north * k, e0 + (n_north + n_eq) * k)
+            # ring-major coefficients (g k, (re/im, m), B): each ring's (2M, B) block is one operand of a
+            # single product against the table's (re/im, m) columns
+            f = ws(0, (g * k, 2, m_count, nb))
             if f is None:
-                f = torch.cat([en + on, en - on] + ([eq] if n_eq else []), dim=1)
+                f = torch.cat([en + on, en - on] + ([eq] if n_eq else [])).contiguous()
             else:
-                run(torch.add, en, on, out=f[:, :n_north * k])
-                run(torch.sub, en, on, out=f[:, n_north * k:2 * n_north * k])
+                run(torch.add, en, on, out=f[:n_north * k])
+                run(torch.sub, en, on, out=f[n_north * k:2 * n_north * k])
                 if n_eq:
-                    run(torch.Tensor.copy_, f[:, 2 * n_north * k:], eq)
-            f = f.view(m_count, g, k, 2, nb)                                          # (M, g, k, re/im, B)
-            # per ring (n, B) = T_re (n, M) @ F_re (M, B) + T_im @ F_im, F's rows read with a stride
-            t = self._t(f"idft{c}", even).view(k, n, 2, m_count)
-            dst = None if rings is None else rings[off:off + g * k * n].view(g, k, n, nb)
+                    run(torch.Tensor.copy_, f[2 * n_north * k:], eq)
+            f = f.view(g, k, width, nb)
+            # per ring (B, n) = F^T (B, 2M) @ T^T (2M, n): the maps leading, written into the rows of (B, P)
+            t = self._t(f"idft{c}", even).transpose(1, 2)                               # (k, 2M, n)
+            dst = None if rings is None else rings[:, off:off + g * k * n].view(nb, g, k, n)
             if k == 1:   # one table: a batched matmul over the g rings, the table expanded
-                fr = f.view(m_count, g, 2, nb).permute(1, 0, 2, 3)                    # (g, M, 2, B)
-                t0, t1 = t[:, :, 0].expand(g, -1, -1), t[:, :, 1].expand(g, -1, -1)
+                lhs, rhs = f[:, 0].transpose(1, 2), t.expand(g, -1, -1)                # (g, B, 2M), (g, 2M, n)
                 if dst is None:
-                    out.append(torch.baddbmm(torch.bmm(t0, fr[:, :, 0]), t1, fr[:, :, 1]).reshape(-1, nb))
+                    out.append(torch.bmm(lhs, rhs).transpose(0, 1).reshape(nb, g * n))
                 else:
-                    # baddbmm(out=) rather than baddbmm_: the op of the other path (FLOP counters see it)
-                    d = dst.view(g, n, nb)
-                    run(torch.bmm, t0, fr[:, :, 0], out=d)
-                    run(torch.baddbmm, d, t1, fr[:, :, 1], out=d)
+                    run(torch.bmm, lhs, rhs, out=dst[:, :, 0].transpose(0, 1))
                 continue
-            fr = f.permute(1, 2, 0, 3, 4)                                               # (g, k, M, 2, B)
             if dst is None:
-                out.append(torch.stack([torch.baddbmm(torch.bmm(t[:, :, 0], fr[j, :, :, 0]), t[:, :, 1],
-                                                      fr[j, :, :, 1]) for j in range(g)]).reshape(-1, nb))
+                y = torch.stack([torch.bmm(f[j].transpose(1, 2), t) for j in range(g)])   # (g, k, B, n)
+                out.append(y.permute(2, 0, 1, 3).reshape(nb, g * k * n))
             else:
                 for j in range(g):
-                    d = dst[j]
-                    run(torch.bmm, t[:, :, 0], fr[j, :, :, 0], out=d)
-                    run(torch.baddbmm, d, t[:, :, 1], fr[j, :, :, 1], out=d)
+                    run(torch.bmm, f[j].transpose(1, 2), t, out=dst[:, j].transpose(0, 1))
         if rings is not None:
             return rings
-        return torch.cat(out) if len(out) > 1 else out[0]
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
     # ---- stage 3: F_r(m) <-> a_lm: per chunk of m, (Le, R_e) @ (R_e, 2B) and (Lo, R_o) @ (R_o, 2B), each m's
     # rows read with a stride from the ring-major halves (no transposition)
@@ -494,7 +489,7 @@ class RealSHT(_Transform):
         rings = self._to_rings(x, ws)
         a = self._analysis_rings(rings, ws)
         for _ in range(self.iterations):
-            a = a + self._analysis_rings(rings - self._synthesis_rings(a, ws).t(), ws)
+            a = a + self._analysis_rings(rings - self._synthesis_rings(a, ws), ws)
         return a.reshape(*lead, self.n_alm, 2)
 
 
@@ -520,13 +515,13 @@ class InverseRealSHT(_Transform):
         a = a.reshape(-1, self.n_alm, 2)
         plan = self._plan("synthesis", a) if scratch_wanted(a) else None
         if plan is not None:
-            at, ops, out = plan
+            at, ops, rings = plan
             at.copy_(a.permute(1, 2, 0))
             for op in ops:
                 op()
-            return a.new_empty(out.shape[::-1]).copy_(out.t()).reshape(*lead, self.n_pix)
+            return self._from_rings(rings).reshape(*lead, self.n_pix)
         ws = self._workspace(a, scratch_wanted(a))
-        return self._from_rings(self._synthesis_rings(a, ws), ws).reshape(*lead, self.n_pix)
+        return self._from_rings(self._synthesis_rings(a, ws)).reshape(*lead, self.n_pix)
 
 
 def table_bytes(module: nn.Module) -> int:
