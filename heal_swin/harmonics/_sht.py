@@ -346,16 +346,27 @@ class _Transform(TableModule):
             # per ring (B, n) = F^T (B, 2M) @ T^T (2M, n): the maps leading, written into the rows of (B, P)
             t = self._t(f"idft{c}", even).transpose(1, 2)                               # (k, 2M, n)
             dst = None if rings is None else rings[:, off:off + g * k * n].view(nb, g, k, n)
+            # a product writing into the rows of (B, P) runs as one GEMM per ring (torch's batched GEMM wants a
+            # contiguous result), about 1 us each; below _PER_RING values a ring, a contiguous product and one
+            # copy into the rows cost less (the same GEMM values either way)
+            tmp = None if dst is None or nb * n >= _PER_RING else ws(1, (g, k, nb, n))
             if k == 1:   # one table: a batched matmul over the g rings, the table expanded
                 lhs, rhs = f[:, 0].transpose(1, 2), t.expand(g, -1, -1)                # (g, B, 2M), (g, 2M, n)
                 if dst is None:
                     out.append(torch.bmm(lhs, rhs).transpose(0, 1).reshape(nb, g * n))
+                elif tmp is not None:
+                    run(torch.bmm, lhs, rhs, out=tmp[:, 0])
+                    run(torch.Tensor.copy_, dst, tmp.permute(2, 0, 1, 3))
                 else:
                     run(torch.bmm, lhs, rhs, out=dst[:, :, 0].transpose(0, 1))
                 continue
             if dst is None:
                 y = torch.stack([torch.bmm(f[j].transpose(1, 2), t) for j in range(g)])   # (g, k, B, n)
                 out.append(y.permute(2, 0, 1, 3).reshape(nb, g * k * n))
+            elif tmp is not None:
+                for j in range(g):
+                    run(torch.bmm, f[j].transpose(1, 2), t, out=tmp[j])
+                run(torch.Tensor.copy_, dst, tmp.permute(2, 0, 1, 3))
             else:
                 for j in range(g):
                     run(torch.bmm, f[j].transpose(1, 2), t, out=dst[:, j].transpose(0, 1))
@@ -434,6 +445,9 @@ class _Transform(TableModule):
 
     def _synthesis_rings(self, a, ws):
         return self._fourier_adj(*self._legendre_adj(a, ws), ws)
+
+
+_PER_RING = 4096
 
 
 def _bmm(a, b, out=None):
