@@ -80,6 +80,7 @@ class TableModule(nn.Module):
 
 
 _GIB = 2 ** 30
+_PER_RING = 4096      # values of one synthesis ring product (maps x pixels) from which it writes in place
 
 
 def memory_estimate(nside: int, lmax: int, base_pixels=range(12), dtype=None, analysis: bool = True,
@@ -446,8 +447,6 @@ class _Transform(TableModule):
     def _synthesis_rings(self, a, ws):
         return self._fourier_adj(*self._legendre_adj(a, ws), ws)
 
-
-_PER_RING = 4096
 
 
 def _bmm(a, b, out=None):

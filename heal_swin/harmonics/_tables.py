@@ -14,8 +14,8 @@ Layout of the transform (analysis; synthesis runs the same stages transposed):
    and copies, at 1.5 GFLOP/s (issue #27); the dense products run near the machine's matmul rate and
    need no re-stacking of real and imaginary parts. Analysis tables interleave (m, re/im) in their
    columns, so that the Legendre stage finds each m's (re, im) x maps as one strided matrix; synthesis
-   tables keep (re/im, m) with w_m folded in (one product per half). Values keep the maps innermost
-   (see `_sht._Transform`), mirrors as F_r + F_r' and F_r - F_r' on the coefficients.
+   tables keep (re/im, m) with w_m folded in (one product per ring against its (re/im, m) coefficients).
+   Coefficients keep the maps innermost (see `_sht._Transform`), mirrors as F_r + F_r' and F_r - F_r'.
 3. Legendre: a_lm = (4 pi / Npix) sum_r lambda_lm(theta_r) F_r(m). Rings r and 4 nside - r are mirrors:
    lambda_lm(pi - theta) = (-1)^{l+m} lambda_lm(theta), so the even l+m use F_r + F_r' (and the
    equator), the odd ones F_r - F_r', over the northern rings only. Per chunk of m, a batched matmul
