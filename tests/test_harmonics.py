@@ -449,7 +449,7 @@ def test_planned_calls_follow_the_scratch_buffers_and_the_tables():
     """Without gradients the SHT pair replays a plan (its out= operations bound to views of the scratch
     buffers, built once per direction, batch size, dtype and device): bit for bit the differentiable path's
     values on repeated calls, after another transform grows the shared slots (the plans are dropped and
-    rebuilt), after the buffers are released, at other batch sizes (130 maps: the synthesis writes its
+    rebuilt), after the buffers are released, at other batch sizes (160 maps: the synthesis writes its
     products straight into the rows of its ring values) and after a dtype change."""
     from heal_swin.harmonics import _scratch
 
@@ -472,7 +472,7 @@ def test_planned_calls_follow_the_scratch_buffers_and_the_tables():
     assert all(key[0] == id(big) for key in _scratch._SCRATCH.plans)
     check(x, a)
     check(x[:2], a[:2])
-    check(torch.randn(130, sht.n_pix), torch.randn(130, isht.n_alm, 2))   # synthesis' products straight into (B, P)
+    check(torch.randn(160, sht.n_pix), torch.randn(160, isht.n_alm, 2))   # synthesis' products straight into (B, P)
     harmonics.release_scratch()
     assert not _scratch._SCRATCH.plans and not _scratch._SCRATCH.bufs
     sht.double(), isht.double()

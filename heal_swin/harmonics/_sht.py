@@ -80,7 +80,7 @@ class TableModule(nn.Module):
 
 
 _GIB = 2 ** 30
-_PER_RING = 4096      # values of one synthesis ring product (maps x pixels) from which it writes in place
+_PER_RING = 5000      # values of one synthesis ring product (maps x pixels) from which it writes in place
 
 
 def memory_estimate(nside: int, lmax: int, base_pixels=range(12), dtype=None, analysis: bool = True,
@@ -348,8 +348,8 @@ class _Transform(TableModule):
             t = self._t(f"idft{c}", even).transpose(1, 2)                               # (k, 2M, n)
             dst = None if rings is None else rings[:, off:off + g * k * n].view(nb, g, k, n)
             # a product writing into the rows of (B, P) runs as one GEMM per ring (torch's batched GEMM wants a
-            # contiguous result), about 1 us each; below _PER_RING values a ring, a contiguous product and one
-            # copy into the rows cost less (the same GEMM values either way)
+            # contiguous result), about 1.5 us each; below _PER_RING values a ring (16 maps at nside 64: 4,096),
+            # a contiguous product and one copy into the rows cost less (the same GEMM values either way)
             tmp = None if dst is None or nb * n >= _PER_RING else ws(1, (g, k, nb, n))
             if k == 1:   # one table: a batched matmul over the g rings, the table expanded
                 lhs, rhs = f[:, 0].transpose(1, 2), t.expand(g, -1, -1)                # (g, B, 2M), (g, 2M, n)
