@@ -109,7 +109,7 @@ def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
     text = (out / "paper.md").read_text()
     assert "## segmentation" in text and "## classification" in text and "Most frequent class" in text
     for task in ("segmentation", "classification"):
-        for kind in ("size", "augment", "budget"):
+        for kind in ("size", "augment", "budget", "curves"):
             assert read_png(out / f"{kind}_{task}.png").shape[0] > 100
     # --report-only: a second seed asked for, nothing trained, the report of the finished arms rewritten
     runs = sorted(p.name for p in (out / "runs").iterdir())

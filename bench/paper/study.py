@@ -310,6 +310,42 @@ def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
     plt.close(fig)
 
 
+def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
+    """The learning curves at the study's budget: each model trained upright or fully augmented at the reference
+    size, its validation score (upright validation spheres, ours) against the step, mean over seeds with the
+    min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from heal_swin.study import curve
+
+    key = "accuracy" if task == "classification" else "miou"
+    mine = [r for r in rows if r["task"] == task and r["tags"]["steps"] == steps and r["tags"]["spheres"] == REFERENCE
+            and r["tags"]["role"] != "ladder" and r["tags"]["augment"] in (0.0, 1.0)]
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for i, (model, aug) in enumerate(sorted({(r["model"], r["tags"]["augment"]) for r in mine})):
+        curves = [curve(r["run_dir"], key) for r in mine if (r["model"], r["tags"]["augment"]) == (model, aug)]
+        length = min(len(c[0]) for c in curves)
+        if length == 0:
+            continue
+        xs, ys = curves[0][0][:length], np.array([c[1][:length] for c in curves])
+        role = next(r["tags"]["role"] for r in mine if r["model"] == model)
+        ax.plot(xs, ys.mean(0), marker="o", color=plt.cm.tab10(i % 10),
+                linestyle="--" if role == "equivariant" else "-" if aug == 1.0 else ":",
+                label=f"{model} ({'augmented' if aug == 1.0 else 'upright'}, {len(curves)} seeds)")
+        ax.fill_between(xs, ys.min(0), ys.max(0), color=plt.cm.tab10(i % 10), alpha=0.15)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"validation {'accuracy' if key == 'accuracy' else 'mIoU (ours)'}, upright spheres")
+    ax.set_title(f"Rotated digits, {task}: learning curves at {steps} steps, {REFERENCE} spheres")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def report(out, rows, budgets: dict | None = None) -> None:
     """paper.md / paper.jsonl (every point in the folder), the size and augmentation figures at each task's
     budget (`budgets`, task -> steps; by default the largest of the task's points), the budget figure."""
@@ -328,6 +364,7 @@ def report(out, rows, budgets: dict | None = None) -> None:
         _figure(at_budget, task, "spheres", out / f"size_{task}.png", floor, budget)
         _figure(at_budget, task, "augment", out / f"augment_{task}.png", floor, budget)
         _budget_figure(mine, task, out / f"budget_{task}.png", floor)
+        _curve_figure(rows, task, budget, out / f"curves_{task}.png")
         name = "accuracy" if task == "classification" else "mIoU"
         lines += [f"## {task}", "", f"Most frequent class everywhere: ours {floor['ours']:.3f}, paper's metric "
                   f"{floor['paper']:.3f}. Ours: {name}" + (" over the classes present" if name == "mIoU" else "") +
