@@ -281,13 +281,18 @@ def test_digits_configs_share_one_recipe():
     """The rotated-digits configs differ only in the model and its budget (steps, learning rate and the
     evaluation that ends the run): the study compares families, not recipes."""
     budget = {"train.max_steps", "train.lr", "train.eval_every"}
-    paths = sorted(p for p in (ROOT / "configs").glob("digits_*.yaml") if p.stem != "digits_classification")
+    paths = sorted(p for p in (ROOT / "configs").glob("digits_*.yaml")
+                   if not p.stem.startswith("digits_classification"))
     assert len(paths) == 7, paths
-    base = _recipe(ROOT / "configs" / "digits_heal_swin.yaml")
-    for path in paths:
-        other = _recipe(path)
-        differing = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k) and k not in budget)
-        assert not differing, f"{path.name} differs from digits_heal_swin.yaml in {differing}"
+    # classification: a family's own config (the S2CNN's learning rate) against the task's
+    own = sorted((ROOT / "configs").glob("digits_classification_*.yaml"))
+    assert [p.stem for p in own] == ["digits_classification_s2cnn"]
+    for reference, group in (("digits_heal_swin.yaml", paths), ("digits_classification.yaml", own)):
+        base = _recipe(ROOT / "configs" / reference)
+        for path in group:
+            other = _recipe(path)
+            differing = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k) and k not in budget)
+            assert not differing, f"{path.name} differs from {reference} in {differing}"
 
 
 def test_flat_baseline_through_the_same_program(data_root, tmp_path):
