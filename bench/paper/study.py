@@ -4,7 +4,7 @@
     heal-swin-study bench/paper/study.py --out runs/paper --workers 2 --grid   # + the size and augmentation axes
     heal-swin-study bench/paper/study.py --tasks classification --seeds 1      # one task, one seed
     heal-swin-study bench/paper/study.py --ladder 1x 4x 20x --sizes 100 400 1600 6400
-    heal-swin-study bench/paper/study.py --full --device cuda --workers 1      # the grid at nside 32, 4x spheres and steps
+    heal-swin-study bench/paper/study.py --full --device cuda --workers 1      # the grid, nside 32, 4x spheres, steps
 
 Data: the rotated-digits spheres (`data.source: digits`: scikit-learn's 8 x 8 digits on the full HEALPix
 sphere, nside 16): segmentation with 3-5 digits per sphere (11 classes), classification with one digit per
@@ -19,8 +19,8 @@ Arms, per task and seed (--seeds, default 3):
 - the rest of the ladder (--ladder; default none) with full augmentation at the reference size, for each family
   whose 4x control is among the models.
 --grid is the paper's whole grid: sizes 100 400 1600, augmentation 0 1/4 1/2 1, the 1x rung (about three
-times the default's time); --full implies it. --converge: each family's best arm at the reference size run once more for twice
-the steps (seed 0), the check that the budget is where its learning curve has flattened.
+times the default's time); --full implies it. --converge: each family's best arm at the reference size run once
+more for twice the steps (seed 0), the check that the budget is where its learning curve has flattened.
 Every family trains on its own recipe: the keys in which configs/digits_<family>.yaml differs from the gauge
 CNN's (e.g. the learning rate), and for classification, where it exists, the keys in which
 configs/digits_classification_<family>.yaml differs from configs/digits_classification.yaml; every arm of a task
