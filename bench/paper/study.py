@@ -269,9 +269,16 @@ def _figure(points: list, task: str, x: str, path: Path, floor: dict, steps: int
         if x == "spheres":
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(metric)
+    _save_panels(fig, axes, metric, f"Rotated digits, {task}: equivariance vs augmentation ({steps} steps)", path)
+
+
+def _save_panels(fig, axes, ylabel: str, title: str, path: Path) -> None:
+    """The upright / rotated pair of panels: labelled, titled, written as PNG and closed."""
+    import matplotlib.pyplot as plt
+
+    axes[0].set_ylabel(ylabel)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"Rotated digits, {task}: equivariance vs augmentation ({steps} steps)")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -302,12 +309,8 @@ def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
         ax.set_xlabel("training steps")
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy" if task == "classification" else "mIoU over the digit classes")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"Rotated digits, {task}: the score against the budget (has it converged?)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_panels(fig, axes, "accuracy" if task == "classification" else "mIoU over the digit classes",
+                 f"Rotated digits, {task}: the score against the budget (has it converged?)", path)
 
 
 def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
