@@ -120,4 +120,10 @@ def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
     assert sorted(p.name for p in (out / "runs").iterdir()) == runs
     again = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
     assert len(again) == len(points) and all(p["seeds"] == 1 for p in again)
+    # a run with fewer arms (one model) still reports every finished run in the folder
+    assert main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "--seeds", "1", "--steps", "2",
+                 "--sizes", "400", "--augment", "1", "--evals", "1", "--tasks", "segmentation",
+                 "--set", "data.nside=8", "data.digits.test=4", "run.threads=1", "run.log_every=1"]) == 0
+    whole = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
+    assert {(p["task"], p["model"]) for p in whole} == {(p["task"], p["model"]) for p in points}
     assert "## segmentation" in (out / "paper.md").read_text()

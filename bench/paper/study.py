@@ -350,11 +350,15 @@ def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
 
 
 def report(out, rows, budgets: dict | None = None) -> None:
-    """paper.md / paper.jsonl (every point in the folder), the size and augmentation figures at each task's
-    budget (`budgets`, task -> steps; by default the largest of the task's points), the budget figure."""
+    """paper.md / paper.jsonl, the size and augmentation figures at each task's budget (`budgets`, task -> steps;
+    by default the largest of the task's points), the learning curves and the budget figure. Every finished run
+    in the folder counts, not only this invocation's arms (`rows`): runs at other budgets are the budget figure's
+    points, and a run with other arms keeps the report whole."""
     from heal_swin.engine import atomic_write_text
+    from heal_swin.study import read_rows
 
     out = Path(out)
+    rows = read_rows(out) or rows
     points = summarise(rows)
     atomic_write_text(out / "paper.jsonl", "".join(json.dumps(p) + "\n" for p in points))
     lines = ["# Equivariance vs augmentation on the rotated digits", ""]
