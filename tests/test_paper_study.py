@@ -126,4 +126,10 @@ def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
                  "--set", "data.nside=8", "data.digits.test=4", "run.threads=1", "run.log_every=1"]) == 0
     whole = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
     assert {(p["task"], p["model"]) for p in whole} == {(p["task"], p["model"]) for p in points}
+    # runs made with other study-wide overrides compute something else: left out of the report
+    assert main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "--seeds", "1", "--steps", "2",
+                 "--sizes", "400", "--augment", "1", "--evals", "1", "--tasks", "segmentation",
+                 "--set", "data.nside=8", "data.digits.test=3", "run.threads=1", "run.log_every=1"]) == 0
+    other = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
+    assert [(p["task"], p["model"], p["seeds"]) for p in other] == [("segmentation", "gauge_cnn_tiny", 1)]
     assert "## segmentation" in (out / "paper.md").read_text()

@@ -154,12 +154,13 @@ def make(options) -> Study:
     if options.converge:
         plan += [(m, role, a, n, 2) for m, role, a, n, _ in list(plan) if n == REFERENCE
                  and (role == "equivariant" or (role == "control" and a == 1.0))]
+    budgets = {task: (options.steps or STEPS[task]) * scale for task in tasks}
     arms = []
     # seeds outermost, the budget checks last: a study cut short has every arm at fewer seeds
     order = [(seed, task, p) for seed in range(options.seeds or 3) for task in tasks for p in plan if p[4] == 1]
     order += [(0, task, p) for task in tasks for p in plan if p[4] > 1]
     for seed, task, (model, role, aug, size, factor) in order:
-        steps = (options.steps or STEPS[task]) * scale * factor
+        steps = budgets[task] * factor
         size_here = size * scale
         budget = [f"train.max_steps={steps}", f"train.eval_every={max(1, steps // options.evals)}"]
         tags = {"role": role, "augment": aug, "spheres": size_here, "steps": steps, "converge": factor > 1}
@@ -168,7 +169,6 @@ def make(options) -> Study:
                                       f"data.digits.rotate={aug:g}", f"data.digits.train={size_here}",
                                       *budget], seed, label=label, tags=tags, evaluations=EVALUATIONS))
     overrides = ["data.nside=32"] if options.full else []
-    budgets = {task: (options.steps or STEPS[task]) * scale for task in tasks}
     return Study("paper", BASE, arms, overrides=overrides, report=functools.partial(report, budgets=budgets))
 
 
@@ -284,6 +284,16 @@ def _save_panels(fig, axes, ylabel: str, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _main_arm(tags: dict) -> bool:
+    """An arm of the default's kind at the reference size: a model trained upright or fully augmented."""
+    return tags["spheres"] == REFERENCE and tags["role"] != "ladder" and tags["augment"] in (0.0, 1.0)
+
+
+def _line(role: str, aug: float) -> tuple[str, str]:
+    """(line style, training label) of a main arm: equivariant dashed, augmented solid, upright control dotted."""
+    return ("--" if role == "equivariant" else "-" if aug == 1.0 else ":"), ("augmented" if aug == 1.0 else "upright")
+
+
 def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
     """The learning curve across budgets: the test score of each model trained upright or fully augmented at the
     reference size against its number of steps (every budget in the folder, the budget checks among them)."""
@@ -293,17 +303,15 @@ def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    mine = [p for p in points if p["task"] == task and p["spheres"] == REFERENCE and p["role"] != "ladder"
-            and p["augment"] in (0.0, 1.0)]
+    mine = [p for p in points if p["task"] == task and _main_arm(p)]
     lines = sorted({(p["model"], p["augment"]) for p in mine})
     for ax, ev in zip(axes, EVALUATIONS):
         for i, (model, aug) in enumerate(lines):
             curve = sorted((p for p in mine if (p["model"], p["augment"]) == (model, aug)), key=lambda p: p["steps"])
             ys = [p[f"{ev}_paper"] for p in curve]
-            style = "--" if curve[0]["role"] == "equivariant" else "-" if aug == 1.0 else ":"
+            style, trained = _line(curve[0]["role"], aug)
             ax.errorbar([p["steps"] for p in curve], [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o",
-                        capsize=3, color=plt.cm.tab10(i % 10), linestyle=style,
-                        label=f"{model} ({'augmented' if aug == 1.0 else 'upright'})")
+                        capsize=3, color=plt.cm.tab10(i % 10), linestyle=style, label=f"{model} ({trained})")
         ax.axhline(floor["paper"], color="grey", linewidth=1, label="most frequent class")
         ax.set_title(f"test spheres {ev}, {REFERENCE} training spheres")
         ax.set_xlabel("training steps")
@@ -325,8 +333,7 @@ def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
     from heal_swin.study import curve
 
     key = "accuracy" if task == "classification" else "miou"
-    mine = [r for r in rows if r["task"] == task and r["tags"]["steps"] == steps and r["tags"]["spheres"] == REFERENCE
-            and r["tags"]["role"] != "ladder" and r["tags"]["augment"] in (0.0, 1.0)]
+    mine = [r for r in rows if r["task"] == task and r["tags"]["steps"] == steps and _main_arm(r["tags"])]
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     for i, (model, aug) in enumerate(sorted({(r["model"], r["tags"]["augment"]) for r in mine})):
         curves = [curve(r["run_dir"], key) for r in mine if (r["model"], r["tags"]["augment"]) == (model, aug)]
@@ -334,10 +341,9 @@ def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
         if length == 0:
             continue
         xs, ys = curves[0][0][:length], np.array([c[1][:length] for c in curves])
-        role = next(r["tags"]["role"] for r in mine if r["model"] == model)
-        ax.plot(xs, ys.mean(0), marker="o", color=plt.cm.tab10(i % 10),
-                linestyle="--" if role == "equivariant" else "-" if aug == 1.0 else ":",
-                label=f"{model} ({'augmented' if aug == 1.0 else 'upright'}, {len(curves)} seeds)")
+        style, trained = _line(next(r["tags"]["role"] for r in mine if r["model"] == model), aug)
+        ax.plot(xs, ys.mean(0), marker="o", color=plt.cm.tab10(i % 10), linestyle=style,
+                label=f"{model} ({trained}, {len(curves)} seeds)")
         ax.fill_between(xs, ys.min(0), ys.max(0), color=plt.cm.tab10(i % 10), alpha=0.15)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"validation {'accuracy' if key == 'accuracy' else 'mIoU (ours)'}, upright spheres")
@@ -353,12 +359,14 @@ def report(out, rows, budgets: dict | None = None) -> None:
     """paper.md / paper.jsonl, the size and augmentation figures at each task's budget (`budgets`, task -> steps;
     by default the largest of the task's points), the learning curves and the budget figure. Every finished run
     in the folder counts, not only this invocation's arms (`rows`): runs at other budgets are the budget figure's
-    points, and a run with other arms keeps the report whole."""
+    points, and a run with other arms keeps the report whole. Runs made with other study-wide overrides (--set,
+    --full) are left out, as the runner leaves them out of `rows`: they compute something else."""
     from heal_swin.engine import atomic_write_text
     from heal_swin.study import read_rows
 
     out = Path(out)
-    rows = read_rows(out) or rows
+    shared = rows[0].get("study_overrides")
+    rows = [r for r in read_rows(out) if r.get("study_overrides") == shared]
     points = summarise(rows)
     atomic_write_text(out / "paper.jsonl", "".join(json.dumps(p) + "\n" for p in points))
     lines = ["# Equivariance vs augmentation on the rotated digits", ""]
