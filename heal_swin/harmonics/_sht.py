@@ -448,7 +448,6 @@ class _Transform(TableModule):
         return self._fourier_adj(*self._legendre_adj(a, ws), ws)
 
 
-
 def _bmm(a, b, out=None):
     return torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out)
 
