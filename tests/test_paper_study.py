@@ -3,6 +3,7 @@ each family's recipe, seeds outermost), its refusals, and a two-step version run
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,25 @@ def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
                  "--set", "data.nside=8", "data.digits.test=4", "run.threads=1", "run.log_every=1"]) == 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == runs
     again = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
-    assert len(again) == len(points) and all(p["seeds"] == 1 for p in again)
+    assert len(again) == len(points) and all(p["seeds"] == 1 and p["recipe"] == "" for p in again)
+    # a run made on a former recipe of its family (here: another learning rate) is a point of its own, listed
+    # apart, not averaged in as a seed
+    source = next(p for p in (out / "runs").iterdir() if p.name.startswith("segmentation-gauge_cnn_tiny-"))
+    former = out / "runs" / (source.name + "-former")
+    shutil.copytree(source, former)
+    row = json.loads((former / "study.json").read_text())
+    row["arm"]["overrides"].append("train.lr=0.123")
+    row["run_dir"] = str(former)
+    (former / "study.json").write_text(json.dumps(row))
+    assert main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "chart_cnn_tiny_4x", "--seeds", "1",
+                 "--steps", "2", "--sizes", "400", "--augment", "1", "--ladder", "1x", "--evals", "1", "--report-only",
+                 "--set", "data.nside=8", "data.digits.test=4", "run.threads=1", "run.log_every=1"]) == 0
+    split = [json.loads(line) for line in (out / "paper.jsonl").read_text().splitlines()]
+    assert [(p["model"], p["recipe"], p["seeds"]) for p in split if p["recipe"]] == [
+        ("gauge_cnn_tiny", "train.lr=0.123", 1)]
+    assert all(p["seeds"] == 1 for p in split) and len(split) == len(points) + 1
+    assert "## Runs on a former recipe" in (out / "paper.md").read_text()
+    shutil.rmtree(former)
     # a run with fewer arms (one model) still reports every finished run in the folder
     assert main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "--seeds", "1", "--steps", "2",
                  "--sizes", "400", "--augment", "1", "--evals", "1", "--tasks", "segmentation",

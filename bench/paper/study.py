@@ -30,7 +30,8 @@ study cut short reports every arm at fewer seeds rather than some arms at none.
 The report adds to the common one (results.md, curves.png: learning curves on the validation spheres):
 `paper.md` (each point: ours, mIoU over the classes present, and the paper's, mIoU over the ten digit classes
 without the background; accuracy for classification; mean ± std over seeds; the all-background / majority
-class score), `paper.jsonl`, and per task `size_<task>.png` (against training spheres, the paper's figure) and
+class score; runs trained on a former recipe of their family are listed apart and left out of the figures),
+`paper.jsonl`, and per task `size_<task>.png` (against training spheres, the paper's figure) and
 `augment_<task>.png` (against augmentation; the equivariant models' upright-trained scores as dashed lines).
 """
 
@@ -212,16 +213,38 @@ def _stat(values) -> tuple[float, float]:
     return (float(v.mean()), float(v.std())) if v.size else (float("nan"), float("nan"))
 
 
+# the overrides by which an arm places itself on the study's axes (the rest of its overrides are its recipe)
+ARM_KEYS = ("data.digits.rotate=", "data.digits.train=", "train.max_steps=", "train.eval_every=")
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved(overrides: tuple) -> dict:
+    from heal_swin.engine import flat_config, load_config
+
+    return flat_config(load_config(ROOT / BASE, list(overrides)))
+
+
+def former_recipe(row: dict) -> str:
+    """'' for a run trained on its family's recipe as the configs give it now; otherwise the settings in which
+    the run's recipe differs from it, the run's values (e.g. 'train.lr=0.005' for a run made before the learning
+    rate changed). Compared as resolved configs: an override that restates a default is no difference."""
+    then = _resolved(tuple(o for o in row["arm"]["overrides"] if not o.startswith(ARM_KEYS)))
+    now = _resolved(tuple(model_recipe(row["model"], row["task"])))
+    return ", ".join(f"{k}={then.get(k)}" for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k))
+
+
 def summarise(rows: list) -> list[dict]:
-    """One point per (task, model, role, augmentation, spheres, steps): mean and std over seeds."""
+    """One point per (task, model, role, augmentation, spheres, steps, recipe): mean and std over seeds. Runs on a
+    former recipe of their family are points of their own (`recipe` names the difference; '' for today's)."""
     points: dict = {}
     for r in rows:
         t = r["tags"]
-        key = (r["task"], r["model"], t["role"], t["augment"], t["spheres"], t["steps"])
+        key = (r["task"], r["model"], t["role"], t["augment"], t["spheres"], t["steps"], former_recipe(r))
         points.setdefault(key, []).append(r)
     out = []
-    for (task, model, role, aug, spheres, steps), rs in sorted(points.items(), key=lambda kv: str(kv[0])):
-        point = dict(task=task, model=model, role=role, augment=aug, spheres=spheres, steps=steps, seeds=len(rs),
+    for (task, model, role, aug, spheres, steps, former), rs in sorted(points.items(), key=lambda kv: str(kv[0])):
+        point = dict(task=task, model=model, role=role, augment=aug, spheres=spheres, steps=steps, recipe=former,
+                     seeds=len(rs),
                      converge=any(r["tags"].get("converge") for r in rs),
                      params=rs[0]["params"], train_seconds=round(float(np.mean([r["train_seconds"] for r in rs])), 1))
         for ev in EVALUATIONS:
@@ -355,6 +378,12 @@ def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
     plt.close(fig)
 
 
+def _table_row(p: dict) -> str:
+    return (f"| {p['model']} | {p['role']} | {p['augment']:g} | {p['spheres']} | {p['steps']} | {p['seeds']} | "
+            f"{p['params']:,} | {_fmt(p['upright_ours'])} | {_fmt(p['rotated_ours'])} | "
+            f"{_fmt(p['upright_paper'])} | {_fmt(p['rotated_paper'])} | {p['train_seconds']} |")
+
+
 def report(out, rows, budgets: dict | None = None) -> None:
     """paper.md / paper.jsonl, the size and augmentation figures at each task's budget (`budgets`, task -> steps;
     by default the largest of the task's points), the learning curves and the budget figure. Every finished run
@@ -367,8 +396,13 @@ def report(out, rows, budgets: dict | None = None) -> None:
     out = Path(out)
     shared = rows[0].get("study_overrides")
     rows = [r for r in read_rows(out) if r.get("study_overrides") == shared]
-    points = summarise(rows)
-    atomic_write_text(out / "paper.jsonl", "".join(json.dumps(p) + "\n" for p in points))
+    every = summarise(rows)
+    atomic_write_text(out / "paper.jsonl", "".join(json.dumps(p) + "\n" for p in every))
+    # the figures and the main tables show today's recipes; runs on a former one are listed apart, never averaged
+    points, former = [p for p in every if not p["recipe"]], [p for p in every if p["recipe"]]
+    rows = [r for r in rows if not former_recipe(r)]
+    header = ("| model | role | augment | spheres | steps | seeds | params | upright (ours) | rotated (ours) | "
+              "upright (paper) | rotated (paper) | train s |")
     lines = ["# Equivariance vs augmentation on the rotated digits", ""]
     for task in sorted({p["task"] for p in points}):
         floor = chance(rows, task)
@@ -384,10 +418,13 @@ def report(out, rows, budgets: dict | None = None) -> None:
         lines += [f"## {task}", "", f"Most frequent class everywhere: ours {floor['ours']:.3f}, paper's metric "
                   f"{floor['paper']:.3f}. Ours: {name}" + (" over the classes present" if name == "mIoU" else "") +
                   (", paper: mIoU over the ten digit classes (background left out)." if name == "mIoU" else "."),
-                  "", "| model | role | augment | spheres | steps | seeds | params | upright (ours) | rotated (ours) |"
-                  " upright (paper) | rotated (paper) | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {p['model']} | {p['role']} | {p['augment']:g} | {p['spheres']} | {p['steps']} | {p['seeds']} | "
-                  f"{p['params']:,} | {_fmt(p['upright_ours'])} | {_fmt(p['rotated_ours'])} | "
-                  f"{_fmt(p['upright_paper'])} | {_fmt(p['rotated_paper'])} | {p['train_seconds']} |" for p in mine]
+                  "", header, "|---" * 12 + "|"]
+        lines += [_table_row(p) for p in mine]
+        lines.append("")
+    if former:
+        lines += ["## Runs on a former recipe", "", "Not in the tables above nor in the figures: trained before their "
+                  "family's recipe changed (how it differed: the last column).", "",
+                  header.replace("| model |", "| task | model |") + " recipe |", "|---" * 14 + "|"]
+        lines += [f"| {p['task']} {_table_row(p)} {p['recipe']} |" for p in former]
         lines.append("")
     atomic_write_text(out / "paper.md", "\n".join(lines) + "\n")
