@@ -2,6 +2,7 @@
 each family's recipe, seeds outermost), its refusals, and a two-step version run end to end with its report."""
 
 import argparse
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -139,6 +140,16 @@ def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
     assert all(p["seeds"] == 1 for p in split) and len(split) == len(points) + 1
     assert "## Runs on a former recipe" in (out / "paper.md").read_text()
     shutil.rmtree(former)
+    # the ensemble measure over the study's trained controls (bench/ensembles/from_paper.py): K = 1 here
+    spec = importlib.util.spec_from_file_location("from_paper", ROOT / "bench" / "ensembles" / "from_paper.py")
+    from_paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(from_paper)
+    assert from_paper.main([str(out), "--out", str(tmp_path / "ens"), "--models", "chart_cnn_tiny_4x", "--steps", "2",
+                            "--samples", "2", "--rotations", "1"]) == 0
+    measured = [json.loads(line) for line in (tmp_path / "ens" / "ensembles.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["augment"], r["k"]) for r in measured] == [("chart_cnn_tiny_4x", 1.0, 1)]
+    assert 0 <= measured[0]["ensemble_error"] <= 1 and measured[0]["ensemble_error"] == measured[0]["member_error"]
+    assert read_png(tmp_path / "ens" / "ensemble_error_vs_k.png").shape[0] > 100
     # a run with fewer arms (one model) still reports every finished run in the folder
     assert main([str(STUDY), "--out", str(out), "--models", "gauge_cnn_tiny", "--seeds", "1", "--steps", "2",
                  "--sizes", "400", "--augment", "1", "--evals", "1", "--tasks", "segmentation",

@@ -237,7 +237,8 @@ def plot_against_k(result: list, path) -> None:
     series = _series(result)
     models = sorted({m for m, _, _ in series})
     steps = sorted({s for _, _, s in series})
-    fig, axes = plt.subplots(len(models), len(steps), figsize=(3.3 * len(steps) + 0.6, 3.0 * len(models)),
+    # wide enough for the title and the legend when one point along training is measured (one column)
+    fig, axes = plt.subplots(len(models), len(steps), figsize=(max(3.3 * len(steps) + 0.6, 7.5), 3.0 * len(models)),
                              squeeze=False, sharey="row")
     for i, model in enumerate(models):
         for j, step in enumerate(steps):
@@ -258,9 +259,10 @@ def plot_against_k(result: list, path) -> None:
         axes[i][0].set_ylabel("1 − mIoU(f(Rx), R f(x))")
     handles, labels = axes[0][0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=3 if len(steps) > 1 else 2, fontsize=8,
+               frameon=False)
     fig.suptitle("Emergent equivariance: error against ensemble size, at each point along training", fontsize=10)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.1 if len(steps) > 1 else 0.14, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
