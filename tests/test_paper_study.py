@@ -146,6 +146,9 @@ def test_a_two_step_paper_study_runs_end_to_end(tmp_path):
     spec.loader.exec_module(from_paper)
     assert from_paper.main([str(out), "--out", str(tmp_path / "ens"), "--models", "chart_cnn_tiny_4x", "--steps", "2",
                             "--samples", "2", "--rotations", "1"]) == 0
+    with pytest.raises(SystemExit):                      # refused before any work: nothing is written
+        from_paper.main([str(out), "--out", str(tmp_path / "bad"), "--samples", "0"])
+    assert not (tmp_path / "bad").exists()
     measured = [json.loads(line) for line in (tmp_path / "ens" / "ensembles.jsonl").read_text().splitlines()]
     assert [(r["model"], r["augment"], r["k"]) for r in measured] == [("chart_cnn_tiny_4x", 1.0, 1)]
     assert 0 <= measured[0]["ensemble_error"] <= 1 and measured[0]["ensemble_error"] == measured[0]["member_error"]

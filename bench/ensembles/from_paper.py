@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("--rotations", type=int, default=3, help="random SO(3) rotations per measure")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    for flag in ("steps", "spheres", "samples", "rotations"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag} {getattr(args, flag)}: must be a whole number >= 1")
     ensembles = load_study_file(HERE / "study.py")
     rows = members(read_rows(Path(args.paper)), args.models, args.steps, args.spheres)
     if not rows:

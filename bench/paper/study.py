@@ -224,12 +224,18 @@ def _resolved(overrides: tuple) -> dict:
     return flat_config(load_config(ROOT / BASE, list(overrides)))
 
 
+@functools.lru_cache(maxsize=None)
+def _current_recipe(model: str, task: str) -> dict:
+    """A family's recipe for a task as the configs give it now, resolved: read once per report, not once per run."""
+    return _resolved(tuple(model_recipe(model, task)))
+
+
 def former_recipe(row: dict) -> str:
     """'' for a run trained on its family's recipe as the configs give it now; otherwise the settings in which
     the run's recipe differs from it, the run's values (e.g. 'train.lr=0.005' for a run made before the learning
     rate changed). Compared as resolved configs: an override that restates a default is no difference."""
     then = _resolved(tuple(o for o in row["arm"]["overrides"] if not o.startswith(ARM_KEYS)))
-    now = _resolved(tuple(model_recipe(row["model"], row["task"])))
+    now = _current_recipe(row["model"], row["task"])
     return ", ".join(f"{k}={then.get(k)}" for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k))
 
 
