@@ -275,7 +275,8 @@ def plot_against_step(result: list, path) -> None:
     plt = _pyplot()
     series = _series(result)
     models = sorted({m for m, _, _ in series})
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(5.2 * len(models), 7.5), 4.4), squeeze=False,
+                             sharey=True)
     for ax, model in zip(axes[0], models):
         for aug in AUGMENT:
             steps = sorted(s for m, a, s in series if m == model and a == aug)
@@ -291,13 +292,16 @@ def plot_against_step(result: list, path) -> None:
             ax.plot(steps, [x[0]["floor"] for x in rs], color="grey", linewidth=1, label="floor (labels)")
         ax.set_title(model, fontsize=10)
         ax.set_xlabel("training step (snapshot)")
-        ax.set_ylabel("1 − mIoU(f(Rx), R f(x))")
         ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("1 − mIoU(f(Rx), R f(x))")
+    # one legend for every panel, below them, where it covers no curve
+    unique = {}
+    for ax in axes[0]:
         handles, labels = ax.get_legend_handles_labels()
-        unique = dict(zip(labels, handles))
-        ax.legend(unique.values(), unique.keys(), fontsize=7)
+        unique.update(zip(labels, handles))
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Emergent equivariance along training: the ensemble of all members against its members",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
