@@ -97,7 +97,9 @@ def settings(args) -> dict:
         cfg["research"].update(steps=2, frames=2, size=[128, 96], workers=1, groups_per_study=1, overrides={
             "learning": ["data.nside=16", "data.flat_size=[32,64]"],
             "rotated_digits": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"],
-            "paper": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"]})
+            "paper": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"],
+            "ensembles": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"],
+            "pose": ["data.nside=16", "data.flat_size=[32,64]"]})
         cfg["part_limits"] = {p: 240 for p in cfg["part_limits"]}
         cfg["item_limits"] = {p: 240 for p in cfg["item_limits"]}
         cfg["budget"] = args.budget or 900

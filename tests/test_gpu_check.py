@@ -120,7 +120,7 @@ def test_what_a_cpu_can_measure_is_measured(smoke):
     assert all(r["agree"] for r in _rows(report, "harmonics.parity"))
     assert {r["model"] for r in _rows(report, "harmonics.so3")} == {"s2cnn_small", "s2cnn_digits"}
     measured = [r for r in _rows(report, "research.arms") if r.get("step_s") is not None]
-    assert {r["study"] for r in measured} == {"learning", "rotated_digits", "paper"}
+    assert {r["study"] for r in measured} == {"learning", "rotated_digits", "paper", "ensembles", "pose"}
     assert all(r["est_h"] > 0 and r["full_steps"] > r["steps_run"] for r in measured)
     assert all(r["est_h"] > 0 for r in _rows(report, "research.summary"))
 

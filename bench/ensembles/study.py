@@ -33,13 +33,12 @@ augmentation × snapshot × K; kept and reused on a rerun: delete it to measure 
 member K dotted, floor grey) and ensemble_error_vs_step.png (at K = members against the snapshot's step,
 beside the members' mean with their min-max band).
 
-Time, one CPU core (--threads 1; the default study was not run, the CPU being shared): a run of 400 steps took
-26 s (chart CNN) and 19 s (planar CNN) in the controls study, so 600 steps ≈ 39 s and 28 s and the 32 runs
-≈ 18 min; one ensemble measure (8 members, 24 spheres, 3 rotations) ≈ 20 s (measured with 8 members at 20
-spheres), the 16 of them ≈ 5 min: in all ≈ 25 min on a free core. On a loaded one it is longer: a 3-member,
-60-step smoke of this file at load average 6 on 2 cores ran at 0.085 s (chart) and 0.13 s (planar) per step,
-which would make the default ≈ 45 min. --full (a GPU; estimated, not run): nside 32, 1,600 training spheres, 16
-members, 2,400 steps, 8 snapshots, 100 spheres × 8 rotations per measure: 64 runs, one at a time.
+Time (measured, bench/README.md): the default, one thread, took 70 min on the 2-core machine shared with other
+jobs (load 5-6). With the 4x members at the paper study's budget (--ensemble-models chart_cnn_tiny_4x
+planar_cnn_4x --steps 3000 --workers 2) a run took 275-350 s on a free core: 32 runs ≈ 1 h 20 min on two free
+cores, plus about 3 min of measures. --full (a GPU, not run; the GPU check's research part estimates its
+training time): nside 32, 1,600 training spheres, 16 members, 2,400 steps, 8 snapshots, 100 spheres × 8
+rotations per measure: 64 runs, one at a time.
 """
 
 from __future__ import annotations

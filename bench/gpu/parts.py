@@ -131,11 +131,13 @@ TABLES = {
 }
 
 STUDIES = {"learning": "bench/learning/study.py", "rotated_digits": "bench/rotated_digits/study.py",
-           "paper": "bench/paper/study.py"}
+           "paper": "bench/paper/study.py", "ensembles": "bench/ensembles/study.py", "pose": "bench/pose/study.py"}
 STUDY_COMMANDS = {"learning": "heal-swin-study bench/learning/study.py --full --out runs/learning_full",
                   "rotated_digits": "heal-swin-study bench/rotated_digits/study.py --full --device cuda "
                                     "--out runs/rotated_digits_full",
-                  "paper": "heal-swin-study bench/paper/study.py --full --device cuda --out runs/paper_full"}
+                  "paper": "heal-swin-study bench/paper/study.py --full --device cuda --out runs/paper_full",
+                  "ensembles": "heal-swin-study bench/ensembles/study.py --full --device cuda --out runs/ensembles_full",
+                  "pose": "heal-swin-study bench/pose/study.py --full --device cuda --out runs/pose_full"}
 
 
 @dataclass
@@ -234,16 +236,17 @@ def _study(study: str, cfg: dict):
 
 
 def research_groups(cfg: dict) -> list[tuple[str, str, str]]:
-    """(study, arm group, task) of every arm group of the studies, the segmentation arms of the learning study
-    first, then the digits, then the learning study's depth arms (same backbones: the least new)."""
-    groups = []
-    for study in cfg["research"]["studies"]:
+    """(study, arm group, task) of every arm group of the studies, taken in turns: every study's first group,
+    then every study's second, and so on (a part cut short by its time limit still has a figure for each study),
+    the depth arms last (the segmentation backbones again: the least new)."""
+    ranked = []
+    for order, study in enumerate(cfg["research"]["studies"]):
         seen = []
         for arm in _study(study, cfg).arms:
             if (arm.group, arm.task) not in seen:
                 seen.append((arm.group, arm.task))
-        groups += [(study, g, t) for g, t in seen]
-    return sorted(groups, key=lambda s: (s[2] == "depth", s[0] != "learning"))
+        ranked += [((t == "depth", rank, order), (study, g, t)) for rank, (g, t) in enumerate(seen)]
+    return [group for _, group in sorted(ranked, key=lambda r: r[0])]
 
 
 # ----------------------------------------------------------------------------- the measuring process
@@ -899,7 +902,9 @@ def measure_research(cfg: dict, item: str, work: Path, emit: Emitter) -> None:
         overrides = [*shared, *arm.spec.overrides(), f"task={arm.task}", f"run.seed={arm.seed}", *arm.overrides]
         full = load_config(study.config_path(), overrides)
         steps = rc["steps"]
+        # a few timed steps: no weight snapshots along training (the ensemble study's arms ask for them)
         mine = [f"run.dir={run_dir}", f"train.max_steps={steps}", f"train.eval_every={steps}", "run.log_every=1",
+                "train.snapshot_every=0",
                 f"run.device={cfg['device']}", "eval.backproject=false", "run.overwrite=true",
                 *rc["overrides"].get(study_name, [])]
         if cfg.get("threads"):

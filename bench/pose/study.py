@@ -25,8 +25,8 @@ s2cnn_tiny 0.8-1.1, swin_unet_flat_tiny 1.0; an evaluation ≈ 0.3 s per test im
 wall times beside other jobs (the timing runs' CPU time was about a third of their wall time): on a free
 core expect less, and --steps 400 may still fit in 40 minutes.
 --full (a GPU, --device cuda implied): nside 256, a 512 × 1024 flat image, 200 frames of 1280 × 966, 20,000
-steps, 3 seeds: 36 runs; not timed here (no GPU was lent): measure a few steps per model first, as the GPU
-check's research-run part does for bench/learning/study.py (bench/gpu_check.py).
+steps, 3 seeds: 36 runs; not timed here (no GPU was lent): the GPU check's research-run part
+(bench/gpu_check.py) runs a few steps of each of its arm groups and estimates the training time.
 
 Besides the common report (results.md, curves.png, results.jsonl), the study writes pose.jsonl (a row per
 run and camera pose: mIoU in the fisheye image, overall and per ring), the section "Camera pose" of
