@@ -101,10 +101,14 @@ def test_resume_equals_uninterrupted(data_root, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         trainer.main(_cfg(data_root, tmp_path / "cut", *extra))
     monkeypatch.setattr(trainer, "train_one_epoch", original)
-    assert torch.load(tmp_path / "cut" / "state" / "last.pt", weights_only=True)["step"] == 3
+    cut = torch.load(tmp_path / "cut" / "state" / "last.pt", weights_only=True)
+    assert cut["step"] == 3 and cut["seconds"] > 0
     resumed = trainer.main(_cfg(data_root, tmp_path / "cut", *extra, "train.resume=true"))
     state = torch.load(tmp_path / "cut" / "state" / "last.pt", weights_only=True)
     assert state["losses"] == reference["losses"] and len(state["losses"]) == 6
+    # the training time adds the killed process's part (to its last checkpoint) to the resumed one's
+    assert full["train_seconds"] == reference["seconds"] > 0
+    assert resumed["train_seconds"] == state["seconds"] > cut["seconds"]
     for key, value in reference["model"].items():
         assert torch.equal(state["model"][key], value), key
     assert resumed["sphere"]["miou"] == full["sphere"]["miou"]

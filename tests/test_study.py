@@ -179,6 +179,9 @@ def test_a_study_killed_mid_run_loses_nothing_and_resumes(tmp_path, capsys):
     kept = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
     second = next(out.glob("runs/segmentation-heal_swin_tiny-*"))
     assert not (second / "study.json").exists()
+    import torch
+
+    before = torch.load(second / "state" / "last.pt", weights_only=True)["seconds"]
     from heal_swin.study.cli import main
 
     assert main([str(path), "--out", str(out)]) == 0
@@ -188,8 +191,7 @@ def test_a_study_killed_mid_run_loses_nothing_and_resumes(tmp_path, capsys):
         {p: t for p, t in kept.items() if p.name != ".study.lock"}
     row = json.loads((second / "study.json").read_text())
     assert row["steps"] == 60
-    import torch
-
+    assert row["train_seconds"] > before > 0          # the killed part's time counts in the run's time
     assert len(torch.load(second / "state" / "last.pt", weights_only=True)["losses"]) == 60   # each step once
 
 

@@ -3,6 +3,7 @@ the one training loop, evaluation, checkpoints, logging, processes and devices.
 
     cfg = load_config("configs/digits_gauge_cnn.yaml", ["train.max_steps=50"])
     result = main(cfg)                                   # train (or resume) cfg.run.dir; the last evaluation
+                                                         # and result['train_seconds'] (a resumed run's parts)
     model = load_model("runs/x")                         # a trained run's model
     evaluate(model, dataset, task="segmentation")        # metrics of any model on any dataset
 """

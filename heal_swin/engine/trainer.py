@@ -39,12 +39,14 @@ __all__ = ["main", "TrainState", "train_one_epoch", "forward_loss"]
 @dataclass
 class TrainState:
     """Where a run stands: optimiser steps, epoch, batches into the epoch, the best headline metric so
-    far and the logged losses; saved in every resume state."""
+    far, the logged losses and the seconds spent training it (every process that trained it, up to its last
+    checkpoint: a resumed run adds its parts); saved in every resume state."""
     step: int = 0
     epoch: int = 0
     batch: int = 0
     best: float | None = None
     losses: list = field(default_factory=list)
+    seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -267,7 +269,9 @@ def _prepare_data(cfg, dist: Distributed) -> None:
 
 
 def main(cfg: DictConfig) -> dict:
-    """Train (or resume) the run described by `cfg`; returns the last evaluation."""
+    """Train (or resume) the run described by `cfg`; returns the last evaluation, with `train_seconds`: the
+    wall time of this call and of the earlier calls it resumed, up to their last checkpoints."""
+    started = time.perf_counter()
     dist = Distributed(cfg.run.device)
     _check_compatible(cfg, dist)
     if cfg.run.threads:
@@ -311,7 +315,8 @@ def main(cfg: DictConfig) -> dict:
         scheduler.load_state_dict(saved["scheduler"])
         if scaler is not None and "scaler" in saved:
             scaler.load_state_dict(saved["scaler"])
-        state = TrainState(**{k: saved[k] for k in ("step", "epoch", "batch", "best", "losses")})
+        state = TrainState(**{k: saved[k] for k in ("step", "epoch", "batch", "best", "losses")},
+                           seconds=float(saved.get("seconds", 0.0)))     # states written before it was kept: 0
         set_rng_state(saved["rng"])
         if dist.main:
             print(f"resuming {run_dir} at step {state.step} (epoch {state.epoch}, batch {state.batch})")
@@ -334,7 +339,10 @@ def main(cfg: DictConfig) -> dict:
     if resume and changes:
         logger.log({"event": "resume", "step": state.step, "changes": changes})
 
+    earlier = state.seconds                     # what the processes before this one spent on the run
+
     def checkpoint(result=None):
+        state.seconds = earlier + time.perf_counter() - started
         if result is not None:
             value = headline(result, cfg.train.metric)
             better = value is not None and (state.best is None or
@@ -417,4 +425,4 @@ def main(cfg: DictConfig) -> dict:
     logger.close()
     if dist.main:
         print(f"finished {run_dir}: step {state.step}, best {cfg.train.metric} = {state.best}")
-    return result
+    return {**result, "train_seconds": state.seconds}

@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import json
 import os
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +124,8 @@ def train_arm(job: dict) -> dict:
     run_dir = Path(job["run_dir"])
     with run_lock(run_dir):
         cfg = load_config(job["config"], job["overrides"])
-        start = time.perf_counter()
         result = main(cfg)
-        seconds = time.perf_counter() - start          # of this process: a resumed run counts its last part
+        seconds = result.pop("train_seconds")          # a resumed run's parts added up
         evaluations = {}
         for name, extra in job["evaluations"].items():
             evaluations[name] = _compact(evaluate_run(run_dir, list(extra), out_dir=run_dir / f"eval-{name}",
