@@ -306,9 +306,13 @@ def _save_panels(fig, axes, ylabel: str, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     axes[0].set_ylabel(ylabel)
-    axes[1].legend(fontsize=7)
+    # the legend to the right of the panels, where it covers no point (the panels keep their width)
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width + 2.8, height)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, width / (width + 2.8), 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
