@@ -94,12 +94,10 @@ def settings(args) -> dict:
         cfg["infer"].update(models=small, repeats=3)
         cfg["onnx"].update(models=args.onnx_models or ["chart_cnn_tiny"], repeats=3, camera_size=[160, 120])
         cfg["harmonics"].update(nside=16, batch=4, repeats=3, so3_batch=2)
+        fisheye = ["data.nside=16", "data.flat_size=[32,64]"]
+        digits = ["data.nside=16", "data.digits.train=16", "data.digits.test=8"]
         cfg["research"].update(steps=2, frames=2, size=[128, 96], workers=1, groups_per_study=1, overrides={
-            "learning": ["data.nside=16", "data.flat_size=[32,64]"],
-            "rotated_digits": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"],
-            "paper": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"],
-            "ensembles": ["data.nside=16", "data.digits.train=16", "data.digits.test=8"],
-            "pose": ["data.nside=16", "data.flat_size=[32,64]"]})
+            "learning": fisheye, "rotated_digits": digits, "paper": digits, "ensembles": digits, "pose": fisheye})
         cfg["part_limits"] = {p: 240 for p in cfg["part_limits"]}
         cfg["item_limits"] = {p: 240 for p in cfg["item_limits"]}
         cfg["budget"] = args.budget or 900

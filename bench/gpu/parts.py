@@ -132,12 +132,9 @@ TABLES = {
 
 STUDIES = {"learning": "bench/learning/study.py", "rotated_digits": "bench/rotated_digits/study.py",
            "paper": "bench/paper/study.py", "ensembles": "bench/ensembles/study.py", "pose": "bench/pose/study.py"}
-STUDY_COMMANDS = {"learning": "heal-swin-study bench/learning/study.py --full --out runs/learning_full",
-                  "rotated_digits": "heal-swin-study bench/rotated_digits/study.py --full --device cuda "
-                                    "--out runs/rotated_digits_full",
-                  "paper": "heal-swin-study bench/paper/study.py --full --device cuda --out runs/paper_full",
-                  "ensembles": "heal-swin-study bench/ensembles/study.py --full --device cuda --out runs/ensembles_full",
-                  "pose": "heal-swin-study bench/pose/study.py --full --device cuda --out runs/pose_full"}
+# the full run of each study (the learning study's --full picks the device itself)
+STUDY_COMMANDS = {name: f"heal-swin-study {path} --full{'' if name == 'learning' else ' --device cuda'} "
+                        f"--out runs/{name}_full" for name, path in STUDIES.items()}
 
 
 @dataclass
