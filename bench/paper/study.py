@@ -31,7 +31,8 @@ study cut short reports every arm at fewer seeds rather than some arms at none.
 The report adds to the common one (results.md, curves.png: learning curves on the validation spheres):
 `paper.md` (each point: ours, mIoU over the classes present, and the paper's, mIoU over the ten digit classes
 without the background; accuracy for classification; mean ± std over seeds; the all-background / majority
-class score; runs trained on a former recipe of their family are listed apart and left out of the figures),
+class score; the paper's three axes at the budget as tables, upright / rotated in each cell: size, augmentation,
+ladder; runs trained on a former recipe of their family are listed apart and left out of the figures),
 `paper.jsonl`, and per task `size_<task>.png` (against training spheres, the paper's figure) and
 `augment_<task>.png` (against augmentation; the equivariant models' upright-trained scores as dashed lines).
 """
@@ -171,7 +172,8 @@ def make(options) -> Study:
                                       f"data.digits.rotate={aug:g}", f"data.digits.train={size_here}",
                                       *budget], seed, label=label, tags=tags, evaluations=EVALUATIONS))
     overrides = ["data.nside=32"] if options.full else []
-    return Study("paper", BASE, arms, overrides=overrides, report=functools.partial(report, budgets=budgets))
+    return Study("paper", BASE, arms, overrides=overrides,
+                 report=functools.partial(report, budgets=budgets, reference=REFERENCE * scale))
 
 
 # --------------------------------------------------------------------------- report
@@ -266,7 +268,7 @@ def _fmt(pair) -> str:
     return "–" if np.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
-def _figure(points: list, task: str, x: str, path: Path, floor: dict, steps: int | None) -> None:
+def _figure(points: list, task: str, x: str, path: Path, floor: dict, steps: int | None, reference: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,7 +281,7 @@ def _figure(points: list, task: str, x: str, path: Path, floor: dict, steps: int
             if x == "spheres":
                 mine = [p for p in points if p["model"] == model and (p["augment"] == 1.0 or p["role"] == "equivariant")]
             else:
-                mine = [p for p in points if p["model"] == model and p["spheres"] == REFERENCE]
+                mine = [p for p in points if p["model"] == model and p["spheres"] == reference]
             mine = sorted((p for p in mine if p["task"] == task and not p.get("converge")), key=lambda p: p[x])
             if not mine:
                 continue
@@ -318,9 +320,9 @@ def _save_panels(fig, axes, ylabel: str, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _main_arm(tags: dict) -> bool:
+def _main_arm(tags: dict, reference: int) -> bool:
     """An arm of the default's kind at the reference size: a model trained upright or fully augmented."""
-    return tags["spheres"] == REFERENCE and tags["role"] != "ladder" and tags["augment"] in (0.0, 1.0)
+    return tags["spheres"] == reference and tags["role"] != "ladder" and tags["augment"] in (0.0, 1.0)
 
 
 def _line(role: str, aug: float) -> tuple[str, str]:
@@ -328,7 +330,7 @@ def _line(role: str, aug: float) -> tuple[str, str]:
     return ("--" if role == "equivariant" else "-" if aug == 1.0 else ":"), ("augmented" if aug == 1.0 else "upright")
 
 
-def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
+def _budget_figure(points: list, task: str, path: Path, floor: dict, reference: int) -> None:
     """The learning curve across budgets: the test score of each model trained upright or fully augmented at the
     reference size against its number of steps (every budget in the folder, the budget checks among them)."""
     import matplotlib
@@ -337,7 +339,7 @@ def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    mine = [p for p in points if p["task"] == task and _main_arm(p)]
+    mine = [p for p in points if p["task"] == task and _main_arm(p, reference)]
     lines = sorted({(p["model"], p["augment"]) for p in mine})
     for ax, ev in zip(axes, EVALUATIONS):
         for i, (model, aug) in enumerate(lines):
@@ -347,7 +349,7 @@ def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
             ax.errorbar([p["steps"] for p in curve], [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o",
                         capsize=3, color=plt.cm.tab10(i % 10), linestyle=style, label=f"{model} ({trained})")
         ax.axhline(floor["paper"], color="grey", linewidth=1, label="most frequent class")
-        ax.set_title(f"test spheres {ev}, {REFERENCE} training spheres")
+        ax.set_title(f"test spheres {ev}, {reference} training spheres")
         ax.set_xlabel("training steps")
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
@@ -355,7 +357,7 @@ def _budget_figure(points: list, task: str, path: Path, floor: dict) -> None:
                  f"Rotated digits, {task}: the score against the budget (has it converged?)", path)
 
 
-def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
+def _curve_figure(rows: list, task: str, steps: int, path: Path, reference: int) -> None:
     """The learning curves at the study's budget: each model trained upright or fully augmented at the reference
     size, its validation score (upright validation spheres, ours) against the step, mean over seeds with the
     min-max band."""
@@ -367,7 +369,7 @@ def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
     from heal_swin.study import curve
 
     key = "accuracy" if task == "classification" else "miou"
-    mine = [r for r in rows if r["task"] == task and r["tags"]["steps"] == steps and _main_arm(r["tags"])]
+    mine = [r for r in rows if r["task"] == task and r["tags"]["steps"] == steps and _main_arm(r["tags"], reference)]
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     for i, (model, aug) in enumerate(sorted({(r["model"], r["tags"]["augment"]) for r in mine})):
         curves = [curve(r["run_dir"], key) for r in mine if (r["model"], r["tags"]["augment"]) == (model, aug)]
@@ -381,7 +383,7 @@ def _curve_figure(rows: list, task: str, steps: int, path: Path) -> None:
         ax.fill_between(xs, ys.min(0), ys.max(0), color=plt.cm.tab10(i % 10), alpha=0.15)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"validation {'accuracy' if key == 'accuracy' else 'mIoU (ours)'}, upright spheres")
-    ax.set_title(f"Rotated digits, {task}: learning curves at {steps} steps, {REFERENCE} spheres")
+    ax.set_title(f"Rotated digits, {task}: learning curves at {steps} steps, {reference} spheres")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -395,7 +397,67 @@ def _table_row(p: dict) -> str:
             f"{_fmt(p['upright_paper'])} | {_fmt(p['rotated_paper'])} | {p['train_seconds']} |")
 
 
-def report(out, rows, budgets: dict | None = None) -> None:
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _short(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
+def axis_tables(points: list, task: str, reference: int) -> list[str]:
+    """The paper's three axes at one budget as Markdown tables, each cell upright / rotated test score (the
+    paper's metric; mean ± std over seeds): the size axis (the equivariant models trained upright, the main-rung
+    controls fully augmented), the augmentation axis (the controls at the reference size) and the ladder (each
+    family's rungs, fully augmented, at the reference size). A point whose number of seeds differs from the most
+    common one in its table says how many it has. Tables without a point are left out."""
+    mine = [p for p in points if p["task"] == task and not p["converge"] and not p["recipe"]]
+    digits = 2 if task == "classification" else 3
+
+    def cell(p, seeds) -> str:
+        if p is None:
+            return "–"
+        pairs = [p[f"{ev}_paper"] for ev in EVALUATIONS]
+        text = " / ".join(f"{m:.{digits}f}" + (f" ± {sd:.{digits}f}" if p["seeds"] > 1 else "") for m, sd in pairs)
+        return text + (f" ({_seeds(p['seeds'])})" if p["seeds"] != seeds else "")
+
+    def table(title: str, columns: list, rows: list) -> list[str]:
+        # rows: (label, [point or None per column])
+        found = [p for _, cells in rows for p in cells if p is not None]
+        if not found:
+            return []
+        counts = [p["seeds"] for p in found]
+        seeds = max(set(counts), key=lambda n: (counts.count(n), n))       # a tie: the larger count
+        return [f"| {title} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
+                *(f"| {label} | " + " | ".join(cell(p, seeds) for p in cells) + " |" for label, cells in rows
+                  if any(c is not None for c in cells)), "", f"{_seeds(seeds)} a point unless noted.", ""]
+
+    def find(**want):
+        hits = [p for p in mine if all(p[k] == v for k, v in want.items())]
+        return hits[0] if hits else None
+
+    rungs = [LADDER[f][MAIN_RUNG] for f in LADDER]
+    sizes = sorted({p["spheres"] for p in mine})
+    size_rows = []
+    for model in [*EQUIVARIANT, *rungs]:
+        aug = 0.0 if model in EQUIVARIANT else 1.0
+        cells = [find(model=model, augment=aug, spheres=n) for n in sizes]
+        params = next((p["params"] for p in cells if p is not None), 0)
+        size_rows.append((f"{model} ({_short(params)}), {'upright' if aug == 0 else 'full SO(3)'}", cells))
+    augments = sorted({p["augment"] for p in mine if p["model"] in rungs and p["spheres"] == reference})
+    aug_rows = [(model, [find(model=model, augment=a, spheres=reference) for a in augments]) for model in rungs]
+    ladder_rows = []
+    for name, ladder in LADDER.items():
+        cells = [find(model=ladder[r], augment=1.0, spheres=reference) for r in ladder]
+        params = " / ".join(_short(p["params"]) for p in cells if p is not None)
+        ladder_rows.append((f"{name} ({params})", cells))
+    level = {0.0: "0", 0.25: "¼", 0.5: "½", 1.0: "full"}
+    return [*table("training spheres →", [f"{n:,}" for n in sizes], size_rows),
+            *table(f"augmentation ({reference:,} spheres) →", [level.get(a, f"{a:g}") for a in augments], aug_rows),
+            *table(f"ladder (full SO(3), {reference:,} spheres) →", list(next(iter(LADDER.values()))), ladder_rows)]
+
+
+def report(out, rows, budgets: dict | None = None, reference: int = REFERENCE) -> None:
     """paper.md / paper.jsonl, the size and augmentation figures at each task's budget (`budgets`, task -> steps;
     by default the largest of the task's points), the learning curves and the budget figure. Every finished run
     in the folder counts, not only this invocation's arms (`rows`): runs at other budgets are the budget figure's
@@ -421,17 +483,18 @@ def report(out, rows, budgets: dict | None = None) -> None:
         planned = [p["steps"] for p in mine if not p["converge"]]
         budget = (budgets or {}).get(task) or (max(planned) if planned else None)
         at_budget = [p for p in mine if p["steps"] == budget]
-        _figure(at_budget, task, "spheres", out / f"size_{task}.png", floor, budget)
-        _figure(at_budget, task, "augment", out / f"augment_{task}.png", floor, budget)
-        _budget_figure(mine, task, out / f"budget_{task}.png", floor)
-        _curve_figure(rows, task, budget, out / f"curves_{task}.png")
+        _figure(at_budget, task, "spheres", out / f"size_{task}.png", floor, budget, reference)
+        _figure(at_budget, task, "augment", out / f"augment_{task}.png", floor, budget, reference)
+        _budget_figure(mine, task, out / f"budget_{task}.png", floor, reference)
+        _curve_figure(rows, task, budget, out / f"curves_{task}.png", reference)
         name = "accuracy" if task == "classification" else "mIoU"
         lines += [f"## {task}", "", f"Most frequent class everywhere: ours {floor['ours']:.3f}, paper's metric "
                   f"{floor['paper']:.3f}. Ours: {name}" + (" over the classes present" if name == "mIoU" else "") +
                   (", paper: mIoU over the ten digit classes (background left out)." if name == "mIoU" else "."),
                   "", header, "|---" * 12 + "|"]
         lines += [_table_row(p) for p in mine]
-        lines.append("")
+        lines += ["", f"### The paper's axes at {budget} steps (upright / rotated test, the paper's metric)", "",
+                  *axis_tables(at_budget, task, reference)]
     if former:
         lines += ["## Runs on a former recipe", "", "Not in the tables above nor in the figures: trained before their "
                   "family's recipe changed (how it differed: the last column).", "",
