@@ -108,6 +108,7 @@ def test_the_axis_tables_put_each_point_in_its_cell():
     points += [_point("chart_cnn_tiny_4x", "control", 1.0, n, 0.1, 0.111) for n in (400, 6400)]
     points += [_point("chart_cnn_tiny_20x", "ladder", 1.0, 1600, 0.7, 0.777, seeds=1)]
     points += [_point("gauge_cnn_tiny", "equivariant", 0.0, 1600, 0.99, 0.99, task="classification")]
+    points += [_point("swin_unet_flat_tiny", "control", 1.0, 400, 0.3, 0.2)]            # a control of --models
     lines = paper.axis_tables(points, "segmentation", reference=1600)
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
     rows = {c[0]: c[1:] for c in cells}
@@ -121,6 +122,11 @@ def test_the_axis_tables_put_each_point_in_its_cell():
                                          "0.400 ± 0.010 / 0.700 ± 0.020"]
     ladder = rows["chart_cnn (241k / 241k)"]
     assert ladder == ["–", "0.400 ± 0.010 / 0.700 ± 0.020", "0.700 / 0.777 (1 seed)"]      # a tie: the larger
+    # any control of --models has its rows, after the default's
+    assert rows["swin_unet_flat_tiny (241k), full SO(3)"] == ["0.300 ± 0.010 / 0.200 ± 0.020", "–", "–"]
+    assert "swin_unet_flat_tiny" not in rows                     # no point at the reference size: no augmentation row
+    assert [k for k in rows if k.endswith(", full SO(3)")] == ["chart_cnn_tiny_4x (241k), full SO(3)",
+                                                               "swin_unet_flat_tiny (241k), full SO(3)"]
     # a model without points has no row, the other task's points stay out, classification has two digits
     assert not any("planar_cnn_4x" in k or "gauge_cnn_tiny" in k for k in rows)
     assert "| gauge_cnn_tiny (241k), upright | 0.99 ± 0.01 / 0.99 ± 0.02 |" in "\n".join(paper.axis_tables(points, "classification", reference=1600))

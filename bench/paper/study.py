@@ -402,14 +402,14 @@ def _seeds(n: int) -> str:
 
 
 def _short(n: int) -> str:
-    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
 
 
 def axis_tables(points: list, task: str, reference: int) -> list[str]:
     """The paper's three axes at one budget as Markdown tables, each cell upright / rotated test score (the
-    paper's metric; mean ± std over seeds): the size axis (the equivariant models trained upright, the main-rung
-    controls fully augmented), the augmentation axis (the controls at the reference size) and the ladder (each
-    family's rungs, fully augmented, at the reference size). A point whose number of seeds differs from the most
+    paper's metric; mean ± std over seeds): the size axis (the equivariant models trained upright, the controls
+    fully augmented), the augmentation axis (the controls at the reference size) and the ladder (each family's
+    rungs, fully augmented, at the reference size). A point whose number of seeds differs from the most
     common one in its table says how many it has. Tables without a point are left out."""
     mine = [p for p in points if p["task"] == task and not p["converge"] and not p["recipe"]]
     digits = 2 if task == "classification" else 3
@@ -436,16 +436,23 @@ def axis_tables(points: list, task: str, reference: int) -> list[str]:
         hits = [p for p in mine if all(p[k] == v for k, v in want.items())]
         return hits[0] if hits else None
 
-    rungs = [LADDER[f][MAIN_RUNG] for f in LADDER]
+    order = [*EQUIVARIANT, *(LADDER[f][MAIN_RUNG] for f in LADDER)]          # the default's models first
+
+    def models(role: str) -> list[str]:
+        found = {p["model"] for p in mine if p["role"] == role}
+        return sorted(found, key=lambda m: (order.index(m) if m in order else len(order), m))
+
     sizes = sorted({p["spheres"] for p in mine})
     size_rows = []
-    for model in [*EQUIVARIANT, *rungs]:
-        aug = 0.0 if model in EQUIVARIANT else 1.0
-        cells = [find(model=model, augment=aug, spheres=n) for n in sizes]
-        params = next((p["params"] for p in cells if p is not None), 0)
-        size_rows.append((f"{model} ({_short(params)}), {'upright' if aug == 0 else 'full SO(3)'}", cells))
-    augments = sorted({p["augment"] for p in mine if p["model"] in rungs and p["spheres"] == reference})
-    aug_rows = [(model, [find(model=model, augment=a, spheres=reference) for a in augments]) for model in rungs]
+    for role, aug in (("equivariant", 0.0), ("control", 1.0)):
+        for model in models(role):
+            cells = [find(model=model, role=role, augment=aug, spheres=n) for n in sizes]
+            params = next((p["params"] for p in cells if p is not None), 0)
+            size_rows.append((f"{model} ({_short(params)}), {'upright' if aug == 0 else 'full SO(3)'}", cells))
+    controls = models("control")
+    augments = sorted({p["augment"] for p in mine if p["role"] == "control" and p["spheres"] == reference})
+    aug_rows = [(model, [find(model=model, role="control", augment=a, spheres=reference) for a in augments])
+                for model in controls]
     ladder_rows = []
     for name, ladder in LADDER.items():
         cells = [find(model=ladder[r], augment=1.0, spheres=reference) for r in ladder]
