@@ -872,55 +872,72 @@ def measure_sht(cfg: dict, emit: Emitter) -> None:
 
 # ----------------------------------------------------------------------------- 4. research runs
 
-def measure_research(cfg: dict, item: str, work: Path, emit: Emitter) -> None:
-    """A few steps of an arm group's first arm at the study's --full settings, through the trainer, and the
-    estimated training time of the group's runs at --full from the median step."""
-    from heal_swin.engine import load_config, main, model_domain
+def group_run(cfg: dict, item: str, work: Path, steps: int):
+    """The study, the arm group's arms, the first arm's config at --full and the config of a short run of it
+    (`steps` steps on cfg's device, no evaluation before the end, no weight snapshots) for `item` =
+    "study/task/group"; a study with its own data (the fisheye studies) gets a few frames of the --full size."""
+    from heal_swin.engine import load_config
 
     study_name, task, group = item.split("/", 2)
     rc = cfg["research"]
+    study = _study(study_name, cfg)
+    arms = [a for a in study.arms if a.group == group and a.task == task]
+    if not arms:
+        raise ValueError(f"{item}: no arm group {group!r} with task {task!r} in {STUDIES[study_name]}")
+    shared = list(study.overrides)
+    if study.prepare is not None:          # the learning study's data: a few frames of the --full size
+        from heal_swin.data.synthetic import generate
+
+        data = work / f"data-{study_name}"
+        if not (data / ".complete").is_file():       # a process stopped while generating left half a tree
+            shutil.rmtree(data, ignore_errors=True)
+            generate(data, frames=rc["frames"], size=tuple(rc["size"]), progress=False, workers=rc["workers"])
+            (data / ".complete").touch()
+        shared.append(f"data.root={data}")
+    arm = arms[0]
+    run_dir = work / "runs" / f"{study_name}-{task}-{arm.run_name(shared)}"
+    overrides = [*shared, *arm.spec.overrides(), f"task={arm.task}", f"run.seed={arm.seed}", *arm.overrides]
+    full = load_config(study.config_path(), overrides)
+    # a few timed steps: no weight snapshots along training (the ensemble study's arms ask for them)
+    mine = [f"run.dir={run_dir}", f"train.max_steps={steps}", f"train.eval_every={steps}", "run.log_every=1",
+            "train.snapshot_every=0",
+            f"run.device={cfg['device']}", "eval.backproject=false", "run.overwrite=true",
+            *rc["overrides"].get(study_name, [])]
+    if cfg.get("threads"):
+        mine.append(f"run.threads={cfg['threads']}")
+    full_grid = [o for o in overrides if o.startswith(("data.nside", "data.flat_size", "data.digits.train"))]
+    return arms, full, load_config(study.config_path(), overrides + mine), full_grid
+
+
+def grid_of(run_cfg) -> str:
+    """The grid a run's model sees, in words."""
+    from heal_swin.engine import model_domain
+
+    if model_domain(run_cfg) == "flat" and run_cfg.data.source == "woodscape":
+        return f"{run_cfg.data.flat_size[0]}×{run_cfg.data.flat_size[1]}"
+    return f"nside {run_cfg.data.nside}" + (", θ-φ image" if model_domain(run_cfg) == "flat" else "")
+
+
+def measure_research(cfg: dict, item: str, work: Path, emit: Emitter) -> None:
+    """A few steps of an arm group's first arm at the study's --full settings, through the trainer, and the
+    estimated training time of the group's runs at --full from the median step."""
+    from heal_swin.engine import main
+
+    study_name, task, group = item.split("/", 2)
     key = dict(study=study_name, arm=group, task=task)
 
     def run():
-        study = _study(study_name, cfg)
-        arms = [a for a in study.arms if a.group == group and a.task == task]
-        shared = list(study.overrides)
-        if study.prepare is not None:          # the learning study's data: a few frames of the --full size
-            from heal_swin.data.synthetic import generate
-
-            data = work / f"data-{study_name}"
-            if not (data / ".complete").is_file():       # a process stopped while generating left half a tree
-                shutil.rmtree(data, ignore_errors=True)
-                generate(data, frames=rc["frames"], size=tuple(rc["size"]), progress=False, workers=rc["workers"])
-                (data / ".complete").touch()
-            shared.append(f"data.root={data}")
-        arm = arms[0]
-        run_dir = work / "runs" / f"{study_name}-{task}-{arm.run_name(shared)}"
-        overrides = [*shared, *arm.spec.overrides(), f"task={arm.task}", f"run.seed={arm.seed}", *arm.overrides]
-        full = load_config(study.config_path(), overrides)
-        steps = rc["steps"]
-        # a few timed steps: no weight snapshots along training (the ensemble study's arms ask for them)
-        mine = [f"run.dir={run_dir}", f"train.max_steps={steps}", f"train.eval_every={steps}", "run.log_every=1",
-                "train.snapshot_every=0",
-                f"run.device={cfg['device']}", "eval.backproject=false", "run.overwrite=true",
-                *rc["overrides"].get(study_name, [])]
-        if cfg.get("threads"):
-            mine.append(f"run.threads={cfg['threads']}")
-        run_cfg = load_config(study.config_path(), overrides + mine)
+        arms, full, run_cfg, full_grid = group_run(cfg, item, work, cfg["research"]["steps"])
         main(run_cfg)
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in (Path(run_cfg.run.dir) / "metrics.jsonl").read_text().splitlines()
                    if line.strip() and '"samples_per_s"' in line]
         step_s = [run_cfg.data.batch_size / r["samples_per_s"] for r in records]
         warm = step_s[1:] or step_s             # the first step carries the device's warm-up
         median = statistics.median(warm)
-        if model_domain(run_cfg) == "flat" and run_cfg.data.source == "woodscape":
-            grid = f"{run_cfg.data.flat_size[0]}×{run_cfg.data.flat_size[1]}"
-        else:
-            grid = f"nside {run_cfg.data.nside}" + (", θ-φ image" if model_domain(run_cfg) == "flat" else "")
         full_steps = int(full.train.max_steps)
-        full_grid = [o for o in overrides if o.startswith(("data.nside", "data.flat_size", "data.digits.train"))]
-        return dict(grid=grid, batch=int(run_cfg.data.batch_size), steps_run=len(records), step_s=median,
-                    full_steps=full_steps, runs=len(arms), est_h=median * full_steps * len(arms) / 3600,
+        return dict(grid=grid_of(run_cfg), batch=int(run_cfg.data.batch_size), steps_run=len(records),
+                    step_s=median, full_steps=full_steps, runs=len(arms),
+                    est_h=median * full_steps * len(arms) / 3600,
                     loss_first=records[0]["loss"], loss_last=records[-1]["loss"],
                     notes=[f"--full sets {', '.join(full_grid)}"] if full_grid else [])
 
