@@ -10,12 +10,14 @@ exist. This script estimates them instead, from what one training step of each a
 - it builds the group's first arm as the trainer would (the study's own `make(options)` with --full, through
   bench/gpu/parts.py), runs one training step on the CPU to warm up, then records every operator the next step
   dispatches (forward, backward, the optimiser's foreach update, as on CUDA): its count, its FLOPs (PyTorch's
-  FLOP counter: matmuls, convolutions, attention) and the bytes of its tensors (inputs and outputs);
+  FLOP counter: matmuls, convolutions, attention) and the bytes of its tensors (inputs and outputs); it times
+  loading a batch the trainer's way (one process, one CPU core);
 - on the GPU, each operator is taken to launch one kernel, which costs the largest of a minimum kernel time, its
   FLOPs at a sustained rate and its bytes at a sustained bandwidth; the host issues one operator per
   `host_us`. The step costs the larger of the two sums (the host runs ahead of the GPU until the trainer's
-  `loss.item()` waits for it), plus loading the batch, which the trainer does in its own process between steps
-  (`data.num_workers=0`, measured here on one CPU core);
+  `loss.item()` waits for it). Loading the batch adds to that when the run loads in its training process
+  (`data.num_workers=0`: between the steps); with W loader processes it only bounds the step, at a W-th of
+  the measured time (they load the next batches while the GPU runs; the GPU machines have 16 cores);
 - two sets of constants bound the answer: `fast` (8 µs of host time per operator, 3 µs per kernel, 40 TFLOP/s,
   2.5 TB/s: near an H100's fp32 and memory peaks) and `slow` (20 µs, 6 µs, 15 TFLOP/s, 1.2 TB/s).
 
@@ -133,27 +135,29 @@ def estimate_group(cfg: dict, item: str, work: Path) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    loads, steps = [], []
-    for i in range(2):                             # warm-up, then the timed step
-        batch, load_s = _one_batch(train, batch_size, start=i * batch_size)
-        t0 = time.perf_counter()
-        step(batch)
-        loads.append(load_s)
-        steps.append(time.perf_counter() - t0)
-    batch, load_s = _one_batch(train, batch_size, start=2 * batch_size)
-    loads.append(load_s)
+    batch, _ = _one_batch(train, batch_size)     # warm-up: the first step builds what the model caches
+    step(batch)
+    loads = [_one_batch(train, batch_size, start=i * batch_size)[1] for i in (1, 2)]
+    batch, load_s = _one_batch(train, batch_size, start=3 * batch_size)
+    t0 = time.perf_counter()
     with OpCount() as counted:
         step(batch)
+    cpu_step = time.perf_counter() - t0           # counting costs a few µs an operator: small beside the step
     full_steps, runs = int(full.train.max_steps), len(arms)
-    load = statistics.median(loads[1:])
+    load = statistics.median([*loads, load_s])
+    workers = int(run_cfg.data.num_workers)
     row = dict(grid=parts.grid_of(run_cfg), batch=batch_size, params=sum(p.numel() for p in model.parameters()),
                ops=len(counted.ops), gflops=sum(f for _, f, _ in counted.ops) / 1e9,
-               gbytes=sum(b for _, _, b in counted.ops) / 1e9, load_s=load, cpu_step_s=steps[-1],
+               gbytes=sum(b for _, _, b in counted.ops) / 1e9, load_s=load, workers=workers, cpu_step_s=cpu_step,
                full_steps=full_steps, runs=runs, notes=[f"--full sets {', '.join(full_grid)}"] if full_grid else [])
     for name, c in CONSTANTS.items():
         host, gpu = counted.gpu_seconds(c)
-        row[f"{name}_step_s"] = load + max(host, gpu)
-        row[f"{name}_bound"] = "host" if host >= gpu else "GPU"
+        # in-process loading comes between the steps; workers load the next batches while the GPU runs
+        loading = load / workers if workers else 0.0
+        step_s = max(host, gpu, loading) + (0.0 if workers else load)
+        row[f"{name}_step_s"] = step_s
+        row[f"{name}_bound"] = max((("loading", loading if workers else load), ("host", host), ("GPU", gpu)),
+                                   key=lambda kv: kv[1])[0]
         row[f"{name}_h"] = row[f"{name}_step_s"] * full_steps * runs / 3600
     return row
 

@@ -114,6 +114,9 @@ def test_the_pose_study_declares_its_arms_and_refuses_bad_options():
     assert "train.max_steps=200" in s.overrides and "data.split_fractions=[0.6,0.2,0.2]" in s.overrides
     full = pose.make(_options(full=True))
     assert len(full.arms) == 6 * 2 * 3 and "run.device=cuda" in full.overrides
+    # frames of 1280 × 966 load in worker processes on the GPU machine: in the training process they would
+    # take longer than the step (bench/gpu/ESTIMATE.md); the CPU default loads in the training process
+    assert "data.num_workers=8" in full.overrides and not any("num_workers" in o for o in s.overrides)
     for bad, match in [(dict(rolls=[0, 200]), "--rolls"), (dict(tilts=[0]), "--tilts"),
                        (dict(augment=[180, 180]), "--augment"), (dict(evals=0), "--evals")]:
         with pytest.raises(StudyError, match=match):

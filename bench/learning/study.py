@@ -13,7 +13,9 @@ Default: heal_swin_tiny, swin_unet_flat_tiny, gauge_cnn_tiny and s2cnn_tiny; bot
 (run.seed: model init and data order; the data are the same); 300 steps with 6 evaluations; 24 frames.
 Sphere models train at the demo's nside 32 on faces 0-7; flat ones on a 64 x 96 image (about as many
 pixels as the sphere models see: matched token counts); NAME@HxW sets another flat size. --full: the
-paper's setting for a GPU (nside 256, a 512 x 1024 flat image, 1280 x 966 frames, 200 frames, 20k steps).
+paper's setting for a GPU (nside 256, a 512 x 1024 flat image, 1280 x 966 frames, 200 frames, 20k steps; 8
+loader processes: loading a batch of these frames in the training process would take longer than the GPU's
+step, bench/gpu/ESTIMATE.md).
 """
 
 from heal_swin.study import Arm, Study, StudyError, parse_model_spec, synthetic_tree
@@ -57,4 +59,4 @@ def make(options) -> Study:
                              overrides=options.set)
     return Study("learning", "configs/demo.yaml", arms, prepare=prepare,
                  overrides=["data.generate=false", f"train.max_steps={steps}", f"train.eval_every={max(1, steps // evals)}",
-                            "data.split_fractions=[0.75,0.25,0.0]", *(["run.device=cuda"] if options.full else [])])
+                            "data.split_fractions=[0.75,0.25,0.0]", *(["run.device=cuda", "data.num_workers=8"] if options.full else [])])

@@ -25,8 +25,10 @@ s2cnn_tiny 0.8-1.1, swin_unet_flat_tiny 1.0; an evaluation ≈ 0.3 s per test im
 wall times beside other jobs (the timing runs' CPU time was about a third of their wall time): on a free
 core expect less, and --steps 400 may still fit in 40 minutes.
 --full (a GPU, --device cuda implied): nside 256, a 512 × 1024 flat image, 200 frames of 1280 × 966, 20,000
-steps, 3 seeds: 36 runs; not timed here (no GPU was lent): the GPU check's research-run part
-(bench/gpu_check.py) runs a few steps of each of its arm groups and estimates the training time.
+steps, 3 seeds: 36 runs, 8 loader processes (in the training process, loading a batch of these frames would
+take longer than the GPU's step); not timed here (no GPU was lent): bench/full_estimate.py estimates
+17-24 h a backbone on one H100 (bench/gpu/ESTIMATE.md), and the GPU check's research-run part
+(bench/gpu_check.py) runs a few steps of each of its arm groups and measures them.
 
 Besides the common report (results.md, curves.png, results.jsonl), the study writes pose.jsonl (a row per
 run and camera pose: mIoU in the fisheye image, overall and per ring), the section "Camera pose" of
@@ -128,7 +130,7 @@ def make(options) -> Study:
     return Study("pose", "configs/demo.yaml", arms, prepare=prepare, report=report, description=__doc__,
                  overrides=["data.generate=false", f"train.max_steps={steps}",
                             f"train.eval_every={max(1, steps // options.evals)}", "data.split_fractions=[0.6,0.2,0.2]",
-                            *(["run.device=cuda"] if full else [])])
+                            *(["run.device=cuda", "data.num_workers=8"] if full else [])])
 
 
 # --------------------------------------------------------------------------- the study's own report
