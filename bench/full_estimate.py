@@ -169,11 +169,11 @@ def _fmt_h(h: float) -> str:
 def report(rows: list[dict], studies: list[str], cpu: str) -> str:
     """The estimate as markdown: per study, then per arm group."""
     lines = ["# The --full runs on one H100, estimated on a CPU", "",
-             "Made by `python bench/full_estimate.py` (see its docstring for the model). Not a measurement: no GPU",
-             "has been lent yet, and `make gpu-check` (part 4) replaces these with measured steps. The operators",
-             f"were counted, and the batch loading and CPU step timed, on {cpu}. Constants: "
-             + "; ".join(f"{n}: {c['host_us']:g} µs host / operator, {c['kernel_us']:g} µs / kernel, "
-                         f"{c['tflops']:g} TFLOP/s, {c['tb_per_s']:g} TB/s" for n, c in CONSTANTS.items()) + ".",
+             "Made by `python bench/full_estimate.py` (its docstring gives the model). Not a measurement: no GPU has",
+             "been lent yet, and `make gpu-check` (part 4) replaces these with measured steps. The operators were",
+             f"counted, and the batch loading and the CPU step timed, on {cpu}. Constants:", "",
+             *(f"- {n}: {c['host_us']:g} µs of host time an operator, {c['kernel_us']:g} µs a kernel at least, "
+               f"{c['tflops']:g} TFLOP/s, {c['tb_per_s']:g} TB/s" for n, c in CONSTANTS.items()),
              "", "## Per study (training only: evaluations, ensemble measures and data generation not included)", "",
              "| study | command | runs | training steps in all | estimated hours on one H100 (fast – slow) |",
              "|---|---|---|---|---|"]
@@ -192,15 +192,15 @@ def report(rows: list[dict], studies: list[str], cpu: str) -> str:
                      f"{_fmt_h(fast)} – {_fmt_h(slow)}{gap} |")
     lines += ["", "## Per arm group (its first arm, seed 0)", "",
               "| study | task | arm group | grid | batch | parameters | operators / step | GFLOP / step | "
-              "GB touched / step | batch loading (s) | CPU step (s) | H100 step, fast – slow (ms) | bound | "
-              "steps × runs | hours, fast – slow |", "|" + "---|" * 15]
+              "GB touched / step | batch loading, one core (s) | loader processes | CPU step (s) | "
+              "H100 step, fast – slow (ms) | bound | steps × runs | hours, fast – slow |", "|" + "---|" * 16]
     for r in rows:
         head = f"| {r['study']} | {r['task']} | {r['group']} |"
         if "error" in r:
-            lines.append(head + f" not estimated: {r['error']} |" + " |" * 11)
+            lines.append(head + f" not estimated: {r['error']} |" + " |" * 12)
             continue
         lines.append(head + f" {r['grid']} | {r['batch']} | {r['params']:,} | {r['ops']:,} | {r['gflops']:.2f} | "
-                     f"{r['gbytes']:.2f} | {r['load_s']:.3f} | {r['cpu_step_s']:.2f} | "
+                     f"{r['gbytes']:.2f} | {r['load_s']:.3f} | {r['workers'] or 'none'} | {r['cpu_step_s']:.2f} | "
                      f"{r['fast_step_s'] * 1e3:.1f} – {r['slow_step_s'] * 1e3:.1f} | "
                      f"{r['fast_bound']} / {r['slow_bound']} | {r['full_steps']:,} × {r['runs']} | "
                      f"{_fmt_h(r['fast_h'])} – {_fmt_h(r['slow_h'])} |")

@@ -45,7 +45,8 @@ def test_step_model_orders_its_bounds(fe):
     host, gpu = counted.gpu_seconds(c)
     assert host == pytest.approx(1002 * c["host_us"] * 1e-6)
     # the matmul at the FLOP rate, the add at the bandwidth, each small one at the minimum kernel time
-    assert gpu == pytest.approx(1e12 / (c["tflops"] * 1e12) + 8e9 / (c["tb_per_s"] * 1e12) + 1000 * c["kernel_us"] * 1e-6)
+    assert gpu == pytest.approx(1e12 / (c["tflops"] * 1e12) + 8e9 / (c["tb_per_s"] * 1e12)
+                                + 1000 * c["kernel_us"] * 1e-6)
     slow_host, slow_gpu = counted.gpu_seconds(fe.CONSTANTS["slow"])
     assert slow_host > host and slow_gpu > gpu
 

@@ -20,8 +20,9 @@ Arms, per task and seed (--seeds, default 3):
   whose 4x control is among the models.
 --grid is the paper's whole grid: sizes 100 400 1600, augmentation 0 1/4 1/2 1, the 1x rung (138 runs; measured on
 two free cores: the default's 42 in 1 h 35 min, one seed of the grid's other arms with the 20x rung, 36 runs, in
-1 h 34 min); --full implies it. --converge: each family's best arm at the reference size run once
-more for twice the steps (seed 0), the check that the budget is where its learning curve has flattened.
+1 h 34 min); --full implies it (on one H100 an estimated 1.8-4.3 h of training, bench/gpu/ESTIMATE.md).
+--converge: each family's best arm at the reference size run once more for twice the steps (seed 0), the check
+that the budget is where its learning curve has flattened.
 Every family trains on its own recipe: the keys in which configs/digits_<family>.yaml differs from the gauge
 CNN's (e.g. the learning rate), and for classification, where it exists, the keys in which
 configs/digits_classification_<family>.yaml differs from configs/digits_classification.yaml; every arm of a task

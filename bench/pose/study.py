@@ -27,7 +27,7 @@ core expect less, and --steps 400 may still fit in 40 minutes.
 --full (a GPU, --device cuda implied): nside 256, a 512 × 1024 flat image, 200 frames of 1280 × 966, 20,000
 steps, 3 seeds: 36 runs, 8 loader processes (in the training process, loading a batch of these frames would
 take longer than the GPU's step); not timed here (no GPU was lent): bench/full_estimate.py estimates
-17-24 h a backbone on one H100 (bench/gpu/ESTIMATE.md), and the GPU check's research-run part
+9-18 h of training in all on one H100 (bench/gpu/ESTIMATE.md), and the GPU check's research-run part
 (bench/gpu_check.py) runs a few steps of each of its arm groups and measures them.
 
 Besides the common report (results.md, curves.png, results.jsonl), the study writes pose.jsonl (a row per
