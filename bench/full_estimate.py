@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,7 +39,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 _spec = importlib.util.spec_from_file_location("gpu_check_parts", HERE / "gpu" / "parts.py")
 parts = sys.modules.setdefault("gpu_check_parts", importlib.util.module_from_spec(_spec))
 if not hasattr(parts, "STUDIES"):
@@ -150,13 +150,12 @@ def estimate_group(cfg: dict, item: str, work: Path) -> dict:
                ops=len(counted.ops), gflops=sum(f for _, f, _ in counted.ops) / 1e9,
                gbytes=sum(b for _, _, b in counted.ops) / 1e9, load_s=load, workers=workers, cpu_step_s=cpu_step,
                full_steps=full_steps, runs=runs, notes=[f"--full sets {', '.join(full_grid)}"] if full_grid else [])
+    # in-process loading comes between the steps; workers load the next batches while the GPU runs
+    between, beside = (0.0, load / workers) if workers else (load, 0.0)
     for name, c in CONSTANTS.items():
         host, gpu = counted.gpu_seconds(c)
-        # in-process loading comes between the steps; workers load the next batches while the GPU runs
-        loading = load / workers if workers else 0.0
-        step_s = max(host, gpu, loading) + (0.0 if workers else load)
-        row[f"{name}_step_s"] = step_s
-        row[f"{name}_bound"] = max((("loading", loading if workers else load), ("host", host), ("GPU", gpu)),
+        row[f"{name}_step_s"] = between + max(host, gpu, beside)
+        row[f"{name}_bound"] = max((("loading", between or beside), ("host", host), ("GPU", gpu)),
                                    key=lambda kv: kv[1])[0]
         row[f"{name}_h"] = row[f"{name}_step_s"] * full_steps * runs / 3600
     return row
@@ -207,19 +206,6 @@ def report(rows: list[dict], studies: list[str], cpu: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_name() -> str:
-    import os
-    import platform
-
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        name = names[0] if names else platform.processor()
-    except OSError:
-        name = platform.processor()
-    return f"{name or platform.machine()} ({os.cpu_count()} logical cores, 1 thread)"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--studies", nargs="+", choices=list(parts.STUDIES), default=list(parts.STUDIES))
@@ -255,7 +241,7 @@ def main(argv=None) -> int:
             rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "estimate.json").write_text(json.dumps(dict(constants=CONSTANTS, rows=rows), indent=1) + "\n")
-    (args.out / "ESTIMATE.md").write_text(report(rows, args.studies, _cpu_name()))
+    (args.out / "ESTIMATE.md").write_text(report(rows, args.studies, f"{parts.cpu_name()} ({os.cpu_count()} logical cores, 1 thread)"))
     print(f"wrote {args.out / 'ESTIMATE.md'} and {args.out / 'estimate.json'}")
     return 0
 

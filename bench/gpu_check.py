@@ -168,14 +168,7 @@ def machine(cfg: dict) -> dict:
     lib = ctypes.util.find_library("nvinfer")
     rows["TensorRT"] = (f"{trt} (Python package)" if trt else "no Python package") + \
         (f"; {lib} found" if lib else "; libnvinfer not found on the library path")
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    rows["CPU"] = f"{cpu}, {os.cpu_count()} logical cores"
+    rows["CPU"] = f"{parts.cpu_name()}, {os.cpu_count()} logical cores"
     rows["Python"] = f"{platform.python_version()}; numpy {_version('numpy')}, healpy {_version('healpy')}, " \
                      f"onnx {_version('onnx')}"
     commit = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])

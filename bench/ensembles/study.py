@@ -37,8 +37,8 @@ Time (measured, bench/README.md): the default, one thread, took 70 min on the 2-
 jobs (load 5-6). With the 4x members at the paper study's budget (--ensemble-models chart_cnn_tiny_4x
 planar_cnn_4x --steps 3000 --workers 2) a run took 275-350 s on a free core: 32 runs ≈ 1 h 20 min on two free
 cores, plus about 3 min of measures. --full (a GPU, not run; an estimated 0.1-0.24 h of training on one H100,
-bench/gpu/ESTIMATE.md; the GPU check's research part measures its steps): nside 32, 1,600 training spheres, 16 members, 2,400 steps, 8 snapshots, 100 spheres × 8
-rotations per measure: 64 runs, one at a time.
+bench/gpu/ESTIMATE.md; the GPU check's research part measures its steps): nside 32, 1,600 training spheres,
+16 members, 2,400 steps, 8 snapshots, 100 spheres × 8 rotations per measure: 64 runs, one at a time.
 """
 
 from __future__ import annotations

@@ -872,10 +872,24 @@ def measure_sht(cfg: dict, emit: Emitter) -> None:
 
 # ----------------------------------------------------------------------------- 4. research runs
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo; platform's name where that cannot be read)."""
+    import platform
+
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+
 def group_run(cfg: dict, item: str, work: Path, steps: int):
-    """The study, the arm group's arms, the first arm's config at --full and the config of a short run of it
-    (`steps` steps on cfg's device, no evaluation before the end, no weight snapshots) for `item` =
-    "study/task/group"; a study with its own data (the fisheye studies) gets a few frames of the --full size."""
+    """(arms, full, run, grid) of `item` = "study/task/group": the arm group's arms, its first arm's config at
+    --full, the config of a short run of that arm (`steps` steps on cfg's device, no evaluation before the end, no
+    weight snapshots) and the grid overrides --full sets; a study with its own data (the fisheye studies) gets
+    a few frames of the --full size."""
     from heal_swin.engine import load_config
 
     study_name, task, group = item.split("/", 2)
@@ -885,7 +899,7 @@ def group_run(cfg: dict, item: str, work: Path, steps: int):
     if not arms:
         raise ValueError(f"{item}: no arm group {group!r} with task {task!r} in {STUDIES[study_name]}")
     shared = list(study.overrides)
-    if study.prepare is not None:          # the learning study's data: a few frames of the --full size
+    if study.prepare is not None:          # the fisheye studies' data: a few frames of the --full size
         from heal_swin.data.synthetic import generate
 
         data = work / f"data-{study_name}"

@@ -59,4 +59,5 @@ def make(options) -> Study:
                              overrides=options.set)
     return Study("learning", "configs/demo.yaml", arms, prepare=prepare,
                  overrides=["data.generate=false", f"train.max_steps={steps}", f"train.eval_every={max(1, steps // evals)}",
-                            "data.split_fractions=[0.75,0.25,0.0]", *(["run.device=cuda", "data.num_workers=8"] if options.full else [])])
+                            "data.split_fractions=[0.75,0.25,0.0]",
+                            *(["run.device=cuda", "data.num_workers=8"] if options.full else [])])
