@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "gpu", help="folder for ESTIMATE.md and estimate.json")
     p.add_argument("--frames", type=int, default=2, help="synthetic frames of the --full size for the fisheye studies")
     args = p.parse_args(argv)
+    if args.groups_per_study is not None and args.groups_per_study < 1:
+        raise SystemExit(f"--groups-per-study {args.groups_per_study}: must be >= 1 (leave it out for every group)")
     overrides: dict = {}
     for o in args.override:
         study, sep, kv = o.partition(":")

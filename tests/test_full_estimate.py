@@ -72,7 +72,11 @@ def test_two_studies_shrunk_write_a_row_per_group(tmp_path):
     assert "| ensembles |" in md and "not estimated" not in md
 
 
-def test_a_bad_override_names_the_rule(tmp_path):
+def test_a_bad_flag_names_the_rule(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--studies", "paper", "--out", str(tmp_path),
                            "--override", "nosuch:data.nside=8"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "must be STUDY:KEY=VALUE" in proc.stderr
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--studies", "paper", "--out", str(tmp_path),
+                           "--groups-per-study", "0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "--groups-per-study 0: must be >= 1" in proc.stderr
+    assert not (tmp_path / "ESTIMATE.md").exists()          # refused before any work
